@@ -1,0 +1,33 @@
+/* cli.h: what the vsoc subcommands share: rule loading with the default pack, a monotonic
+ * clock for the summary, and usage helpers. */
+#ifndef VSOC_CLI_H
+#define VSOC_CLI_H
+
+#include "diag.h"
+#include "rule.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+#define EXIT_USAGE 2
+
+int cmd_replay(int argc, char **argv);
+int cmd_rules(int argc, char **argv);
+
+/* The default rule pack's directory: $VSOC_RULES, else the pack installed beside the
+ * binary (../share/vsoc/rules), else the source tree's rules/. */
+const char *cli_default_rules(void);
+
+/* Loads rules from paths (the default pack when n is 0). Prints errors (and warnings when
+ * show_warnings) to stderr. Returns the ruleset, or NULL when any rule failed to compile. */
+vsoc_ruleset_t *cli_load_rules(const char *const *paths, size_t n, int show_warnings);
+
+/* Rule loading that checks test events with the capture readers. */
+extern const vsoc_rule_load_opts_t cli_rule_load_opts;
+
+uint64_t cli_now_ns(void);
+
+/* Returns 1 when a and b are the same option ("--rules" and "--rules=..." both match). */
+int cli_opt(const char *arg, const char *name, const char **inline_val);
+
+#endif

@@ -1,0 +1,288 @@
+/* cmd_replay.c: vsoc replay: captures through the rules, alerts out as OCSF JSON lines,
+ * a summary on stderr (docs/vsoc-replay.md).
+ *
+ * Alerts depend only on the input and the rules, never on the wall clock, so two runs give
+ * byte-identical output; the wall clock is read only for the summary and progress line. */
+#include "cli.h"
+#include "engine.h"
+#include "file/reader.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: vsoc replay [options] FILE...\n"
+            "\n"
+            "Replays captured vehicle logs through detection rules and writes one OCSF\n"
+            "Detection Finding (JSON) per alert. FILE is a candump log (compact or -ta\n"
+            "spaced), a labelled ID#DATA list or JSON Lines IDS events; '-' reads stdin.\n"
+            "The format is detected per file. Malformed lines are reported and skipped.\n"
+            "\n"
+            "options:\n"
+            "  --rules PATH       rule file or directory (repeatable; default: the default\n"
+            "                     pack, %s)\n"
+            "  --vin VIN          vehicle for captures that carry none (default: the file\n"
+            "                     name without extension)\n"
+            "  --out FILE         write alerts to FILE instead of stdout\n"
+            "  --max-errors N     print the first N malformed lines in full (default 10)\n"
+            "  --frame-gap DUR    event-time spacing for captures without timestamps\n"
+            "                     (default 1ms)\n"
+            "  --stats            print per-rule counters (evaluations, matches, time)\n"
+            "  --quiet            no summary\n"
+            "  --no-progress      no progress line, even on a terminal\n"
+            "  -h, --help         this help\n"
+            "\n"
+            "exit status: 0 done (with or without alerts), 1 a file could not be read,\n"
+            "2 usage or rule errors.\n",
+            cli_default_rules());
+}
+
+typedef struct replay {
+    FILE *out;
+    int out_err;
+    uint64_t alerts;
+    uint64_t bad_lines;
+    long max_errors;
+} replay_t;
+
+static void on_alert(void *ctx, const vsoc_alert_t *a)
+{
+    replay_t *rp = ctx;
+    char *s = vsoc_alert_json(a);
+    if (!s) {
+        rp->out_err = ENOMEM;
+        return;
+    }
+    if (fputs(s, rp->out) == EOF || fputc('\n', rp->out) == EOF)
+        rp->out_err = errno;
+    free(s);
+    rp->alerts++;
+}
+
+static void on_bad(void *ctx, const char *file, uint64_t lineno, const char *reason)
+{
+    replay_t *rp = ctx;
+    rp->bad_lines++;
+    if ((long)rp->bad_lines <= rp->max_errors)
+        fprintf(stderr, "%s:%llu: %s\n", file, (unsigned long long)lineno, reason);
+}
+
+static const char *human_rate(double r, char *buf, size_t n)
+{
+    if (r >= 1e6)
+        snprintf(buf, n, "%.2fM", r / 1e6);
+    else if (r >= 1e3)
+        snprintf(buf, n, "%.1fk", r / 1e3);
+    else
+        snprintf(buf, n, "%.0f", r);
+    return buf;
+}
+
+int cmd_replay(int argc, char **argv)
+{
+    const char **rules = calloc((size_t)argc + 1, sizeof *rules);
+    const char **files = calloc((size_t)argc + 1, sizeof *files);
+    size_t nrules = 0, nfiles = 0;
+    const char *vin = NULL, *outpath = NULL;
+    long max_errors = 10;
+    int64_t gap_us = 1000;
+    int stats = 0, quiet = 0, progress = isatty(2);
+    int rc = EXIT_USAGE;
+    if (!rules || !files) {
+        fprintf(stderr, "vsoc replay: out of memory\n");
+        goto done;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val = NULL;
+#define NEED_VAL(name)                                                                         \
+    do {                                                                                       \
+        if (!val) {                                                                            \
+            if (i + 1 >= argc) {                                                               \
+                fprintf(stderr, "vsoc replay: %s needs a value\n", name);                      \
+                goto done;                                                                     \
+            }                                                                                  \
+            val = argv[++i];                                                                   \
+        }                                                                                      \
+    } while (0)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            rc = 0;
+            goto done;
+        } else if (cli_opt(a, "--rules", &val)) {
+            NEED_VAL("--rules");
+            rules[nrules++] = val;
+        } else if (cli_opt(a, "--vin", &val)) {
+            NEED_VAL("--vin");
+            vin = val;
+        } else if (cli_opt(a, "--out", &val) || cli_opt(a, "-o", &val)) {
+            NEED_VAL("--out");
+            outpath = val;
+        } else if (cli_opt(a, "--max-errors", &val)) {
+            NEED_VAL("--max-errors");
+            char *end;
+            max_errors = strtol(val, &end, 10);
+            if (*end || max_errors < 0) {
+                fprintf(stderr, "vsoc replay: --max-errors takes a number, not '%s'\n", val);
+                goto done;
+            }
+        } else if (cli_opt(a, "--frame-gap", &val)) {
+            NEED_VAL("--frame-gap");
+            if (vsoc_parse_duration(val, &gap_us) != 0 || gap_us <= 0) {
+                fprintf(stderr, "vsoc replay: bad --frame-gap '%s' (e.g. 1ms, 500us)\n", val);
+                goto done;
+            }
+        } else if (!strcmp(a, "--stats")) {
+            stats = 1;
+        } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
+            quiet = 1;
+        } else if (!strcmp(a, "--no-progress")) {
+            progress = 0;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "vsoc replay: unknown option '%s' (see vsoc replay --help)\n", a);
+            goto done;
+        } else {
+            files[nfiles++] = a;
+        }
+#undef NEED_VAL
+    }
+    if (nfiles == 0) {
+        fprintf(stderr, "vsoc replay: no capture given (see vsoc replay --help)\n");
+        goto done;
+    }
+    if (quiet)
+        progress = 0;
+
+    vsoc_ruleset_t *rs = cli_load_rules(rules, nrules, 0);
+    if (!rs)
+        goto done;
+    replay_t rp = {.out = stdout, .max_errors = max_errors};
+    if (outpath && strcmp(outpath, "-")) {
+        rp.out = fopen(outpath, "w");
+        if (!rp.out) {
+            fprintf(stderr, "vsoc replay: cannot write %s: %s\n", outpath, strerror(errno));
+            vsoc_ruleset_unref(rs);
+            rc = 1;
+            goto done;
+        }
+    }
+    static char outbuf[1 << 16];
+    setvbuf(rp.out, outbuf, _IOFBF, sizeof outbuf);
+    char err[256];
+    vsoc_engine_opts_t eo = {.on_alert = on_alert, .ctx = &rp,
+                             .clock_ns = stats ? cli_now_ns : NULL};
+    vsoc_engine_t *eng = vsoc_engine_new(rs, &eo, err, sizeof err);
+    if (!eng) {
+        fprintf(stderr, "vsoc replay: %s\n", err);
+        vsoc_ruleset_unref(rs);
+        rc = 1;
+        goto done;
+    }
+    rc = 0;
+    uint64_t t0 = cli_now_ns(), last_progress = t0, events = 0, can = 0, ids = 0, lines = 0;
+    uint64_t oom = 0;
+    vsoc_reader_opts_t ro = {.vin = vin, .frame_gap_us = gap_us, .on_bad = on_bad,
+                             .on_bad_ctx = &rp};
+    for (size_t f = 0; f < nfiles; f++) {
+        vsoc_reader_t *r = vsoc_reader_open(files[f], &ro, err, sizeof err);
+        if (!r) {
+            fprintf(stderr, "vsoc replay: %s\n", err);
+            rc = 1;
+            continue;
+        }
+        vsoc_event_t ev;
+        int got;
+        while ((got = vsoc_reader_next(r, &ev)) == 1) {
+            events++;
+            if (ev.kind == VSOC_EVENT_CAN)
+                can++;
+            else
+                ids++;
+            if (vsoc_engine_process(eng, &ev) == VSOC_ENOMEM)
+                oom++;
+            if (progress && (events & 0xFFFF) == 0) {
+                uint64_t now = cli_now_ns();
+                if (now - last_progress > 250000000ull) {
+                    char rb[32];
+                    last_progress = now;
+                    fprintf(stderr, "\r[vsoc] %s: %llu events, %s events/s, %llu alerts   ",
+                            files[f], (unsigned long long)events,
+                            human_rate((double)events * 1e9 / (double)(now - t0), rb, sizeof rb),
+                            (unsigned long long)rp.alerts);
+                }
+            }
+        }
+        if (got < 0) {
+            fprintf(stderr, "vsoc replay: %s: %s\n", files[f], vsoc_reader_errstr(r));
+            rc = 1;
+        }
+        lines += vsoc_reader_lines(r);
+        vsoc_reader_close(r);
+    }
+    if (fflush(rp.out) != 0 && !rp.out_err)
+        rp.out_err = errno;
+    if (rp.out_err) {
+        fprintf(stderr, "vsoc replay: writing alerts: %s\n", strerror(rp.out_err));
+        rc = 1;
+    }
+    double secs = (double)(cli_now_ns() - t0) / 1e9;
+    if (progress)
+        fprintf(stderr, "\r%80s\r", "");
+    if ((long)rp.bad_lines > max_errors)
+        fprintf(stderr, "... and %llu more malformed lines\n",
+                (unsigned long long)(rp.bad_lines - (uint64_t)max_errors));
+    if (oom)
+        fprintf(stderr, "vsoc replay: warning: %llu events could not open a correlation group "
+                        "(out of memory)\n", (unsigned long long)oom);
+    if (!quiet) {
+        char rb[32];
+        fprintf(stderr,
+                "replayed %zu file%s: %llu lines, %llu events (%llu CAN, %llu IDS), "
+                "%llu skipped as malformed\n",
+                nfiles, nfiles == 1 ? "" : "s", (unsigned long long)lines,
+                (unsigned long long)events, (unsigned long long)can, (unsigned long long)ids,
+                (unsigned long long)rp.bad_lines);
+        fprintf(stderr, "rules: %zu from %s\n", vsoc_ruleset_count(rs),
+                nrules ? "--rules" : cli_default_rules());
+        fprintf(stderr, "alerts: %llu\n", (unsigned long long)rp.alerts);
+        for (size_t i = 0; i < vsoc_ruleset_count(rs); i++) {
+            const vsoc_rule_stats_t *st = vsoc_engine_rule_stats(eng, i);
+            if (!st->alerts && !st->suppressed)
+                continue;
+            const vsoc_rule_t *rule = vsoc_ruleset_rule(rs, i);
+            fprintf(stderr, "  %-48s %-13s %6llu", vsoc_rule_id(rule),
+                    vsoc_level_name(vsoc_rule_level(rule)), (unsigned long long)st->alerts);
+            if (st->suppressed)
+                fprintf(stderr, "  (+%llu suppressed)", (unsigned long long)st->suppressed);
+            fputc('\n', stderr);
+        }
+        fprintf(stderr, "elapsed %.3f s, %s events/s\n", secs,
+                human_rate(secs > 0 ? (double)events / secs : 0, rb, sizeof rb));
+    }
+    if (stats) {
+        fprintf(stderr, "\n%-48s %12s %10s %8s %10s %8s\n", "rule", "evaluations", "matches",
+                "alerts", "time_ms", "re_limit");
+        for (size_t i = 0; i < vsoc_ruleset_count(rs); i++) {
+            const vsoc_rule_stats_t *st = vsoc_engine_rule_stats(eng, i);
+            fprintf(stderr, "%-48s %12llu %10llu %8llu %10.2f %8llu\n",
+                    vsoc_rule_id(vsoc_ruleset_rule(rs, i)), (unsigned long long)st->evals,
+                    (unsigned long long)st->matches, (unsigned long long)st->alerts,
+                    (double)st->ns / 1e6, (unsigned long long)st->regex_limit);
+        }
+        fprintf(stderr, "correlation groups live at the end: %llu\n",
+                (unsigned long long)vsoc_engine_groups(eng));
+    }
+    if (rp.out != stdout)
+        fclose(rp.out);
+    vsoc_engine_free(eng);
+    vsoc_ruleset_unref(rs);
+done:
+    free(rules);
+    free(files);
+    return rc;
+}

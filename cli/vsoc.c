@@ -1,0 +1,143 @@
+/* vsoc.c: the vsoc command: dispatches to subcommands (docs/vsoc.md). */
+#include "cli.h"
+#include "file/reader.h"
+#include "vsoc.h"
+
+#include <jansson.h>
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: vsoc <command> [options]\n"
+            "\n"
+            "vsoc is a vehicle security operations center engine: it replays in-vehicle\n"
+            "captures (candump, JSON Lines IDS events) through YAML detection rules and\n"
+            "writes OCSF alerts.\n"
+            "\n"
+            "commands:\n"
+            "  replay      replay captures through the rules, write alerts (vsoc replay --help)\n"
+            "  rules lint  check rule files and report every problem as file:line:col\n"
+            "  rules test  run the tests embedded in rules\n"
+            "  version     print the version\n"
+            "  help        print this help\n"
+            "\n"
+            "Each command has its own --help and a page in docs/.\n");
+}
+
+const char *cli_default_rules(void)
+{
+    const char *env = getenv("VSOC_RULES");
+    if (env && *env)
+        return env;
+    static char installed[PATH_MAX + 32];
+    char exe[PATH_MAX - 32];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            snprintf(installed, sizeof installed, "%s/../share/vsoc/rules", exe);
+            if (access(installed, R_OK) == 0)
+                return installed;
+        }
+    }
+    return VSOC_DEFAULT_RULES;
+}
+
+vsoc_ruleset_t *cli_load_rules(const char *const *paths, size_t n, int show_warnings)
+{
+    const char *def = cli_default_rules();
+    if (n == 0) {
+        paths = &def;
+        n = 1;
+    }
+    vsoc_diags_t *d = vsoc_diags_new();
+    if (!d) {
+        fprintf(stderr, "vsoc: out of memory\n");
+        return NULL;
+    }
+    vsoc_ruleset_t *rs = vsoc_ruleset_load(paths, n, &cli_rule_load_opts, d);
+    vsoc_diags_sort(d);
+    for (size_t i = 0; i < vsoc_diags_count(d); i++) {
+        const vsoc_diag_t *g = vsoc_diags_get(d, i);
+        if (g->severity == VSOC_DIAG_ERROR || show_warnings)
+            fprintf(stderr, "%s:%d:%d: %s: %s\n", g->file, g->line, g->col,
+                    g->severity == VSOC_DIAG_ERROR ? "error" : "warning", g->msg);
+    }
+    if (vsoc_diags_errors(d)) {
+        fprintf(stderr, "vsoc: %zu error%s in rules; nothing was run (see vsoc rules lint)\n",
+                vsoc_diags_errors(d), vsoc_diags_errors(d) == 1 ? "" : "s");
+        vsoc_ruleset_unref(rs);
+        rs = NULL;
+    } else if (!rs) {
+        fprintf(stderr, "vsoc: out of memory loading rules\n");
+    }
+    vsoc_diags_free(d);
+    return rs;
+}
+
+static int check_event(const char *line, size_t n, const char **reason)
+{
+    vsoc_event_t ev;
+    vsoc_event_clear(&ev);
+    int rc = vsoc_parse_line(VSOC_FMT_UNKNOWN, line, n, &ev, NULL, reason);
+    if (ev.doc)
+        json_decref(ev.doc);
+    return rc == 0 ? 0 : -1;
+}
+
+const vsoc_rule_load_opts_t cli_rule_load_opts = {.check_event = check_event};
+
+uint64_t cli_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int cli_opt(const char *arg, const char *name, const char **inline_val)
+{
+    size_t n = strlen(name);
+    if (strncmp(arg, name, n) != 0)
+        return 0;
+    if (arg[n] == 0) {
+        *inline_val = NULL;
+        return 1;
+    }
+    if (arg[n] == '=') {
+        *inline_val = arg + n + 1;
+        return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "replay"))
+        return cmd_replay(argc - 1, argv + 1);
+    if (!strcmp(cmd, "rules"))
+        return cmd_rules(argc - 1, argv + 1);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("vsoc %s\n", VSOC_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "vsoc: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return EXIT_USAGE;
+}

@@ -1,0 +1,1081 @@
+/* engine.c: the matcher and correlation windows (see engine.h).
+ *
+ * Invariants: event time alone drives windows and suppression, so a replay gives the same
+ * alerts every time; the per-event path takes no locks, logs nothing and allocates only for
+ * a group seen for the first time; groups idle longer than their window (and out of
+ * suppression) are freed by a sweep that runs once per second of event time. */
+#include "engine.h"
+
+#include "decode.h"
+#include "rule_internal.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GROUP_KEY_MAX 160
+#define KEY_STR_MAX 48 /* longer strings are cut and followed by their hash */
+#define SWEEP_EVERY_US 1000000
+#define VIN_MAX 64
+
+enum { G_CORR = 1, G_SUPP = 2 };
+
+typedef struct sample {
+    int64_t ts;
+    uint16_t n;
+    char text[VSOC_SAMPLE_MAX];
+} sample_t;
+
+typedef struct vslot {
+    uint64_t key;
+    int64_t ts;
+    uint8_t used;
+} vslot_t;
+
+typedef struct group {
+    uint64_t hash;
+    uint32_t rule;
+    uint8_t kind;
+    uint16_t keylen;
+    char key[GROUP_KEY_MAX];
+    int64_t last_ts;
+    /* suppress */
+    int64_t until;
+    uint64_t held;
+    /* event_count: timestamps of the matches inside the window, oldest at head */
+    int64_t *ring;
+    uint32_t cap, head, n;
+    /* value_count: distinct values and when each was last seen */
+    vslot_t *vmap;
+    uint32_t vcap, vcount;
+    /* temporal: per item, last seen (unordered) or start of the chain that reached it */
+    int64_t t[VSOC_MAX_ITEMS];
+    /* evidence: the most recent matching events */
+    uint8_t nsamples, shead;
+    sample_t samples[VSOC_ALERT_SAMPLES];
+} group_t;
+
+typedef struct vehicle {
+    char vin[VIN_MAX];
+    uint8_t vinlen, used, has_speed;
+    double speed_kph;
+    int64_t speed_ts;
+} vehicle_t;
+
+struct vsoc_engine {
+    vsoc_ruleset_t *rs;
+    vsoc_engine_opts_t opts;
+    vsoc_rule_stats_t *stats;
+    uint32_t *cand;
+    uint8_t *detmemo;
+    uint64_t events;
+    char hexbuf[2 * VSOC_CAN_MAX_LEN + 8];
+    char numbuf[64];
+    pcre2_match_data *md;
+    pcre2_match_context *mctx;
+    /* groups: open addressing, linear probing, backward-shift deletion */
+    group_t **gtab;
+    size_t gcap, gcount;
+    int64_t next_sweep;
+    int64_t max_span; /* longest window or suppress period, for the sweep */
+    /* vehicles */
+    vehicle_t *vtab;
+    size_t vcap, vcount;
+    vehicle_t *vlast;
+};
+
+/* ---- small helpers ------------------------------------------------------------------ */
+
+static int glob_match(const char *s, size_t n, const char *p, size_t pn, int cased)
+{
+    size_t si = 0, pi = 0, star_p = (size_t)-1, star_s = 0;
+    while (si < n) {
+        if (pi < pn && p[pi] == '*') {
+            star_p = pi++;
+            star_s = si;
+        } else if (pi < pn && (p[pi] == '?' ||
+                               (cased ? s[si] == p[pi]
+                                      : vsoc_lower((unsigned char)s[si]) == (unsigned char)p[pi]))) {
+            si++;
+            pi++;
+        } else if (star_p != (size_t)-1) {
+            pi = star_p + 1;
+            si = ++star_s;
+        } else {
+            return 0;
+        }
+    }
+    while (pi < pn && p[pi] == '*')
+        pi++;
+    return pi == pn;
+}
+
+static int text_eq(const char *s, size_t n, const cval_t *v, int cased)
+{
+    if (n != v->n)
+        return 0;
+    return cased ? memcmp(s, v->s, n) == 0 : vsoc_eq_lower(s, v->s, n);
+}
+
+static int text_contains(const char *s, size_t n, const cval_t *v, int cased)
+{
+    if (v->n > n)
+        return 0;
+    for (size_t i = 0; i + v->n <= n; i++)
+        if (cased ? memcmp(s + i, v->s, v->n) == 0 : vsoc_eq_lower(s + i, v->s, v->n))
+            return 1;
+    return 0;
+}
+
+static int cidr_match(const char *s, size_t n, const cval_t *v)
+{
+    char buf[64];
+    uint8_t addr[16];
+    if (n >= sizeof buf)
+        return 0;
+    memcpy(buf, s, n);
+    buf[n] = 0;
+    if (inet_pton(v->family == 4 ? AF_INET : AF_INET6, buf, addr) != 1)
+        return 0;
+    unsigned bits = v->prefix, full = bits / 8, rest = bits % 8;
+    if (memcmp(addr, v->addr, full) != 0)
+        return 0;
+    if (rest) {
+        uint8_t mask = (uint8_t)(0xFF << (8 - rest));
+        return (addr[full] & mask) == (v->addr[full] & mask);
+    }
+    return 1;
+}
+
+/* Extracts a bit field from the payload, DBC style: little-endian (Intel) from the start
+ * bit upwards; big-endian (Motorola) from the start bit as the most significant bit. */
+static int extract_bits(const fmatch_t *m, const vsoc_can_frame_t *f, uint64_t *out)
+{
+    uint64_t v = 0;
+    unsigned pos = m->bits_start;
+    if (m->bits_le) {
+        if ((pos + m->bits_len - 1u) / 8u >= f->len)
+            return 0;
+        for (unsigned i = 0; i < m->bits_len; i++, pos++)
+            v |= (uint64_t)((f->data[pos / 8] >> (pos % 8)) & 1u) << i;
+    } else {
+        for (unsigned i = 0; i < m->bits_len; i++) {
+            if (pos / 8 >= f->len)
+                return 0;
+            v = (v << 1) | ((f->data[pos / 8] >> (pos % 8)) & 1u);
+            pos = (pos % 8 == 0) ? pos + 15 : pos - 1;
+        }
+    }
+    *out = v;
+    return 1;
+}
+
+/* The numeric form of a value, if it has one. */
+static int as_number(const vsoc_value_t *v, double *d, int64_t *i, int *is_int)
+{
+    switch (v->type) {
+    case VSOC_FT_INT:
+    case VSOC_FT_BOOL:
+        *i = v->i;
+        *d = (double)v->i;
+        *is_int = 1;
+        return 1;
+    case VSOC_FT_FLOAT:
+        *d = v->f;
+        *is_int = 0;
+        return 1;
+    case VSOC_FT_STR: {
+        char buf[64];
+        if (v->is_list || v->n == 0 || v->n >= sizeof buf)
+            return 0;
+        memcpy(buf, v->s, v->n);
+        buf[v->n] = 0;
+        if (vsoc_parse_int(buf, i) == 0) {
+            *d = (double)*i;
+            *is_int = 1;
+            return 1;
+        }
+        *is_int = 0;
+        return vsoc_parse_number(buf, d) == 0;
+    }
+    default:
+        return 0;
+    }
+}
+
+static int cmp_num(match_op_t op, const vsoc_value_t *v, const cval_t *c)
+{
+    double d;
+    int64_t i = 0;
+    int is_int;
+    if (!as_number(v, &d, &i, &is_int))
+        return 0;
+    if (is_int && c->kind == CV_INT) {
+        switch (op) {
+        case OP_EQ: return i == c->i;
+        case OP_GT: return i > c->i;
+        case OP_GTE: return i >= c->i;
+        case OP_LT: return i < c->i;
+        case OP_LTE: return i <= c->i;
+        case OP_IN_RANGE: return i >= c->i && i <= c->i2;
+        case OP_MASK: return (i & c->i) == c->i2;
+        default: return 0;
+        }
+    }
+    switch (op) {
+    case OP_EQ: return d == c->f;
+    case OP_GT: return d > c->f;
+    case OP_GTE: return d >= c->f;
+    case OP_LT: return d < c->f;
+    case OP_LTE: return d <= c->f;
+    case OP_IN_RANGE: return d >= c->f && d <= c->f2;
+    case OP_MASK: return is_int && (i & c->i) == c->i2;
+    default: return 0;
+    }
+}
+
+/* Text of a value for string operators: strings as they are, numbers in decimal. */
+static int as_text(vsoc_engine_t *e, const vsoc_value_t *v, const char **s, size_t *n)
+{
+    switch (v->type) {
+    case VSOC_FT_STR:
+    case VSOC_FT_BYTES:
+        if (v->is_list)
+            return 0;
+        *s = v->s;
+        *n = v->n;
+        return 1;
+    case VSOC_FT_INT:
+        *n = (size_t)snprintf(e->numbuf, sizeof e->numbuf, "%lld", (long long)v->i);
+        *s = e->numbuf;
+        return 1;
+    case VSOC_FT_FLOAT:
+        *n = (size_t)snprintf(e->numbuf, sizeof e->numbuf, "%.17g", v->f);
+        *s = e->numbuf;
+        return 1;
+    case VSOC_FT_BOOL:
+        *s = v->i ? "true" : "false";
+        *n = strlen(*s);
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int match_one(vsoc_engine_t *e, const fmatch_t *m, const vsoc_value_t *v, const cval_t *c,
+                     uint32_t rule)
+{
+    const int cased = m->cased & 1;
+    switch (m->op) {
+    case OP_EQ:
+        if (v->type == VSOC_FT_REASONS)
+            return (v->i & c->i) != 0;
+        if (v->type == VSOC_FT_BOOL && c->has_num == 2)
+            return v->i == c->i;
+        if (c->kind == CV_STR) {
+            if (v->type == VSOC_FT_INT || v->type == VSOC_FT_FLOAT)
+                return c->has_num == 1 && cmp_num(OP_EQ, v, c);
+            if (v->type != VSOC_FT_STR && v->type != VSOC_FT_BYTES)
+                return 0;
+            if (c->glob)
+                return glob_match(v->s, v->n, c->s, c->n, cased || v->type == VSOC_FT_BYTES);
+            return v->type == VSOC_FT_BYTES ? (v->n == c->n && memcmp(v->s, c->s, v->n) == 0)
+                                            : text_eq(v->s, v->n, c, cased);
+        }
+        return cmp_num(OP_EQ, v, c);
+    case OP_GT:
+    case OP_GTE:
+    case OP_LT:
+    case OP_LTE:
+    case OP_IN_RANGE:
+    case OP_MASK:
+        return cmp_num(m->op, v, c);
+    case OP_CONTAINS:
+    case OP_STARTSWITH:
+    case OP_ENDSWITH: {
+        const char *s;
+        size_t n;
+        if (!as_text(e, v, &s, &n))
+            return 0;
+        int cs = cased || v->type == VSOC_FT_BYTES;
+        if (m->op == OP_CONTAINS)
+            return text_contains(s, n, c, cs);
+        if (c->n > n)
+            return 0;
+        const char *at = m->op == OP_STARTSWITH ? s : s + n - c->n;
+        return cs ? memcmp(at, c->s, c->n) == 0 : vsoc_eq_lower(at, c->s, c->n);
+    }
+    case OP_RE: {
+        const char *s;
+        size_t n;
+        if (!as_text(e, v, &s, &n))
+            return 0;
+        int rc = pcre2_match(c->re, (PCRE2_SPTR)s, n, 0, 0, e->md, e->mctx);
+        if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT ||
+            rc == PCRE2_ERROR_JIT_STACKLIMIT) {
+            e->stats[rule].regex_limit++;
+            return 0;
+        }
+        return rc >= 0;
+    }
+    case OP_CIDR:
+        return v->type == VSOC_FT_STR && !v->is_list && cidr_match(v->s, v->n, c);
+    default:
+        return 0;
+    }
+}
+
+static int match_values(vsoc_engine_t *e, const fmatch_t *m, const vsoc_value_t *v,
+                        uint32_t rule)
+{
+    if (m->all) {
+        for (uint32_t i = 0; i < m->nvals; i++)
+            if (!match_one(e, m, v, &m->vals[i], rule))
+                return 0;
+        return 1;
+    }
+    for (uint32_t i = 0; i < m->nvals; i++)
+        if (match_one(e, m, v, &m->vals[i], rule))
+            return 1;
+    return 0;
+}
+
+static int eval_match(vsoc_engine_t *e, const fmatch_t *m, const vsoc_event_t *ev, uint32_t rule)
+{
+    vsoc_value_t v;
+    if (!vsoc_field_get(&m->field, ev, &v, e->hexbuf))
+        return m->op == OP_NULL || (m->op == OP_EXISTS && !m->vals[0].i);
+    if (m->op == OP_NULL)
+        return 0;
+    if (m->op == OP_EXISTS)
+        return m->vals[0].i != 0;
+    if (m->bits) {
+        uint64_t b;
+        if (!extract_bits(m, &ev->can, &b))
+            return 0;
+        v.type = VSOC_FT_INT;
+        v.i = (int64_t)b;
+        v.is_list = 0;
+    }
+    if (v.is_list) {
+        size_t n = vsoc_field_json_len(&v);
+        for (size_t i = 0; i < n; i++) {
+            vsoc_value_t el;
+            if (vsoc_field_json_elem(&v, i, &el) && match_values(e, m, &el, rule))
+                return 1;
+        }
+        return 0;
+    }
+    return match_values(e, m, &v, rule);
+}
+
+static int eval_det(vsoc_engine_t *e, const det_t *d, const vsoc_event_t *ev, uint32_t rule)
+{
+    for (uint32_t a = 0; a < d->nalt; a++) {
+        const alt_t *alt = &d->alts[a];
+        uint32_t i;
+        for (i = 0; i < alt->n; i++)
+            if (!eval_match(e, &alt->m[i], ev, rule))
+                break;
+        if (i == alt->n)
+            return 1;
+    }
+    return 0;
+}
+
+/* Evaluates a condition node, short-circuiting; detections are evaluated at most once per
+ * event (memo: 0 unknown, 1 false, 2 true). */
+static int eval_node(vsoc_engine_t *e, const vsoc_rule_t *r, uint32_t ni, const vsoc_event_t *ev,
+                     uint32_t rule)
+{
+    const cnode_t *n = &r->nodes[ni];
+    switch (n->op) {
+    case CN_DET:
+        if (!e->detmemo[n->det])
+            e->detmemo[n->det] = eval_det(e, &r->dets[n->det], ev, rule) ? 2 : 1;
+        return e->detmemo[n->det] == 2;
+    case CN_AND:
+        return eval_node(e, r, n->a, ev, rule) && eval_node(e, r, n->b, ev, rule);
+    case CN_OR:
+        return eval_node(e, r, n->a, ev, rule) || eval_node(e, r, n->b, ev, rule);
+    case CN_NOT:
+        return !eval_node(e, r, n->a, ev, rule);
+    }
+    return 0;
+}
+
+/* ---- groups ------------------------------------------------------------------------- */
+
+static void key_put(char *key, size_t *len, const void *p, size_t n)
+{
+    if (*len + n > GROUP_KEY_MAX)
+        n = GROUP_KEY_MAX - *len;
+    memcpy(key + *len, p, n);
+    *len += n;
+}
+
+/* Serialises the group-by values of ev canonically (so that the same group gets the same
+ * key, and so the same alert id, in replay and in the live service). */
+static size_t build_key(vsoc_engine_t *e, const vsoc_field_t *fields, uint32_t n,
+                        const vsoc_event_t *ev, char *key)
+{
+    size_t len = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        vsoc_value_t v;
+        if (!vsoc_field_get(&fields[i], ev, &v, e->hexbuf) || v.is_list ||
+            v.type == VSOC_FT_JSON) {
+            key_put(key, &len, "n", 1);
+            continue;
+        }
+        switch (v.type) {
+        case VSOC_FT_INT:
+        case VSOC_FT_BOOL:
+        case VSOC_FT_REASONS:
+            key_put(key, &len, "i", 1);
+            key_put(key, &len, &v.i, 8);
+            break;
+        case VSOC_FT_FLOAT:
+            key_put(key, &len, "f", 1);
+            key_put(key, &len, &v.f, 8);
+            break;
+        default: {
+            size_t sn = v.n > KEY_STR_MAX ? KEY_STR_MAX : v.n;
+            uint8_t l = (uint8_t)sn;
+            key_put(key, &len, "s", 1);
+            key_put(key, &len, &l, 1);
+            key_put(key, &len, v.s, sn);
+            if (v.n > sn) {
+                uint64_t h = vsoc_hash_bytes(v.s, v.n, 0);
+                key_put(key, &len, &h, 8);
+            }
+        }
+        }
+    }
+    return len;
+}
+
+static uint64_t group_hash(uint32_t rule, uint8_t kind, const char *key, size_t n)
+{
+    return vsoc_hash_bytes(key, n, ((uint64_t)rule << 8) | kind);
+}
+
+static void group_free(group_t *g)
+{
+    if (!g)
+        return;
+    free(g->ring);
+    free(g->vmap);
+    free(g);
+}
+
+static int gtab_grow(vsoc_engine_t *e)
+{
+    size_t ncap = e->gcap ? e->gcap * 2 : 1024;
+    group_t **nt = calloc(ncap, sizeof *nt);
+    if (!nt)
+        return VSOC_ENOMEM;
+    for (size_t i = 0; i < e->gcap; i++) {
+        group_t *g = e->gtab[i];
+        if (!g)
+            continue;
+        size_t h = (size_t)g->hash & (ncap - 1);
+        while (nt[h])
+            h = (h + 1) & (ncap - 1);
+        nt[h] = g;
+    }
+    free(e->gtab);
+    e->gtab = nt;
+    e->gcap = ncap;
+    return 0;
+}
+
+/* Finds or creates the group; returns NULL only when memory runs out. */
+static group_t *group_get(vsoc_engine_t *e, uint32_t rule, uint8_t kind, const char *key,
+                          size_t keylen)
+{
+    uint64_t h = group_hash(rule, kind, key, keylen);
+    if (e->gcap) {
+        size_t i = (size_t)h & (e->gcap - 1);
+        for (group_t *g; (g = e->gtab[i]) != NULL; i = (i + 1) & (e->gcap - 1))
+            if (g->hash == h && g->rule == rule && g->kind == kind && g->keylen == keylen &&
+                memcmp(g->key, key, keylen) == 0)
+                return g;
+    }
+    if ((e->gcount + 1) * 2 > e->gcap && gtab_grow(e) != 0)
+        return NULL;
+    group_t *g = calloc(1, sizeof *g);
+    if (!g)
+        return NULL;
+    g->hash = h;
+    g->rule = rule;
+    g->kind = kind;
+    g->keylen = (uint16_t)keylen;
+    memcpy(g->key, key, keylen);
+    g->until = INT64_MIN;
+    for (int i = 0; i < VSOC_MAX_ITEMS; i++)
+        g->t[i] = INT64_MIN;
+    size_t i = (size_t)h & (e->gcap - 1);
+    while (e->gtab[i])
+        i = (i + 1) & (e->gcap - 1);
+    e->gtab[i] = g;
+    e->gcount++;
+    return g;
+}
+
+/* Removes slot i with backward-shift deletion, so probes never need tombstones. */
+static void gtab_remove_at(vsoc_engine_t *e, size_t i)
+{
+    size_t mask = e->gcap - 1;
+    group_free(e->gtab[i]);
+    e->gtab[i] = NULL;
+    e->gcount--;
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        group_t *g = e->gtab[j];
+        if (!g)
+            return;
+        size_t home = (size_t)g->hash & mask;
+        /* Move g back into the hole when the hole lies between its home and j. */
+        if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
+            e->gtab[i] = g;
+            e->gtab[j] = NULL;
+            i = j;
+        }
+    }
+}
+
+static int64_t rule_horizon(const vsoc_rule_t *r, uint8_t kind)
+{
+    return kind == G_SUPP ? r->sup.for_us : r->corr.span_us;
+}
+
+/* Frees groups whose window and suppression have passed. */
+static void sweep(vsoc_engine_t *e, int64_t now)
+{
+    for (size_t i = 0; i < e->gcap;) {
+        group_t *g = e->gtab[i];
+        if (g) {
+            const vsoc_rule_t *r = e->rs->rules[g->rule];
+            int idle = g->kind == G_SUPP ? g->until <= now
+                                         : g->last_ts < now - rule_horizon(r, g->kind);
+            if (idle) {
+                gtab_remove_at(e, i);
+                continue; /* slot i may now hold a shifted group */
+            }
+        }
+        i++;
+    }
+}
+
+static void add_sample(group_t *g, const vsoc_event_t *ev)
+{
+    sample_t *s;
+    if (g->nsamples < VSOC_ALERT_SAMPLES) {
+        s = &g->samples[(g->shead + g->nsamples) % VSOC_ALERT_SAMPLES];
+        g->nsamples++;
+    } else {
+        s = &g->samples[g->shead];
+        g->shead = (uint8_t)((g->shead + 1) % VSOC_ALERT_SAMPLES);
+    }
+    size_t n = ev->line.n < VSOC_SAMPLE_MAX ? ev->line.n : VSOC_SAMPLE_MAX;
+    memcpy(s->text, ev->line.p, n);
+    s->n = (uint16_t)n;
+    s->ts = ev->ts_us;
+}
+
+static void group_reset(group_t *g)
+{
+    g->n = 0;
+    g->head = 0;
+    if (g->vmap)
+        memset(g->vmap, 0, g->vcap * sizeof *g->vmap);
+    g->vcount = 0;
+    for (int i = 0; i < VSOC_MAX_ITEMS; i++)
+        g->t[i] = INT64_MIN;
+    g->nsamples = 0;
+    g->shead = 0;
+}
+
+/* ---- alerts ------------------------------------------------------------------------- */
+
+static void make_uid(const vsoc_rule_t *r, const char *key, size_t keylen, int64_t start,
+                     const vsoc_event_t *ev, char *out)
+{
+    unsigned char buf[512], md[EVP_MAX_MD_SIZE];
+    size_t n = 0, idlen = strlen(r->id);
+    if (idlen > 200)
+        idlen = 200;
+    memcpy(buf + n, r->id, idlen);
+    n += idlen;
+    buf[n++] = 0;
+    memcpy(buf + n, key, keylen);
+    n += keylen;
+    buf[n++] = 0;
+    memcpy(buf + n, &start, 8);
+    n += 8;
+    if (ev) {
+        /* A plain rule alerts once per event: its content makes the id. */
+        size_t vn = ev->vin.n > 64 ? 64 : ev->vin.n;
+        memcpy(buf + n, ev->vin.p, vn);
+        n += vn;
+        if (ev->kind == VSOC_EVENT_CAN) {
+            memcpy(buf + n, &ev->can, 12);
+            n += 12;
+            memcpy(buf + n, ev->can.data, ev->can.len);
+            n += ev->can.len;
+        } else {
+            size_t ln = ev->line.n > 160 ? 160 : ev->line.n;
+            memcpy(buf + n, ev->line.p, ln);
+            n += ln;
+        }
+    }
+    unsigned int mdlen = 0;
+    EVP_Digest(buf, n, md, &mdlen, EVP_sha256(), NULL);
+    /* Formatted as a UUID (version 8: vendor-defined) so that OCSF tools accept it. */
+    md[6] = (unsigned char)((md[6] & 0x0F) | 0x80);
+    md[8] = (unsigned char)((md[8] & 0x3F) | 0x80);
+    static const char hx[] = "0123456789abcdef";
+    size_t o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hx[md[i] >> 4];
+        out[o++] = hx[md[i] & 15];
+    }
+    out[o] = 0;
+}
+
+/* Applies suppression and emits. Returns 1 when an alert went out. */
+static int fire(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev, group_t *g,
+                const char *key, size_t keylen, int64_t first, uint64_t count)
+{
+    const vsoc_rule_t *r = e->rs->rules[ri];
+    vsoc_rule_stats_t *st = &e->stats[ri];
+    uint64_t held = 0;
+    if (r->sup.on) {
+        char skey[GROUP_KEY_MAX];
+        size_t sk = build_key(e, r->sup.group_by, r->sup.ngroup, ev, skey);
+        group_t *sg = group_get(e, ri, G_SUPP, skey, sk);
+        if (sg) {
+            sg->last_ts = ev->ts_us;
+            if (sg->until > ev->ts_us) {
+                sg->held++;
+                st->suppressed++;
+                return 0;
+            }
+            held = sg->held;
+            sg->held = 0;
+            sg->until = ev->ts_us + r->sup.for_us;
+        }
+    }
+    st->alerts++;
+    if (!e->opts.on_alert)
+        return 1;
+    vsoc_alert_t a;
+    memset(&a, 0, sizeof a);
+    a.rule = r;
+    a.time_us = ev->ts_us;
+    a.first_us = first;
+    a.last_us = ev->ts_us;
+    a.count = count;
+    a.suppressed = held;
+    a.vin = ev->vin;
+    a.event = ev;
+    make_uid(r, key, keylen, first, g ? NULL : ev, a.uid);
+    if (g) {
+        a.ngroup = r->corr.ngroup;
+        for (uint32_t i = 0; i < r->corr.ngroup; i++) {
+            a.group_fields[i] = &r->corr.group_by[i];
+            a.group_present[i] =
+                vsoc_field_get(&r->corr.group_by[i], ev, &a.group_vals[i], e->hexbuf);
+            if (a.group_vals[i].type == VSOC_FT_BYTES) {
+                /* hexbuf is reused: keep a copy only for the duration of the callback */
+                a.group_present[i] = 0;
+            }
+        }
+        for (unsigned i = 0; i < g->nsamples; i++) {
+            const sample_t *s = &g->samples[(g->shead + i) % VSOC_ALERT_SAMPLES];
+            if (s->ts < first)
+                continue;
+            a.samples[a.nsamples].p = s->text;
+            a.samples[a.nsamples].n = s->n;
+            a.nsamples++;
+        }
+    } else {
+        a.samples[0] = ev->line;
+        a.nsamples = 1;
+    }
+    e->opts.on_alert(e->opts.ctx, &a);
+    return 1;
+}
+
+/* ---- correlation -------------------------------------------------------------------- */
+
+static int ring_push(group_t *g, int64_t ts, uint32_t limit)
+{
+    if (g->n == g->cap) {
+        if (g->cap < limit) {
+            uint32_t ncap = g->cap ? g->cap * 2 : 8;
+            if (ncap > limit)
+                ncap = limit;
+            int64_t *nr = malloc(ncap * sizeof *nr);
+            if (!nr)
+                return VSOC_ENOMEM;
+            for (uint32_t i = 0; i < g->n; i++)
+                nr[i] = g->ring[(g->head + i) % g->cap];
+            free(g->ring);
+            g->ring = nr;
+            g->cap = ncap;
+            g->head = 0;
+        } else {
+            g->head = (g->head + 1) % g->cap; /* drop the oldest: the count stays at limit */
+            g->n--;
+        }
+    }
+    g->ring[(g->head + g->n) % g->cap] = ts;
+    g->n++;
+    return 0;
+}
+
+static uint64_t value_key(vsoc_engine_t *e, const vsoc_field_t *f, const vsoc_event_t *ev,
+                          int *ok)
+{
+    vsoc_value_t v;
+    *ok = vsoc_field_get(f, ev, &v, e->hexbuf) && !v.is_list && v.type != VSOC_FT_JSON;
+    if (!*ok)
+        return 0;
+    switch (v.type) {
+    case VSOC_FT_INT:
+    case VSOC_FT_BOOL:
+    case VSOC_FT_REASONS:
+        return vsoc_hash_u64((uint64_t)v.i ^ 0x1234567ULL);
+    case VSOC_FT_FLOAT: {
+        uint64_t b;
+        memcpy(&b, &v.f, 8);
+        return vsoc_hash_u64(b ^ 0x7654321ULL);
+    }
+    default:
+        return vsoc_hash_bytes(v.s, v.n, 0x99);
+    }
+}
+
+static void vmap_insert(vslot_t *m, uint32_t cap, uint64_t key, int64_t ts)
+{
+    uint32_t i = (uint32_t)key & (cap - 1);
+    while (m[i].used && m[i].key != key)
+        i = (i + 1) & (cap - 1);
+    m[i].used = 1;
+    m[i].key = key;
+    m[i].ts = ts;
+}
+
+/* Drops values not seen within the window; returns the oldest remaining time. */
+static int64_t vmap_purge(group_t *g, int64_t horizon)
+{
+    vslot_t live[64];
+    vslot_t *tmp = g->vcount <= 64 ? live : malloc(g->vcount * sizeof *tmp);
+    int64_t oldest = INT64_MAX;
+    uint32_t n = 0;
+    if (!tmp)
+        return INT64_MIN;
+    for (uint32_t i = 0; i < g->vcap; i++)
+        if (g->vmap[i].used && g->vmap[i].ts > horizon)
+            tmp[n++] = g->vmap[i];
+    memset(g->vmap, 0, g->vcap * sizeof *g->vmap);
+    for (uint32_t i = 0; i < n; i++) {
+        vmap_insert(g->vmap, g->vcap, tmp[i].key, tmp[i].ts);
+        if (tmp[i].ts < oldest)
+            oldest = tmp[i].ts;
+    }
+    g->vcount = n;
+    if (tmp != live)
+        free(tmp);
+    return oldest;
+}
+
+/* Runs a correlation for a matching event. Returns alerts raised or VSOC_ENOMEM. */
+static int correlate(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev, const int *items)
+{
+    const vsoc_rule_t *r = e->rs->rules[ri];
+    const corr_t *co = &r->corr;
+    char key[GROUP_KEY_MAX];
+    size_t keylen = build_key(e, co->group_by, co->ngroup, ev, key);
+    group_t *g = group_get(e, ri, G_CORR, key, keylen);
+    if (!g)
+        return VSOC_ENOMEM;
+    const int64_t now = ev->ts_us, horizon = now - co->span_us;
+    g->last_ts = now;
+    add_sample(g, ev);
+    switch (co->type) {
+    case CORR_EVENT_COUNT:
+        while (g->n && g->ring[g->head] <= horizon) {
+            g->head = (g->head + 1) % g->cap;
+            g->n--;
+        }
+        if (ring_push(g, now, co->threshold) != 0)
+            return VSOC_ENOMEM;
+        if (g->n >= co->threshold) {
+            int64_t first = g->ring[g->head];
+            uint64_t count = g->n;
+            int rc = fire(e, ri, ev, g, key, keylen, first, count);
+            group_reset(g);
+            return rc;
+        }
+        return 0;
+    case CORR_VALUE_COUNT: {
+        int ok;
+        uint64_t k = value_key(e, &co->value_field, ev, &ok);
+        if (!ok)
+            return 0;
+        if (!g->vmap) {
+            uint32_t cap = 16;
+            while (cap < 2 * co->threshold + 2)
+                cap *= 2;
+            g->vmap = calloc(cap, sizeof *g->vmap);
+            if (!g->vmap)
+                return VSOC_ENOMEM;
+            g->vcap = cap;
+        }
+        uint32_t i = (uint32_t)k & (g->vcap - 1);
+        while (g->vmap[i].used && g->vmap[i].key != k)
+            i = (i + 1) & (g->vcap - 1);
+        if (g->vmap[i].used) {
+            g->vmap[i].ts = now;
+            return 0;
+        }
+        g->vmap[i] = (vslot_t){k, now, 1};
+        g->vcount++;
+        if (g->vcount < co->threshold && g->vcount * 2 < g->vcap)
+            return 0;
+        /* Only now are stale values worth dropping: the count is at the threshold, or the
+         * table is half full of values that may have left the window. */
+        int64_t first = vmap_purge(g, horizon);
+        if (g->vcount >= co->threshold) {
+            uint64_t count = g->vcount;
+            int rc = fire(e, ri, ev, g, key, keylen, first, count);
+            group_reset(g);
+            return rc;
+        }
+        return 0;
+    }
+    case CORR_TEMPORAL: {
+        int64_t first = INT64_MAX;
+        int all = 1;
+        for (uint32_t i = 0; i < co->nitems; i++) {
+            if (items[i])
+                g->t[i] = now;
+            if (g->t[i] == INT64_MIN || g->t[i] <= horizon)
+                all = 0;
+            else if (g->t[i] < first)
+                first = g->t[i];
+        }
+        if (!all)
+            return 0;
+        int rc = fire(e, ri, ev, g, key, keylen, first, co->nitems);
+        group_reset(g);
+        return rc;
+    }
+    case CORR_TEMPORAL_ORDERED: {
+        /* t[i]: start time of the most recent chain that has reached step i. Later steps
+         * first, so one event cannot advance a chain by two steps. */
+        for (uint32_t i = co->nitems; i-- > 0;) {
+            if (!items[i])
+                continue;
+            if (i == 0)
+                g->t[0] = now;
+            else if (g->t[i - 1] != INT64_MIN && g->t[i - 1] > horizon)
+                g->t[i] = g->t[i - 1];
+        }
+        int64_t start = g->t[co->nitems - 1];
+        if (start == INT64_MIN || start <= horizon)
+            return 0;
+        int rc = fire(e, ri, ev, g, key, keylen, start, co->nitems);
+        group_reset(g);
+        return rc;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* ---- vehicles ----------------------------------------------------------------------- */
+
+static vehicle_t *vehicle_get(vsoc_engine_t *e, vsoc_str_t vin)
+{
+    size_t n = vin.n < VIN_MAX ? vin.n : VIN_MAX - 1;
+    vehicle_t *l = e->vlast;
+    if (l && l->vinlen == n && memcmp(l->vin, vin.p, n) == 0)
+        return l;
+    if ((e->vcount + 1) * 2 > e->vcap) {
+        size_t ncap = e->vcap ? e->vcap * 2 : 64;
+        vehicle_t *nt = calloc(ncap, sizeof *nt);
+        if (!nt)
+            return NULL;
+        for (size_t i = 0; i < e->vcap; i++) {
+            if (!e->vtab[i].used)
+                continue;
+            size_t h = (size_t)vsoc_hash_bytes(e->vtab[i].vin, e->vtab[i].vinlen, 0) & (ncap - 1);
+            while (nt[h].used)
+                h = (h + 1) & (ncap - 1);
+            nt[h] = e->vtab[i];
+        }
+        free(e->vtab);
+        e->vtab = nt;
+        e->vcap = ncap;
+    }
+    size_t h = (size_t)vsoc_hash_bytes(vin.p, n, 0) & (e->vcap - 1);
+    while (e->vtab[h].used) {
+        if (e->vtab[h].vinlen == n && memcmp(e->vtab[h].vin, vin.p, n) == 0)
+            return e->vlast = &e->vtab[h];
+        h = (h + 1) & (e->vcap - 1);
+    }
+    vehicle_t *v = &e->vtab[h];
+    memset(v, 0, sizeof *v);
+    memcpy(v->vin, vin.p, n);
+    v->vinlen = (uint8_t)n;
+    v->used = 1;
+    e->vcount++;
+    return e->vlast = v;
+}
+
+/* ---- the engine --------------------------------------------------------------------- */
+
+vsoc_engine_t *vsoc_engine_new(vsoc_ruleset_t *rs, const vsoc_engine_opts_t *opts, char *err,
+                               size_t errlen)
+{
+    vsoc_engine_t *e = calloc(1, sizeof *e);
+    if (!e)
+        goto nomem;
+    e->rs = vsoc_ruleset_ref(rs);
+    if (opts)
+        e->opts = *opts;
+    size_t n = rs->n ? rs->n : 1;
+    uint32_t maxdets = 1;
+    for (size_t i = 0; i < rs->n; i++) {
+        if (rs->rules[i]->ndets > maxdets)
+            maxdets = rs->rules[i]->ndets;
+        int64_t h = rs->rules[i]->corr.span_us > rs->rules[i]->sup.for_us
+                        ? rs->rules[i]->corr.span_us
+                        : rs->rules[i]->sup.for_us;
+        if (h > e->max_span)
+            e->max_span = h;
+    }
+    e->stats = calloc(n, sizeof *e->stats);
+    e->cand = calloc(2 * n, sizeof *e->cand);
+    e->detmemo = calloc(maxdets, 1);
+    e->md = pcre2_match_data_create(1, NULL);
+    e->mctx = pcre2_match_context_create(NULL);
+    if (!e->stats || !e->cand || !e->detmemo || !e->md || !e->mctx)
+        goto nomem;
+    pcre2_set_match_limit(e->mctx, e->opts.regex_match_limit ? e->opts.regex_match_limit : 100000);
+    pcre2_set_depth_limit(e->mctx, 10000);
+    e->next_sweep = INT64_MIN;
+    return e;
+nomem:
+    snprintf(err, errlen, "out of memory creating the engine");
+    vsoc_engine_free(e);
+    return NULL;
+}
+
+void vsoc_engine_free(vsoc_engine_t *e)
+{
+    if (!e)
+        return;
+    for (size_t i = 0; i < e->gcap; i++)
+        group_free(e->gtab[i]);
+    free(e->gtab);
+    free(e->vtab);
+    free(e->stats);
+    free(e->cand);
+    free(e->detmemo);
+    pcre2_match_data_free(e->md);
+    pcre2_match_context_free(e->mctx);
+    vsoc_ruleset_unref(e->rs);
+    free(e);
+}
+
+int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev)
+{
+    e->events++;
+    vsoc_decode(ev);
+    vehicle_t *veh = vehicle_get(e, ev->vin);
+    if (veh) {
+        double kph;
+        if (vsoc_decode_speed(ev, &kph)) {
+            veh->speed_kph = kph;
+            veh->speed_ts = ev->ts_us;
+            veh->has_speed = 1;
+        }
+        if (veh->has_speed) {
+            ev->speed_kph = veh->speed_kph;
+            ev->state_age_us = ev->ts_us - veh->speed_ts;
+            ev->derived |= VSOC_HAS_SPEED;
+        }
+    }
+    if (e->gcount && ev->ts_us >= e->next_sweep) {
+        if (e->next_sweep != INT64_MIN)
+            sweep(e, ev->ts_us);
+        e->next_sweep = ev->ts_us + SWEEP_EVERY_US;
+    }
+    const vsoc_ruleset_t *rs = e->rs;
+    size_t nc = vsoc_index_candidates(rs, ev, e->cand);
+    const int timed = e->opts.clock_ns && (e->events & 63) == 0;
+    int alerts = 0, oom = 0;
+    for (size_t c = 0; c < nc; c++) {
+        uint32_t ri = e->cand[c];
+        const vsoc_rule_t *r = rs->rules[ri];
+        if (r->kind != ev->kind || (ev->derived & r->need) != r->need)
+            continue;
+        uint64_t t0 = timed ? e->opts.clock_ns() : 0;
+        vsoc_rule_stats_t *st = &e->stats[ri];
+        st->evals++;
+        memset(e->detmemo, 0, r->ndets);
+        int rc = 0;
+        if (r->corr.type == CORR_TEMPORAL || r->corr.type == CORR_TEMPORAL_ORDERED) {
+            if (r->root < 0 || eval_node(e, r, (uint32_t)r->root, ev, ri)) {
+                int items[VSOC_MAX_ITEMS], any = 0;
+                for (uint32_t i = 0; i < r->corr.nitems; i++) {
+                    uint32_t d = r->corr.items[i];
+                    if (!e->detmemo[d])
+                        e->detmemo[d] = eval_det(e, &r->dets[d], ev, ri) ? 2 : 1;
+                    items[i] = e->detmemo[d] == 2;
+                    any |= items[i];
+                }
+                if (any) {
+                    st->matches++;
+                    rc = correlate(e, ri, ev, items);
+                }
+            }
+        } else if (r->root >= 0 && eval_node(e, r, (uint32_t)r->root, ev, ri)) {
+            st->matches++;
+            if (r->corr.type == CORR_NONE) {
+                char key[GROUP_KEY_MAX];
+                size_t kl = build_key(e, NULL, 0, ev, key);
+                rc = fire(e, ri, ev, NULL, key, kl, ev->ts_us, 1);
+            } else {
+                rc = correlate(e, ri, ev, NULL);
+            }
+        }
+        if (rc < 0)
+            oom = 1;
+        else
+            alerts += rc;
+        if (timed)
+            st->ns += (e->opts.clock_ns() - t0) * 64;
+    }
+    return oom ? VSOC_ENOMEM : alerts;
+}
+
+const vsoc_ruleset_t *vsoc_engine_ruleset(const vsoc_engine_t *e) { return e->rs; }
+
+const vsoc_rule_stats_t *vsoc_engine_rule_stats(const vsoc_engine_t *e, size_t i)
+{
+    return i < e->rs->n ? &e->stats[i] : NULL;
+}
+
+uint64_t vsoc_engine_events(const vsoc_engine_t *e) { return e->events; }
+uint64_t vsoc_engine_groups(const vsoc_engine_t *e) { return e->gcount; }

@@ -1,0 +1,80 @@
+/* engine.h: the per-worker matcher: decodes an event, keeps the vehicle's state, visits the
+ * rules the index selects, runs correlation windows and suppression on event time, and hands
+ * each alert to a callback.
+ *
+ * An engine is owned by one thread and holds a reference to an immutable ruleset. Processing
+ * an event does not lock and does not log; it allocates only when a new correlation or
+ * suppression group appears (groups idle for longer than their window are freed). */
+#ifndef VSOC_ENGINE_H
+#define VSOC_ENGINE_H
+
+#include "event.h"
+#include "field.h"
+#include "rule.h"
+
+#define VSOC_ALERT_SAMPLES 5
+#define VSOC_SAMPLE_MAX 200
+
+/* An alert, valid only during the callback. */
+typedef struct vsoc_alert {
+    const vsoc_rule_t *rule;
+    char uid[37];          /* stable: derived from rule, group and window start */
+    int64_t time_us;       /* event time of the event that raised it */
+    int64_t first_us;      /* first event of the window */
+    int64_t last_us;       /* last event of the window */
+    uint64_t count;        /* events (plain, event_count), distinct values (value_count),
+                              detections (temporal) */
+    uint64_t suppressed;   /* alerts held back by suppress since the previous one */
+    vsoc_str_t vin;
+    const vsoc_event_t *event; /* the event that raised it */
+    size_t ngroup;
+    const vsoc_field_t *group_fields[8];
+    vsoc_value_t group_vals[8];
+    int group_present[8];
+    size_t nsamples;
+    vsoc_str_t samples[VSOC_ALERT_SAMPLES]; /* raw input lines, oldest first */
+} vsoc_alert_t;
+
+typedef void (*vsoc_alert_fn)(void *ctx, const vsoc_alert_t *alert);
+
+typedef struct vsoc_engine_opts {
+    vsoc_alert_fn on_alert;
+    void *ctx;
+    /* A monotonic clock in ns for per-rule time (sampled); NULL: time is not measured.
+     * Injected so that the engine itself never reads a clock. */
+    uint64_t (*clock_ns)(void);
+    uint32_t regex_match_limit; /* PCRE2 match limit; 0 means 100000 */
+} vsoc_engine_opts_t;
+
+typedef struct vsoc_rule_stats {
+    uint64_t evals;       /* events that visited the rule */
+    uint64_t matches;     /* events that satisfied its condition */
+    uint64_t alerts;      /* alerts emitted */
+    uint64_t suppressed;  /* alerts held back by suppress */
+    uint64_t regex_limit; /* regex evaluations stopped by the match limit */
+    uint64_t ns;          /* estimated time spent (sampled 1 in 64 events) */
+} vsoc_rule_stats_t;
+
+typedef struct vsoc_engine vsoc_engine_t;
+
+/* Creates an engine over rs (a reference is taken). Returns NULL on failure with a message
+ * in err. */
+vsoc_engine_t *vsoc_engine_new(vsoc_ruleset_t *rs, const vsoc_engine_opts_t *opts, char *err,
+                               size_t errlen);
+void vsoc_engine_free(vsoc_engine_t *e); /* NULL does nothing */
+
+/* Processes one event: decodes it in place, updates vehicle state, matches and correlates,
+ * calling on_alert for each alert. Returns the number of alerts raised, or VSOC_ENOMEM
+ * when a new group could not be allocated (the event is still matched). */
+int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev);
+
+const vsoc_ruleset_t *vsoc_engine_ruleset(const vsoc_engine_t *e);
+const vsoc_rule_stats_t *vsoc_engine_rule_stats(const vsoc_engine_t *e, size_t rule_index);
+uint64_t vsoc_engine_events(const vsoc_engine_t *e);
+uint64_t vsoc_engine_groups(const vsoc_engine_t *e); /* live correlation/suppress groups */
+
+/* Serialises an alert as one OCSF Detection Finding JSON object (no newline). Returns a
+ * string the caller frees with free(), or NULL on allocation failure. */
+char *vsoc_alert_json(const vsoc_alert_t *a);
+
+#endif

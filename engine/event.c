@@ -1,0 +1,10 @@
+/* event.c: event helpers. */
+#include "event.h"
+
+#include <string.h>
+
+void vsoc_event_clear(vsoc_event_t *ev)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->label = -1;
+}

@@ -1,0 +1,155 @@
+/* util.c: parsing and suggestion helpers (see util.h). */
+#include "util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int vsoc_parse_int(const char *s, int64_t *out)
+{
+    const char *p = s;
+    int neg = 0;
+    if (*p == '+' || *p == '-')
+        neg = *p++ == '-';
+    int base = 10;
+    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
+        base = 16;
+        p += 2;
+    } else if (p[0] == '0' && (p[1] == 'b' || p[1] == 'B')) {
+        base = 2;
+        p += 2;
+    }
+    if (!*p)
+        return -1;
+    uint64_t v = 0;
+    for (; *p; p++) {
+        int d = vsoc_hexval((unsigned char)*p);
+        if (*p == '_' && p[1])
+            continue; /* 0x18FE_F100 reads better in rules */
+        if (d < 0 || d >= base)
+            return -1;
+        if (v > (UINT64_MAX - (uint64_t)d) / (uint64_t)base)
+            return -1;
+        v = v * (uint64_t)base + (uint64_t)d;
+    }
+    if (v > (uint64_t)INT64_MAX)
+        return -1;
+    *out = neg ? -(int64_t)v : (int64_t)v;
+    return 0;
+}
+
+int vsoc_parse_number(const char *s, double *out)
+{
+    int64_t i;
+    if (vsoc_parse_int(s, &i) == 0) {
+        *out = (double)i;
+        return 0;
+    }
+    if (!*s)
+        return -1;
+    char *end;
+    errno = 0;
+    double d = strtod(s, &end);
+    if (*end || errno || !isfinite(d))
+        return -1;
+    /* strtod accepts "inf", "nan" and hex floats; rules only need decimal fractions. */
+    for (const char *p = s; *p; p++)
+        if (!strchr("0123456789+-.eE", *p))
+            return -1;
+    *out = d;
+    return 0;
+}
+
+int vsoc_parse_duration(const char *s, int64_t *us)
+{
+    const char *p = s;
+    if (!*p)
+        return -1;
+    double v = 0;
+    int digits = 0;
+    double scale = 0;
+    for (; *p && ((*p >= '0' && *p <= '9') || *p == '.'); p++) {
+        if (*p == '.') {
+            if (scale)
+                return -1;
+            scale = 1;
+            continue;
+        }
+        digits++;
+        if (scale) {
+            scale /= 10;
+            v += (*p - '0') * scale;
+        } else {
+            v = v * 10 + (*p - '0');
+        }
+    }
+    if (!digits)
+        return -1;
+    double mult;
+    if (!*p || strcmp(p, "s") == 0)
+        mult = 1e6;
+    else if (strcmp(p, "ms") == 0)
+        mult = 1e3;
+    else if (strcmp(p, "us") == 0)
+        mult = 1;
+    else if (strcmp(p, "m") == 0)
+        mult = 60e6;
+    else if (strcmp(p, "h") == 0)
+        mult = 3600e6;
+    else if (strcmp(p, "d") == 0)
+        mult = 86400e6;
+    else
+        return -1;
+    double r = v * mult;
+    if (r > 9e18)
+        return -1;
+    *us = (int64_t)llround(r);
+    return 0;
+}
+
+/* Optimal string alignment distance: Levenshtein plus adjacent transpositions, the most
+ * common typo ("hihg" for "high"). */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 64 || lb > 64)
+        return (size_t)-1;
+    static _Thread_local size_t d[65][65];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+            size_t best = d[i - 1][j - 1] + cost;
+            if (d[i - 1][j] + 1 < best)
+                best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best)
+                best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    }
+    return d[la][lb];
+}
+
+const char *vsoc_did_you_mean(const char *word, const char *const *cands, size_t n)
+{
+    size_t limit = strlen(word) / 3;
+    if (limit < 1)
+        limit = 1;
+    const char *best = NULL;
+    size_t bestd = (size_t)-1;
+    for (size_t i = 0; i < n; i++) {
+        size_t d = edit_distance(word, cands[i]);
+        if (d < bestd) {
+            bestd = d;
+            best = cands[i];
+        }
+    }
+    return bestd <= limit ? best : NULL;
+}

@@ -1,0 +1,73 @@
+/* util.h: small helpers shared by engine modules: hashing, number and duration parsing,
+ * ASCII case folding and did-you-mean suggestions. All functions are pure and thread-safe. */
+#ifndef VSOC_UTIL_H
+#define VSOC_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* 64-bit mix of an integer (splitmix64's finaliser): cheap and well distributed. */
+static inline uint64_t vsoc_hash_u64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+/* FNV-1a over bytes, then mixed; keys here are short (group keys, type names). */
+static inline uint64_t vsoc_hash_bytes(const void *p, size_t n, uint64_t seed)
+{
+    const unsigned char *s = p;
+    uint64_t h = 0xcbf29ce484222325ULL ^ seed;
+    for (size_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 0x100000001b3ULL;
+    }
+    return vsoc_hash_u64(h);
+}
+
+static inline int vsoc_lower(int c)
+{
+    return (c >= 'A' && c <= 'Z') ? c + 32 : c;
+}
+
+/* Value of a hex digit, or -1. */
+static inline int vsoc_hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* Parses a whole string as an integer: decimal, 0x hex, 0b binary, optional sign.
+ * Returns 0 or -1 when s is not entirely an integer or overflows. */
+int vsoc_parse_int(const char *s, int64_t *out);
+
+/* Parses a whole string as a finite number (an integer form of vsoc_parse_int or a decimal
+ * fraction). Returns 0 or -1. */
+int vsoc_parse_number(const char *s, double *out);
+
+/* Parses a duration such as "500ms", "30s", "10m", "2h", "1d" (a bare number is seconds).
+ * Returns 0 with microseconds in *us, or -1. */
+int vsoc_parse_duration(const char *s, int64_t *us);
+
+/* Returns the candidate closest to word by edit distance when it is close enough to be a
+ * likely typo (distance <= max(1, strlen(word)/3)), else NULL. */
+const char *vsoc_did_you_mean(const char *word, const char *const *cands, size_t n);
+
+/* ASCII case-insensitive comparison of a with a pattern p that is already lower case. */
+static inline int vsoc_eq_lower(const char *a, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (vsoc_lower((unsigned char)a[i]) != (unsigned char)p[i])
+            return 0;
+    return 1;
+}
+
+#endif
