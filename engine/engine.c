@@ -20,6 +20,7 @@
 #define KEY_STR_MAX 48 /* longer strings are cut and followed by their hash */
 #define SWEEP_EVERY_US 1000000
 #define VIN_MAX 64
+#define HELD_KEEP_US (86400LL * 1000000)
 
 enum { G_CORR = 1, G_SUPP = 2 };
 
@@ -560,8 +561,11 @@ static void sweep(vsoc_engine_t *e, int64_t now)
         group_t *g = e->gtab[i];
         if (g) {
             const vsoc_rule_t *r = e->rs->rules[g->rule];
-            int idle = g->kind == G_SUPP ? g->until <= now
-                                         : g->last_ts < now - rule_horizon(r, g->kind);
+            /* A suppress group that held alerts back stays (a day at most) so that the
+             * next alert can report how many. */
+            int idle = g->kind == G_SUPP
+                           ? g->until <= now && (g->held == 0 || g->until + HELD_KEEP_US <= now)
+                           : g->last_ts < now - rule_horizon(r, g->kind);
             if (idle) {
                 gtab_remove_at(e, i);
                 continue; /* slot i may now hold a shifted group */

@@ -1302,6 +1302,14 @@ static void compile_correlation(ctx_t *c, yaml_node_t *v)
               corr_pair, &a);
     static const char *const types[] = {"event_count", "value_count", "temporal",
                                         "temporal_ordered"};
+    if (!a.timespan) {
+        err_at(c, v, "correlation needs a timespan (e.g. 30s, 10m)");
+    } else {
+        const char *s = scalar(a.timespan);
+        if (!s || vsoc_parse_duration(s, &co->span_us) != 0 || co->span_us <= 0)
+            err_at(c, a.timespan, "bad timespan '%s' (expected e.g. 500ms, 30s, 10m, 1h, 1d)",
+                   s ? s : "");
+    }
     const char *t = a.type ? scalar(a.type) : NULL;
     if (!a.type) {
         err_at(c, v, "correlation needs a type (event_count, value_count, temporal, "
@@ -1318,14 +1326,6 @@ static void compile_correlation(ctx_t *c, yaml_node_t *v)
         else
             err_at(c, a.type, "unknown correlation type '%s'", t ? t : "");
         return;
-    }
-    if (!a.timespan) {
-        err_at(c, v, "correlation needs a timespan (e.g. 30s, 10m)");
-    } else {
-        const char *s = scalar(a.timespan);
-        if (!s || vsoc_parse_duration(s, &co->span_us) != 0 || co->span_us <= 0)
-            err_at(c, a.timespan, "bad timespan '%s' (expected e.g. 500ms, 30s, 10m, 1h, 1d)",
-                   s ? s : "");
     }
     if (co->type == CORR_EVENT_COUNT || co->type == CORR_VALUE_COUNT) {
         if (a.cond)

@@ -151,5 +151,6 @@ const char *vsoc_did_you_mean(const char *word, const char *const *cands, size_t
             best = cands[i];
         }
     }
-    return bestd <= limit ? best : NULL;
+    /* A suggestion must keep some of the word: "c" is not a typo of "a". */
+    return bestd <= limit && bestd < strlen(word) ? best : NULL;
 }
