@@ -66,6 +66,8 @@ static uint64_t type_hash(const char *s, size_t n)
 /* Builds a table from pairs (sorted here), appending their rule lists to ix->lists. */
 static int table_build(vsoc_index_t *ix, table_t *t, pair_t *pairs, size_t n)
 {
+    if (n == 0)
+        return 0; /* no slots: lookups return at once */
     qsort(pairs, n, sizeof *pairs, pair_cmp);
     size_t cap = 16;
     while (cap < n * 2)

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# cli.sh TEST: one end-to-end test of the vsoc command. Needs $VSOC, $VSOC_GEN, $VSOC_SRC.
+# Exits 0 on success, 1 on failure (saying why), 77 when the shared captures are absent.
+set -euo pipefail
+t=$1
+src=$VSOC_SRC
+shared=${VSOC_SHARED_DATA:-$src/../shared/data/can}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+need_shared() {
+  if [ ! -d "$shared" ]; then
+    echo "SKIP: $shared not found (the real captures live beside the checkout in CI)"
+    exit 77
+  fi
+}
+# Number of alerts of a level or above in a JSONL file.
+count_min_level() { jq -c "select(.severity_id >= $2)" "$1" | wc -l; }
+rules_fired() { jq -r '.finding_info.analytic.uid' "$1" | sort -u; }
+
+case $t in
+help)
+  "$VSOC" --help | grep -q "usage: vsoc" || fail "vsoc --help"
+  for c in "replay" "rules lint" "rules test"; do
+    $VSOC $c --help | grep -q "usage: vsoc" || fail "vsoc $c --help"
+  done
+  "$VSOC_GEN" --help | grep -qi "usage" || fail "vsoc-gen --help"
+  set +e; "$VSOC" nosuch 2>/dev/null; rc=$?; set -e
+  [ $rc -eq 2 ] || fail "unknown command should exit 2, got $rc"
+  ;;
+demo)
+  "$VSOC" replay --no-progress --out "$work/a.jsonl" "$src/samples/demo.log" \
+    "$src/samples/demo-ids.jsonl" 2>"$work/err"
+  n=$(wc -l <"$work/a.jsonl")
+  [ "$n" -ge 8 ] || fail "demo raised only $n alerts"
+  # Every line is an OCSF Detection Finding with the fields the issue names.
+  jq -e 'select(.class_uid != 2004 or (.time|type) != "number" or .severity_id < 1 or
+         .severity_id > 5 or (.finding_info.uid|type) != "string" or
+         (.finding_info.title|type) != "string" or (.finding_info.analytic.uid|type) != "string"
+         or (.count|type) != "number" or (.vehicle.vin|type) != "string" or
+         (.evidences[0].data.samples|length) < 1)' "$work/a.jsonl" >/dev/null &&
+    fail "an alert lacks a required field"
+  nrules=$(rules_fired "$work/a.jsonl" | wc -l)
+  [ "$nrules" -ge 8 ] || fail "only $nrules distinct rules fired on the demo"
+  grep -q "^alerts: $n$" "$work/err" || fail "summary does not count $n alerts"
+  grep -q "events/s" "$work/err" || fail "summary lacks events/s"
+  ;;
+determinism)
+  "$VSOC" replay --no-progress -q "$src/samples/demo.log" "$src/samples/demo-ids.jsonl" >"$work/1"
+  "$VSOC" replay --no-progress -q "$src/samples/demo.log" "$src/samples/demo-ids.jsonl" >"$work/2"
+  [ -s "$work/1" ] || fail "no alerts"
+  cmp "$work/1" "$work/2" || fail "two replays differ"
+  ;;
+stdin)
+  "$VSOC" replay -q --vin DEMO "$src/samples/demo.log" >"$work/file"
+  "$VSOC" replay -q --vin DEMO - <"$src/samples/demo.log" >"$work/stdin"
+  [ -s "$work/file" ] || fail "no alerts"
+  # The source differs (file name vs stdin); ids and everything derived from events agree.
+  diff <(jq -c 'del(.evidences[0].data.event.source)' "$work/file") \
+       <(jq -c 'del(.evidences[0].data.event.source)' "$work/stdin") || fail "stdin differs"
+  ;;
+malformed)
+  { head -n 100 "$src/samples/demo.log"; echo "this is not a frame"
+    echo "(1764064800.5) can0 12G#00"; head -n 200 "$src/samples/demo.log" | tail -n 100
+    echo "(1764064801.0) can0 123#0"; } >"$work/bad.log"
+  "$VSOC" replay --no-progress --out /dev/null "$work/bad.log" 2>"$work/err"
+  grep -q "bad.log:101: " "$work/err" || fail "line 101 not reported: $(cat "$work/err")"
+  grep -q "bad.log:102: " "$work/err" || fail "line 102 not reported"
+  grep -q "bad.log:203: " "$work/err" || fail "line 203 not reported"
+  grep -q "200 events" "$work/err" || fail "good lines were lost: $(cat "$work/err")"
+  grep -q "3 skipped as malformed" "$work/err" || fail "skip count missing"
+  # --max-errors limits the full reports and counts the rest.
+  "$VSOC" replay --no-progress --max-errors 1 --out /dev/null "$work/bad.log" 2>"$work/err2"
+  grep -q "and 2 more malformed lines" "$work/err2" || fail "no remainder count"
+  ;;
+lint-planted)
+  set +e
+  "$VSOC" rules lint "$src/tests/data/planted-mistakes.yml" >"$work/out" 2>/dev/null
+  rc=$?
+  set -e
+  [ $rc -eq 1 ] || fail "lint should exit 1, got $rc"
+  sed "s|$src/||g" "$work/out" | diff -u "$src/tests/data/planted-mistakes.expected" - ||
+    fail "lint output differs from the expected list of located mistakes"
+  ;;
+lint-pack)
+  "$VSOC" rules lint --strict "$src/rules" >"$work/out" 2>"$work/err" ||
+    fail "default pack does not lint clean: $(cat "$work/out")"
+  [ ! -s "$work/out" ] || fail "lint printed diagnostics: $(cat "$work/out")"
+  n=$(grep -oE '[0-9]+ rules compiled' "$work/err" | grep -oE '^[0-9]+')
+  [ "$n" -ge 20 ] || fail "default pack has only $n rules"
+  ;;
+rules-test)
+  "$VSOC" rules test "$src/rules" >"$work/out" || fail "rule tests failed: $(cat "$work/out")"
+  grep -qE '^[0-9]+ passed, 0 failed$' "$work/out" || fail "unexpected: $(tail -1 "$work/out")"
+  # Every rule has a firing and a non-firing test.
+  for f in $(find "$src/rules" -name '*.yml'); do
+    grep -qE 'expect: *0\b' "$f" || fail "$f has no non-firing test"
+    grep -qE 'expect: *[1-9]' "$f" || fail "$f has no firing test"
+  done
+  # A failing test is reported and fails the command.
+  sed 's/expect: 1$/expect: 7/' "$src/tests/fuzz/corpus/rules/uds-bruteforce.yml" >"$work/f.yml"
+  set +e; "$VSOC" rules test "$work/f.yml" >"$work/out2"; rc=$?; set -e
+  [ $rc -eq 1 ] || fail "a failing rule test should exit 1"
+  grep -q "expected 7 alerts, got 1" "$work/out2" || fail "failure not explained"
+  ;;
+generated-attacks)
+  # Each injected attack raises the rule family meant for it; clean traffic raises nothing.
+  "$VSOC_GEN" --seconds 20 --seed 7 --format log >"$work/clean.log"
+  "$VSOC" replay -q "$work/clean.log" >"$work/clean.jsonl"
+  [ ! -s "$work/clean.jsonl" ] || fail "clean generated traffic raised: $(rules_fired "$work/clean.jsonl")"
+  while read -r attack expect; do
+    "$VSOC_GEN" --seconds 12 --seed 11 --format log --attack "$attack@4+3" >"$work/a.log"
+    "$VSOC" replay -q "$work/a.log" >"$work/a.jsonl"
+    rules_fired "$work/a.jsonl" | grep -qE "$expect" ||
+      fail "attack $attack did not raise $expect (raised: $(rules_fired "$work/a.jsonl" | tr '\n' ' '))"
+  done <"$src/tests/data/attack-rules.txt"
+  ;;
+multi-file)
+  "$VSOC_GEN" --seconds 5 --seed 1 --format log --attack dos@1+2 >"$work/a.log"
+  cp "$work/a.log" "$work/b.log"
+  "$VSOC" replay -q "$work/a.log" >"$work/one"
+  "$VSOC" replay -q "$work/a.log" "$work/b.log" >"$work/two"
+  # Two files without --vin are two vehicles (named after the files): twice the alerts.
+  [ "$(wc -l <"$work/two")" -eq $((2 * $(wc -l <"$work/one"))) ] || fail "per-file vehicles"
+  jq -r '.vehicle.vin' "$work/two" | sort -u | tr '\n' ' ' | grep -q "^a b $" || fail "vins"
+  ;;
+shared-dos)
+  need_shared
+  "$VSOC" replay --no-progress "$shared/j1939/dos_1ms.log" >"$work/a" 2>"$work/err"
+  grep -q "0 skipped" "$work/err" || fail "lines skipped: $(cat "$work/err")"
+  [ "$(count_min_level "$work/a" 4)" -ge 1 ] || fail "no high alert on dos_1ms.log"
+  ;;
+shared-fuzz)
+  need_shared
+  "$VSOC" replay -q "$shared/j1939/fuzz_id_and_data.log" >"$work/a"
+  [ "$(wc -l <"$work/a")" -ge 1 ] || fail "no alert on fuzz_id_and_data.log"
+  rules_fired "$work/a" | grep -q "fuzz" || fail "the fuzzing rule did not fire"
+  ;;
+shared-normal)
+  need_shared
+  for f in j1939/normal.log opel/benign.log; do
+    "$VSOC" replay --no-progress "$shared/$f" >"$work/a" 2>"$work/err"
+    grep -q "0 skipped" "$work/err" || fail "$f: lines skipped: $(cat "$work/err")"
+    n=$(count_min_level "$work/a" 4)
+    [ "$n" -eq 0 ] || fail "$f raised $n high/critical alerts: $(rules_fired "$work/a")"
+  done
+  ;;
+shared-request-overload)
+  need_shared
+  "$VSOC" replay -q "$shared/j1939/request_overload.log" >"$work/a"
+  rules_fired "$work/a" | grep -q "request-overload" || fail "request overload not detected"
+  ;;
+shared-labelled)
+  need_shared
+  "$VSOC" replay --no-progress "$shared/labelled-dos/test_data.log" >"$work/a" 2>"$work/err"
+  grep -q "2000 events" "$work/err" || fail "labelled capture not fully read: $(cat "$work/err")"
+  [ "$(wc -l <"$work/a")" -ge 1 ] || fail "no alert on the labelled DoS capture"
+  ;;
+shared-garbage)
+  need_shared
+  awk 'NR==10{print "garbage line"} NR==5000{print " (000.100000)  can0  XYZ   [8]  00"} {print}' \
+    "$shared/j1939/normal.log" >"$work/g.log"
+  "$VSOC" replay --no-progress --out /dev/null "$work/g.log" 2>"$work/err"
+  grep -q "g.log:10: " "$work/err" || fail "garbage line 10 not named"
+  grep -q "g.log:5001: " "$work/err" || fail "garbage line 5001 not named"
+  grep -q "19957 events" "$work/err" || fail "frames lost: $(cat "$work/err")"
+  ;;
+*)
+  fail "unknown test $t"
+  ;;
+esac
+echo "ok: $t"

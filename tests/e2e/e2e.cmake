@@ -1,0 +1,16 @@
+# End-to-end tests of the vsoc command on shipped samples, generated traffic and planted
+# mistakes (label e2e), and on the real captures in ../shared/data/can (label shared-data;
+# reported as skipped, not passed, where that directory is absent).
+set(VSOC_E2E ${CMAKE_CURRENT_LIST_DIR}/cli.sh)
+set(VSOC_E2E_ENV "VSOC=$<TARGET_FILE:vsoc>;VSOC_GEN=$<TARGET_FILE:vsoc-gen>;VSOC_SRC=${CMAKE_SOURCE_DIR}")
+foreach(t help demo determinism stdin malformed lint-planted lint-pack rules-test generated-attacks
+          multi-file)
+  add_test(NAME e2e.${t} COMMAND bash ${VSOC_E2E} ${t})
+  set_tests_properties(e2e.${t} PROPERTIES LABELS e2e ENVIRONMENT "${VSOC_E2E_ENV}")
+endforeach()
+foreach(t shared-dos shared-fuzz shared-normal shared-request-overload shared-labelled
+          shared-garbage)
+  add_test(NAME e2e.${t} COMMAND bash ${VSOC_E2E} ${t})
+  set_tests_properties(e2e.${t} PROPERTIES LABELS shared-data ENVIRONMENT "${VSOC_E2E_ENV}"
+                       SKIP_RETURN_CODE 77)
+endforeach()
