@@ -66,8 +66,22 @@ typedef struct vehicle {
     int64_t speed_ts;
 } vehicle_t;
 
+/* Candidate lists per CAN identifier, computed once from the ruleset's index: the list is a
+ * function of (id, ext) alone, so a frame costs one probe here instead of a merge. */
+#define CAND_CACHE_MAX 65536
+#define CSLOT_EMPTY UINT32_MAX
+
+typedef struct cslot {
+    uint32_t key; /* id | ext << 31 */
+    uint32_t off, n;
+} cslot_t;
+
 struct vsoc_engine {
     vsoc_ruleset_t *rs;
+    cslot_t *ctab;
+    size_t ccap, ccount;
+    uint32_t *cpool;
+    size_t cpool_n, cpool_cap;
     vsoc_engine_opts_t opts;
     vsoc_rule_stats_t *stats;
     uint32_t *cand;
@@ -79,6 +93,8 @@ struct vsoc_engine {
     pcre2_match_context *mctx;
     /* groups: open addressing, linear probing, backward-shift deletion */
     group_t **gtab;
+    uint64_t *ghash; /* beside gtab: probes compare hashes without touching the groups */
+    group_t *glast;  /* the group found last: a flood hits the same one again and again */
     size_t gcap, gcount;
     int64_t next_sweep;
     int64_t max_span; /* longest window or suppress period, for the sweep */
@@ -302,9 +318,16 @@ static int match_one(vsoc_engine_t *e, const fmatch_t *m, const vsoc_value_t *v,
         if (!as_text(e, v, &s, &n))
             return 0;
         int cs = cased || v->type == VSOC_FT_BYTES;
+        if (m->op == OP_CONTAINS && v->type == VSOC_FT_BYTES) {
+            /* Hex text: a match must start on a byte, not in the middle of one. */
+            for (size_t i = 0; i + c->n <= n; i += 2)
+                if (memcmp(s + i, c->s, c->n) == 0)
+                    return 1;
+            return 0;
+        }
         if (m->op == OP_CONTAINS)
             return text_contains(s, n, c, cs);
-        if (c->n > n)
+        if (c->n > n || (v->type == VSOC_FT_BYTES && ((n - c->n) & 1)))
             return 0;
         const char *at = m->op == OP_STARTSWITH ? s : s + n - c->n;
         return cs ? memcmp(at, c->s, c->n) == 0 : vsoc_eq_lower(at, c->s, c->n);
@@ -344,6 +367,27 @@ static int match_values(vsoc_engine_t *e, const fmatch_t *m, const vsoc_value_t 
     return 0;
 }
 
+/* Integer comparisons without the general value machinery: most CAN rules are these. */
+static int match_int(const fmatch_t *m, int64_t x)
+{
+    for (uint32_t i = 0; i < m->nvals; i++) {
+        const cval_t *c = &m->vals[i];
+        int ok;
+        switch (m->op) {
+        case OP_EQ: ok = x == c->i; break;
+        case OP_GT: ok = x > c->i; break;
+        case OP_GTE: ok = x >= c->i; break;
+        case OP_LT: ok = x < c->i; break;
+        case OP_LTE: ok = x <= c->i; break;
+        case OP_IN_RANGE: ok = x >= c->i && x <= c->i2; break;
+        default: ok = (x & c->i) == c->i2; break;
+        }
+        if (ok != m->all)
+            return ok;
+    }
+    return m->all;
+}
+
 static int eval_match(vsoc_engine_t *e, const fmatch_t *m, const vsoc_event_t *ev, uint32_t rule)
 {
     vsoc_value_t v;
@@ -361,6 +405,8 @@ static int eval_match(vsoc_engine_t *e, const fmatch_t *m, const vsoc_event_t *e
         v.i = (int64_t)b;
         v.is_list = 0;
     }
+    if (m->fast)
+        return match_int(m, v.i);
     if (v.is_list) {
         size_t n = vsoc_field_json_len(&v);
         for (size_t i = 0; i < n; i++) {
@@ -476,8 +522,12 @@ static int gtab_grow(vsoc_engine_t *e)
 {
     size_t ncap = e->gcap ? e->gcap * 2 : 1024;
     group_t **nt = calloc(ncap, sizeof *nt);
-    if (!nt)
+    uint64_t *nh = calloc(ncap, sizeof *nh);
+    if (!nt || !nh) {
+        free(nt);
+        free(nh);
         return VSOC_ENOMEM;
+    }
     for (size_t i = 0; i < e->gcap; i++) {
         group_t *g = e->gtab[i];
         if (!g)
@@ -486,11 +536,21 @@ static int gtab_grow(vsoc_engine_t *e)
         while (nt[h])
             h = (h + 1) & (ncap - 1);
         nt[h] = g;
+        nh[h] = g->hash;
     }
     free(e->gtab);
+    free(e->ghash);
     e->gtab = nt;
+    e->ghash = nh;
     e->gcap = ncap;
     return 0;
+}
+
+static int group_is(const group_t *g, uint64_t h, uint32_t rule, uint8_t kind, const char *key,
+                    size_t keylen)
+{
+    return g->hash == h && g->rule == rule && g->kind == kind && g->keylen == keylen &&
+           memcmp(g->key, key, keylen) == 0;
 }
 
 /* Finds or creates the group; returns NULL only when memory runs out. */
@@ -498,12 +558,13 @@ static group_t *group_get(vsoc_engine_t *e, uint32_t rule, uint8_t kind, const c
                           size_t keylen)
 {
     uint64_t h = group_hash(rule, kind, key, keylen);
+    if (e->glast && group_is(e->glast, h, rule, kind, key, keylen))
+        return e->glast;
     if (e->gcap) {
         size_t i = (size_t)h & (e->gcap - 1);
-        for (group_t *g; (g = e->gtab[i]) != NULL; i = (i + 1) & (e->gcap - 1))
-            if (g->hash == h && g->rule == rule && g->kind == kind && g->keylen == keylen &&
-                memcmp(g->key, key, keylen) == 0)
-                return g;
+        for (; e->gtab[i]; i = (i + 1) & (e->gcap - 1))
+            if (e->ghash[i] == h && group_is(e->gtab[i], h, rule, kind, key, keylen))
+                return e->glast = e->gtab[i];
     }
     if ((e->gcount + 1) * 2 > e->gcap && gtab_grow(e) != 0)
         return NULL;
@@ -522,14 +583,17 @@ static group_t *group_get(vsoc_engine_t *e, uint32_t rule, uint8_t kind, const c
     while (e->gtab[i])
         i = (i + 1) & (e->gcap - 1);
     e->gtab[i] = g;
+    e->ghash[i] = h;
     e->gcount++;
-    return g;
+    return e->glast = g;
 }
 
 /* Removes slot i with backward-shift deletion, so probes never need tombstones. */
 static void gtab_remove_at(vsoc_engine_t *e, size_t i)
 {
     size_t mask = e->gcap - 1;
+    if (e->glast == e->gtab[i])
+        e->glast = NULL;
     group_free(e->gtab[i]);
     e->gtab[i] = NULL;
     e->gcount--;
@@ -543,6 +607,7 @@ static void gtab_remove_at(vsoc_engine_t *e, size_t i)
         /* Move g back into the hole when the hole lies between its home and j. */
         if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
             e->gtab[i] = g;
+            e->ghash[i] = e->ghash[j];
             e->gtab[j] = NULL;
             i = j;
         }
@@ -565,7 +630,8 @@ static void sweep(vsoc_engine_t *e, int64_t now)
              * next alert can report how many. */
             int idle = g->kind == G_SUPP
                            ? g->until <= now && (g->held == 0 || g->until + HELD_KEEP_US <= now)
-                           : g->last_ts < now - rule_horizon(r, g->kind);
+                           : g->last_ts < now - rule_horizon(r, g->kind) ||
+                                 g->last_ts > now + rule_horizon(r, g->kind);
             if (idle) {
                 gtab_remove_at(e, i);
                 continue; /* slot i may now hold a shifted group */
@@ -575,16 +641,23 @@ static void sweep(vsoc_engine_t *e, int64_t now)
     }
 }
 
+/* Evidence: the oldest events of the window are kept (up to VSOC_ALERT_SAMPLES - 1), the
+ * firing event is added at fire time. Keeping the oldest rather than the newest means a
+ * flood costs no copy per event once the slots are full. */
+static void sample_expire(group_t *g, int64_t horizon)
+{
+    while (g->nsamples && g->samples[g->shead].ts <= horizon) {
+        g->shead = (uint8_t)((g->shead + 1) % VSOC_ALERT_SAMPLES);
+        g->nsamples--;
+    }
+}
+
 static void add_sample(group_t *g, const vsoc_event_t *ev)
 {
-    sample_t *s;
-    if (g->nsamples < VSOC_ALERT_SAMPLES) {
-        s = &g->samples[(g->shead + g->nsamples) % VSOC_ALERT_SAMPLES];
-        g->nsamples++;
-    } else {
-        s = &g->samples[g->shead];
-        g->shead = (uint8_t)((g->shead + 1) % VSOC_ALERT_SAMPLES);
-    }
+    if (g->nsamples >= VSOC_ALERT_SAMPLES - 1)
+        return;
+    sample_t *s = &g->samples[(g->shead + g->nsamples) % VSOC_ALERT_SAMPLES];
+    g->nsamples++;
     size_t n = ev->line.n < VSOC_SAMPLE_MAX ? ev->line.n : VSOC_SAMPLE_MAX;
     memcpy(s->text, ev->line.p, n);
     s->n = (uint16_t)n;
@@ -709,6 +782,7 @@ static int fire(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev, group_t *
             a.samples[a.nsamples].n = s->n;
             a.nsamples++;
         }
+        a.samples[a.nsamples++] = ev->line;
     } else {
         a.samples[0] = ev->line;
         a.nsamples = 1;
@@ -801,6 +875,9 @@ static int64_t vmap_purge(group_t *g, int64_t horizon)
     return oldest;
 }
 
+static int correlate_step(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev, group_t *g,
+                          const char *key, size_t keylen, const int *items);
+
 /* Runs a correlation for a matching event. Returns alerts raised or VSOC_ENOMEM. */
 static int correlate(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev, const int *items)
 {
@@ -812,8 +889,24 @@ static int correlate(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev, cons
     if (!g)
         return VSOC_ENOMEM;
     const int64_t now = ev->ts_us, horizon = now - co->span_us;
+    /* Time that jumps back by more than the window (a second capture, a clock reset) starts
+     * the group afresh instead of leaving future entries that never expire. */
+    if (now < g->last_ts - co->span_us)
+        group_reset(g);
     g->last_ts = now;
-    add_sample(g, ev);
+    sample_expire(g, horizon);
+    int rc = correlate_step(e, ri, ev, g, key, keylen, items);
+    if (rc == 0)
+        add_sample(g, ev);
+    return rc;
+}
+
+static int correlate_step(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev, group_t *g,
+                          const char *key, size_t keylen, const int *items)
+{
+    const vsoc_rule_t *r = e->rs->rules[ri];
+    const corr_t *co = &r->corr;
+    const int64_t now = ev->ts_us, horizon = now - co->span_us;
     switch (co->type) {
     case CORR_EVENT_COUNT:
         while (g->n && g->ring[g->head] <= horizon) {
@@ -946,6 +1039,53 @@ static vehicle_t *vehicle_get(vsoc_engine_t *e, vsoc_str_t vin)
     return e->vlast = v;
 }
 
+/* ---- candidates --------------------------------------------------------------------- */
+
+static size_t candidates(vsoc_engine_t *e, const vsoc_event_t *ev, const uint32_t **out)
+{
+    if (ev->kind != VSOC_EVENT_CAN || !e->ctab) {
+        *out = e->cand;
+        return vsoc_index_candidates(e->rs, ev, e->cand);
+    }
+    uint32_t key = ev->can.id | (uint32_t)ev->can.ext << 31;
+    size_t mask = e->ccap - 1, i = (size_t)vsoc_hash_u64(key) & mask;
+    for (; e->ctab[i].key != CSLOT_EMPTY; i = (i + 1) & mask) {
+        if (e->ctab[i].key == key) {
+            *out = e->cpool + e->ctab[i].off;
+            return e->ctab[i].n;
+        }
+    }
+    size_t n = vsoc_index_candidates(e->rs, ev, e->cand);
+    /* Drop rules whose category this identifier can never carry (UDS rules on a non-
+     * diagnostic ID, J1939 rules on an 11-bit ID): most of a pack, for most frames. */
+    int diag = vsoc_decode_is_diag_id(ev->can.id, ev->can.ext);
+    size_t k = 0;
+    for (size_t j = 0; j < n; j++) {
+        const vsoc_rule_t *r = e->rs->rules[e->cand[j]];
+        if (((r->need & VSOC_HAS_UDS) && !diag) || ((r->need & VSOC_HAS_J1939) && !ev->can.ext))
+            continue;
+        e->cand[k++] = e->cand[j];
+    }
+    n = k;
+    *out = e->cand;
+    /* A full cache (fuzzing sends every identifier) just stops caching. */
+    if (e->ccount >= CAND_CACHE_MAX)
+        return n;
+    if (e->cpool_n + n > e->cpool_cap) {
+        size_t ncap = e->cpool_cap * 2 + n + 1024;
+        uint32_t *np = realloc(e->cpool, ncap * sizeof *np);
+        if (!np)
+            return n;
+        e->cpool = np;
+        e->cpool_cap = ncap;
+    }
+    memcpy(e->cpool + e->cpool_n, e->cand, n * sizeof *e->cand);
+    e->ctab[i] = (cslot_t){key, (uint32_t)e->cpool_n, (uint32_t)n};
+    e->cpool_n += n;
+    e->ccount++;
+    return n;
+}
+
 /* ---- the engine --------------------------------------------------------------------- */
 
 vsoc_engine_t *vsoc_engine_new(vsoc_ruleset_t *rs, const vsoc_engine_opts_t *opts, char *err,
@@ -978,6 +1118,12 @@ vsoc_engine_t *vsoc_engine_new(vsoc_ruleset_t *rs, const vsoc_engine_opts_t *opt
     pcre2_set_match_limit(e->mctx, e->opts.regex_match_limit ? e->opts.regex_match_limit : 100000);
     pcre2_set_depth_limit(e->mctx, 10000);
     e->next_sweep = INT64_MIN;
+    /* Twice the cache's limit keeps probes short; allocated once, up front. */
+    e->ccap = 2 * CAND_CACHE_MAX;
+    e->ctab = malloc(e->ccap * sizeof *e->ctab);
+    if (!e->ctab)
+        goto nomem;
+    memset(e->ctab, 0xFF, e->ccap * sizeof *e->ctab);
     return e;
 nomem:
     snprintf(err, errlen, "out of memory creating the engine");
@@ -992,9 +1138,12 @@ void vsoc_engine_free(vsoc_engine_t *e)
     for (size_t i = 0; i < e->gcap; i++)
         group_free(e->gtab[i]);
     free(e->gtab);
+    free(e->ghash);
     free(e->vtab);
     free(e->stats);
     free(e->cand);
+    free(e->ctab);
+    free(e->cpool);
     free(e->detmemo);
     pcre2_match_data_free(e->md);
     pcre2_match_context_free(e->mctx);
@@ -1020,17 +1169,20 @@ int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev)
             ev->derived |= VSOC_HAS_SPEED;
         }
     }
+    if (ev->ts_us < e->next_sweep - 2 * SWEEP_EVERY_US)
+        e->next_sweep = ev->ts_us; /* time went back: sweep on the new timeline */
     if (e->gcount && ev->ts_us >= e->next_sweep) {
         if (e->next_sweep != INT64_MIN)
             sweep(e, ev->ts_us);
         e->next_sweep = ev->ts_us + SWEEP_EVERY_US;
     }
     const vsoc_ruleset_t *rs = e->rs;
-    size_t nc = vsoc_index_candidates(rs, ev, e->cand);
+    const uint32_t *cand;
+    size_t nc = candidates(e, ev, &cand);
     const int timed = e->opts.clock_ns && (e->events & 63) == 0;
     int alerts = 0, oom = 0;
     for (size_t c = 0; c < nc; c++) {
-        uint32_t ri = e->cand[c];
+        uint32_t ri = cand[c];
         const vsoc_rule_t *r = rs->rules[ri];
         if (r->kind != ev->kind || (ev->derived & r->need) != r->need)
             continue;

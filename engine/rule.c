@@ -35,6 +35,8 @@ static void warn_at(ctx_t *c, const yaml_node_t *n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void vdiag(ctx_t *c, vsoc_diag_severity_t sev, int line, int col, const char *fmt,
+                  va_list ap) __attribute__((format(printf, 5, 0)));
+static void vdiag(ctx_t *c, vsoc_diag_severity_t sev, int line, int col, const char *fmt,
                   va_list ap)
 {
     char buf[900];
@@ -320,6 +322,10 @@ static char *hex_pattern(ctx_t *c, yaml_node_t *n, const char *s, int need_even)
         char ch = s[i];
         if (ch == ' ' || ch == '.' || ch == ':')
             continue;
+        if ((ch == '*' || ch == '?') && !need_even) {
+            out[k++] = ch;
+            continue;
+        }
         if (vsoc_hexval((unsigned char)ch) < 0) {
             err_at(c, n, "bad hex '%s' in can.data value: '%c' is not a hex digit", s, ch);
             free(out);
@@ -466,7 +472,8 @@ static int compile_value(ctx_t *c, yaml_node_t *n, fmatch_t *m, cval_t *v)
         int errcode;
         PCRE2_SIZE erroff;
         uint32_t flags = 0;
-        if (m->cased & 2)
+        /* can.data is hex text: its letters' case means nothing. */
+        if ((m->cased & 2) || m->field.type == VSOC_FT_BYTES)
             flags |= PCRE2_CASELESS;
         if (m->cased & 4)
             flags |= PCRE2_MULTILINE;
@@ -497,11 +504,12 @@ static int compile_value(ctx_t *c, yaml_node_t *n, fmatch_t *m, cval_t *v)
     case VSOC_FT_FLOAT:
         return parse_num_for(c, n, m, v);
     case VSOC_FT_BYTES:
-        v->s = hex_pattern(c, n, s, m->op == OP_EQ);
+        v->s = hex_pattern(c, n, s, m->op == OP_EQ && !strpbrk(s, "*?"));
         if (!v->s)
             return -1;
         v->n = strlen(v->s);
         v->kind = CV_STR;
+        v->glob = m->op == OP_EQ && strpbrk(v->s, "*?") != NULL;
         return 0;
     case VSOC_FT_REASONS: {
         uint32_t bit = vsoc_reason_bit(s);
@@ -667,6 +675,23 @@ static int compile_values(ctx_t *c, yaml_node_t *v, fmatch_t *m)
     return bad ? -1 : 0;
 }
 
+/* Marks matches the engine may compare as plain integers (the common case on CAN). */
+static void set_fast(fmatch_t *m)
+{
+    if (m->field.type != VSOC_FT_INT && m->field.type != VSOC_FT_BOOL)
+        return;
+    switch (m->op) {
+    case OP_EQ: case OP_GT: case OP_GTE: case OP_LT: case OP_LTE: case OP_IN_RANGE: case OP_MASK:
+        break;
+    default:
+        return;
+    }
+    for (uint32_t i = 0; i < m->nvals; i++)
+        if (m->vals[i].kind != CV_INT)
+            return;
+    m->fast = 1;
+}
+
 /* Compiles "field|mod|mod: value" into m. Returns 0 or -1 (diagnostics reported). */
 static int compile_match(ctx_t *c, yaml_node_t *k, const char *key, yaml_node_t *v, fmatch_t *m)
 {
@@ -782,7 +807,10 @@ static int compile_match(ctx_t *c, yaml_node_t *k, const char *key, yaml_node_t 
                 m->op = cmps[i].op;
         /* The extracted bits are an unsigned integer from here on. */
         m->field.type = VSOC_FT_INT;
-        return compile_values(c, ba.cmp_node, m);
+        if (compile_values(c, ba.cmp_node, m) != 0)
+            return -1;
+        set_fast(m);
+        return 0;
     }
     switch (m->op) {
     case OP_CONTAINS:
@@ -830,7 +858,10 @@ static int compile_match(ctx_t *c, yaml_node_t *k, const char *key, yaml_node_t 
     }
     if (m->all && v->type != YAML_SEQUENCE_NODE)
         warn_at(c, k, "'all' with a single value has no effect");
-    return compile_values(c, v, m);
+    if (compile_values(c, v, m) != 0)
+        return -1;
+    set_fast(m);
+    return 0;
 }
 
 /* ---- detections --------------------------------------------------------------------- */
@@ -1602,8 +1633,17 @@ static int pf_alt(const alt_t *a, prefilter_t *pf, vsoc_event_kind_t kind)
             rank = 2;
         else if (m->field.id == VSOC_F_CAN_ID &&
                  (m->op == OP_IN_RANGE || m->op == OP_GT || m->op == OP_GTE || m->op == OP_LT ||
-                  m->op == OP_LTE))
-            rank = 1;
+                  m->op == OP_LTE)) {
+            /* A range that holds every identifier ("can.id|gte: 0") constrains nothing. */
+            int all = 0;
+            for (uint32_t v = 0; v < m->nvals; v++) {
+                int64_t x = m->vals[v].i;
+                all |= (m->op == OP_GTE && x <= 0) || (m->op == OP_GT && x < 0) ||
+                       (m->op == OP_LTE && x >= 0x1FFFFFFF) || (m->op == OP_LT && x > 0x1FFFFFFF) ||
+                       (m->op == OP_IN_RANGE && x <= 0 && m->vals[v].i2 >= 0x1FFFFFFF);
+            }
+            rank = all ? 0 : 1;
+        }
         if (rank > best_rank) {
             best = m;
             best_rank = rank;
@@ -2176,7 +2216,8 @@ static void load_path(const char *path, const vsoc_rule_load_opts_t *opts, vsoc_
         nn++;
     }
     closedir(dir);
-    qsort(names, nn, sizeof *names, str_cmp);
+    if (nn)
+        qsort(names, nn, sizeof *names, str_cmp);
     for (size_t i = 0; i < nn; i++) {
         struct stat cs;
         if (stat(names[i], &cs) == 0 &&
@@ -2215,7 +2256,8 @@ static vsoc_ruleset_t *finish(rule_vec_t *rv, size_t nfiles, vsoc_diags_t *d)
         free(rv->seen[i].file);
     }
     free(rv->seen);
-    qsort(rv->v, rv->n, sizeof *rv->v, rule_cmp);
+    if (rv->n)
+        qsort(rv->v, rv->n, sizeof *rv->v, rule_cmp);
     vsoc_ruleset_t *rs = vsoc_ruleset_from_rules(rv->v, rv->n, nfiles);
     for (size_t i = 0; i < rv->n; i++)
         vsoc_rule_unref(rv->v[i]); /* the ruleset holds its own references */

@@ -51,6 +51,7 @@ typedef struct fmatch {
     uint8_t all;       /* every value must match (Sigma |all) */
     uint8_t cased;     /* case-sensitive strings (Sigma |cased) */
     uint8_t bits;      /* extract a bit field from can.data first */
+    uint8_t fast;      /* integer field, integer values, numeric operator: compare directly */
     uint8_t bits_le;
     uint16_t bits_start, bits_len;
     uint32_t nvals;

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# bench/replay-bench.sh: replay throughput of `vsoc replay` on one core, next to `wc -l`
+# on the same file as the floor (reading and splitting lines, nothing else).
+#
+#   bench/replay-bench.sh [BUILD_DIR]        (default ./build)
+#
+# It generates a synthetic capture of VSOC_BENCH_FRAMES frames (default 5,000,000) with
+# vsoc-gen, in the compact log format and again in the spaced format, into a temporary
+# directory, and times for each: vsoc-gen writing it, `wc -l`, and
+# `vsoc replay --out /dev/null FILE` with the default rule pack; best of VSOC_BENCH_RUNS
+# runs (default 3). Everything runs pinned to core VSOC_BENCH_CPU (default 0) with taskset
+# when taskset exists (VSOC_BENCH_CPU=none: no pinning), because the targets are per core.
+# docs/bench.md explains the figures.
+set -euo pipefail
+
+build=${1:-./build}
+frames=${VSOC_BENCH_FRAMES:-5000000}
+runs=${VSOC_BENCH_RUNS:-3}
+cpu=${VSOC_BENCH_CPU:-0}
+seed=7
+
+die() {
+    echo "replay-bench: $*" >&2
+    exit 1
+}
+
+case $frames in '' | *[!0-9]*) die "VSOC_BENCH_FRAMES='$frames' is not a number" ;; esac
+case $runs in '' | *[!0-9]* | 0) die "VSOC_BENCH_RUNS='$runs' is not a positive number" ;; esac
+
+# The binaries: vsoc at the top of the build dir, vsoc-gen there or under bench/.
+find_bin() {
+    local p
+    for p in "$build/$1" "$build/bench/$1"; do
+        if [ -x "$p" ] && [ -f "$p" ]; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+[ -d "$build" ] || die "build directory '$build' does not exist (usage: $0 [BUILD_DIR]; build with: cmake -S . -B build && cmake --build build)"
+gen=$(find_bin vsoc-gen) || die "no vsoc-gen in '$build' or '$build/bench': build it with: cmake --build $build --target vsoc-gen"
+vsoc=$(find_bin vsoc) || die "no vsoc in '$build': build it with: cmake --build $build --target vsoc"
+
+now() { date +%s.%N; }
+case $(now) in *[!0-9.]* | *.) die "this 'date' has no %N (nanoseconds); GNU coreutils date is needed" ;; esac
+
+pin=()
+pin_note="not pinned (VSOC_BENCH_CPU=none)"
+if [ "$cpu" != none ]; then
+    if command -v taskset >/dev/null 2>&1; then
+        taskset -c "$cpu" true 2>/dev/null || die "taskset cannot pin to core '$cpu' (set VSOC_BENCH_CPU)"
+        pin=(taskset -c "$cpu")
+        pin_note="pinned to core $cpu with taskset"
+    else
+        pin_note="not pinned (no taskset on this machine)"
+    fi
+fi
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/vsoc-replay-bench.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+# best_of CMD...: runs CMD $runs times with stdout to /dev/null and stderr to $tmp/stderr,
+# and sets BEST to the shortest wall time in seconds. A failing run stops the benchmark.
+best_of() {
+    local i t0 t1
+    BEST=
+    for ((i = 1; i <= runs; i++)); do
+        t0=$(now)
+        if ! "${pin[@]}" "$@" >/dev/null 2>"$tmp/stderr"; then
+            cat "$tmp/stderr" >&2
+            die "failed: $*"
+        fi
+        t1=$(now)
+        BEST=$(awk -v a="$t0" -v b="$t1" -v best="$BEST" \
+            'BEGIN { d = b - a; if (best != "" && best + 0 < d) d = best; printf "%.6f", d }')
+    done
+}
+
+# Number formatting: 5000000 -> 5,000,000.
+grouped() {
+    awk -v n="$1" 'BEGIN {
+        s = sprintf("%.0f", n); out = ""
+        while (length(s) > 3) { out = "," substr(s, length(s) - 2) out; s = substr(s, 1, length(s) - 3) }
+        print s out }'
+}
+rate() { grouped "$(awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f", (t > 0 ? n / t : 0) }')"; }
+mbps() { awk -v b="$1" -v t="$2" 'BEGIN { printf "%.1f", (t > 0 ? b / t / 1e6 : 0) }'; }
+
+attacks_log=(--attack dos@100+5 --attack fuzz@400+5 --attack uds-bruteforce@700+30
+    --attack request-overload@1000+5 --attack address-claim@1300+5 --attack tsc1@1600+30
+    --attack bad-dlc@1900+5)
+# The spaced format cannot show bad-dlc frames (vsoc-gen would skip them with a warning).
+attacks_spaced=("${attacks_log[@]:0:12}")
+
+echo "vsoc replay benchmark"
+echo "  vsoc        $vsoc"
+echo "  vsoc-gen    $gen"
+echo "  cpu         $pin_note; $(nproc 2>/dev/null || echo '?') cores online"
+echo "  runs        best of $runs"
+echo "  capture     $(grouped "$frames") frames, seed $seed, normal J1939 traffic with attacks"
+echo "              dos fuzz uds-bruteforce request-overload address-claim tsc1 (+ bad-dlc in log)"
+echo
+
+printf '%-7s %-16s %13s %10s %10s %14s %9s\n' format step frames MB "best s" frames/s MB/s
+summary=()
+for fmt in log spaced; do
+    file=$tmp/capture.$fmt
+    if [ "$fmt" = log ]; then
+        attacks=("${attacks_log[@]}")
+    else
+        attacks=("${attacks_spaced[@]}")
+    fi
+    gen_cmd=("$gen" --frames "$frames" --seed "$seed" --format "$fmt" "${attacks[@]}" --out "$file")
+
+    best_of "${gen_cmd[@]}"
+    t_gen=$BEST
+    bytes=$(wc -c <"$file")
+    lines=$(wc -l <"$file")
+    [ "$lines" -eq "$frames" ] || die "vsoc-gen wrote $lines lines, expected $frames"
+    mb=$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1e6 }')
+    printf '%-7s %-16s %13s %10s %10.3f %14s %9s\n' "$fmt" "vsoc-gen (write)" \
+        "$(grouped "$lines")" "$mb" "$t_gen" "$(rate "$lines" "$t_gen")" "$(mbps "$bytes" "$t_gen")"
+
+    best_of wc -l "$file"
+    t_wc=$BEST
+    printf '%-7s %-16s %13s %10s %10.3f %14s %9s\n' "$fmt" "wc -l" \
+        "$(grouped "$lines")" "$mb" "$t_wc" "$(rate "$lines" "$t_wc")" "$(mbps "$bytes" "$t_wc")"
+
+    best_of "$vsoc" replay --out /dev/null "$file"
+    t_replay=$BEST
+    cp "$tmp/stderr" "$tmp/replay-$fmt.stderr"
+    printf '%-7s %-16s %13s %10s %10.3f %14s %9s\n' "$fmt" "vsoc replay" \
+        "$(grouped "$lines")" "$mb" "$t_replay" "$(rate "$lines" "$t_replay")" \
+        "$(mbps "$bytes" "$t_replay")"
+
+    ratio=$(awk -v r="$t_replay" -v w="$t_wc" 'BEGIN { printf "%.1f", (w > 0 ? r / w : 0) }')
+    printf '%-7s %-16s %s\n' "$fmt" "replay / wc -l" \
+        "x $ratio (vsoc replay takes $ratio times as long as wc -l)"
+    summary+=("$fmt: $(rate "$lines" "$t_replay") frames/s replayed, x $ratio wc -l")
+done
+
+echo
+for fmt in log spaced; do
+    echo "vsoc replay summary (last $fmt run, its stderr):"
+    sed 's/^/  /' "$tmp/replay-$fmt.stderr"
+done
+echo
+echo "result: ${summary[0]}; ${summary[1]}"
