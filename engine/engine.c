@@ -78,6 +78,10 @@ typedef struct cslot {
 
 struct vsoc_engine {
     vsoc_ruleset_t *rs;
+    int64_t regs[32];
+    uint8_t payload[VSOC_CAN_MAX_LEN + 8];
+    uint32_t regs_ok;
+    int regs_ready;
     cslot_t *ctab;
     size_t ccap, ccount;
     uint32_t *cpool;
@@ -1039,6 +1043,93 @@ static vehicle_t *vehicle_get(vsoc_engine_t *e, vsoc_str_t vin)
     return e->vlast = v;
 }
 
+/* ---- the fast path ------------------------------------------------------------------ */
+
+_Static_assert(VSOC_F_JSON < 32, "integer fields fit the register mask");
+
+/* The integer fields of the event, read once per event for every fast rule it visits.
+ * Index: vsoc_field_id_t; regs_ok has a bit for each field the event carries. */
+static void load_regs(vsoc_engine_t *e, const vsoc_event_t *ev)
+{
+    const uint32_t d = ev->derived;
+    int64_t *r = e->regs;
+    uint32_t ok = 1u << VSOC_F_CAN_ID | 1u << VSOC_F_CAN_EXT | 1u << VSOC_F_CAN_FD |
+                  1u << VSOC_F_CAN_RTR | 1u << VSOC_F_CAN_DLC | 1u << VSOC_F_CAN_LEN;
+    r[VSOC_F_CAN_ID] = ev->can.id;
+    r[VSOC_F_CAN_EXT] = ev->can.ext;
+    r[VSOC_F_CAN_FD] = ev->can.fd;
+    r[VSOC_F_CAN_RTR] = ev->can.rtr;
+    r[VSOC_F_CAN_DLC] = ev->can.dlc;
+    r[VSOC_F_CAN_LEN] = ev->can.len;
+    if (d & VSOC_HAS_J1939) {
+        r[VSOC_F_J1939_PGN] = ev->j1939.pgn;
+        r[VSOC_F_J1939_SA] = ev->j1939.sa;
+        r[VSOC_F_J1939_DA] = ev->j1939.da;
+        r[VSOC_F_J1939_PRIORITY] = ev->j1939.priority;
+        ok |= 1u << VSOC_F_J1939_PGN | 1u << VSOC_F_J1939_SA | 1u << VSOC_F_J1939_DA |
+              1u << VSOC_F_J1939_PRIORITY;
+    }
+    if (d & VSOC_HAS_UDS) {
+        r[VSOC_F_UDS_SID] = ev->uds.sid;
+        r[VSOC_F_UDS_REQ_SID] = ev->uds.req_sid;
+        ok |= 1u << VSOC_F_UDS_SID | 1u << VSOC_F_UDS_REQ_SID;
+    }
+    if (d & VSOC_HAS_UDS_NRC) {
+        r[VSOC_F_UDS_NRC] = ev->uds.nrc;
+        ok |= 1u << VSOC_F_UDS_NRC;
+    }
+    if (d & VSOC_HAS_UDS_SUB) {
+        r[VSOC_F_UDS_SUB] = ev->uds.sub;
+        ok |= 1u << VSOC_F_UDS_SUB;
+    }
+    if (d & VSOC_HAS_UDS_DID) {
+        r[VSOC_F_UDS_DID] = ev->uds.did;
+        ok |= 1u << VSOC_F_UDS_DID;
+    }
+    if (d & VSOC_HAS_SPEED) {
+        r[VSOC_F_VEHICLE_STATE_AGE] = ev->state_age_us / 1000;
+        ok |= 1u << VSOC_F_VEHICLE_STATE_AGE;
+    }
+    /* can.data[N:M] reads 8 bytes from N: copy the payload into a zero-padded buffer. */
+    memcpy(e->payload, ev->can.data, VSOC_CAN_MAX_LEN);
+    ok |= 1u << VSOC_F_CAN_BYTES;
+    e->regs_ok = ok;
+    e->regs_ready = 1;
+}
+
+/* An AND of integer comparisons, read from the ruleset's packed arrays. */
+static int eval_fast(vsoc_engine_t *e, const rulehdr_t *h, const vsoc_event_t *ev)
+{
+    const vsoc_ruleset_t *rs = e->rs;
+    if (!e->regs_ready)
+        load_regs(e, ev);
+    const fastop_t *o = rs->ops + h->op_off, *end = o + h->nops;
+    for (; o < end; o++) {
+        /* Both readings are computed and one is kept: no branch on the field, which
+         * changes from rule to rule and would mispredict. */
+        uint64_t w;
+        memcpy(&w, e->payload + o->lo, 8);
+        int64_t bytes = (int64_t)(__builtin_bswap64(w) >> o->shift);
+        int is_bytes = o->field == VSOC_F_CAN_BYTES;
+        int64_t x = is_bytes ? bytes : e->regs[o->field];
+        if (!((e->regs_ok >> o->field) & 1) | (ev->can.len < o->hi))
+            return 0;
+        const fastval_t *v = rs->vals + o->voff, *vend = v + o->nvals;
+        int hit = o->all;
+        for (; v < vend; v++) {
+            int64_t y = x & v->mask;
+            int ok = y >= v->lo && y <= v->hi;
+            if (ok != o->all) {
+                hit = ok;
+                break;
+            }
+        }
+        if (!hit)
+            return 0;
+    }
+    return 1;
+}
+
 /* ---- candidates --------------------------------------------------------------------- */
 
 static size_t candidates(vsoc_engine_t *e, const vsoc_event_t *ev, const uint32_t **out)
@@ -1061,7 +1152,7 @@ static size_t candidates(vsoc_engine_t *e, const vsoc_event_t *ev, const uint32_
     int diag = vsoc_decode_is_diag_id(ev->can.id, ev->can.ext);
     size_t k = 0;
     for (size_t j = 0; j < n; j++) {
-        const vsoc_rule_t *r = e->rs->rules[e->cand[j]];
+        const rulehdr_t *r = &e->rs->hdr[e->cand[j]];
         if (((r->need & VSOC_HAS_UDS) && !diag) || ((r->need & VSOC_HAS_J1939) && !ev->can.ext))
             continue;
         e->cand[k++] = e->cand[j];
@@ -1177,20 +1268,41 @@ int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev)
         e->next_sweep = ev->ts_us + SWEEP_EVERY_US;
     }
     const vsoc_ruleset_t *rs = e->rs;
+    e->regs_ready = 0;
     const uint32_t *cand;
     size_t nc = candidates(e, ev, &cand);
     const int timed = e->opts.clock_ns && (e->events & 63) == 0;
     int alerts = 0, oom = 0;
     for (size_t c = 0; c < nc; c++) {
         uint32_t ri = cand[c];
-        const vsoc_rule_t *r = rs->rules[ri];
-        if (r->kind != ev->kind || (ev->derived & r->need) != r->need)
+        const rulehdr_t *h = &rs->hdr[ri];
+        if (h->kind != ev->kind || (ev->derived & h->need) != h->need)
             continue;
         uint64_t t0 = timed ? e->opts.clock_ns() : 0;
         vsoc_rule_stats_t *st = &e->stats[ri];
         st->evals++;
-        memset(e->detmemo, 0, r->ndets);
         int rc = 0;
+        if (h->fast) {
+            if (eval_fast(e, h, ev)) {
+                st->matches++;
+                if (h->corr == CORR_NONE) {
+                    char key[GROUP_KEY_MAX];
+                    size_t kl = build_key(e, NULL, 0, ev, key);
+                    rc = fire(e, ri, ev, NULL, key, kl, ev->ts_us, 1);
+                } else {
+                    rc = correlate(e, ri, ev, NULL);
+                }
+            }
+            if (rc < 0)
+                oom = 1;
+            else
+                alerts += rc;
+            if (timed)
+                st->ns += (e->opts.clock_ns() - t0) * 64;
+            continue;
+        }
+        const vsoc_rule_t *r = rs->rules[ri];
+        memset(e->detmemo, 0, r->ndets);
         if (r->corr.type == CORR_TEMPORAL || r->corr.type == CORR_TEMPORAL_ORDERED) {
             if (r->root < 0 || eval_node(e, r, (uint32_t)r->root, ev, ri)) {
                 int items[VSOC_MAX_ITEMS], any = 0;

@@ -143,12 +143,44 @@ struct vsoc_rule {
     size_t ntests;
 };
 
+/* The hot form of rules whose condition is an AND of integer comparisons on CAN fields
+ * (most CAN rules): packed in contiguous arrays in rule order, so that visiting a rule
+ * touches a few adjacent cache lines instead of a tree of separate allocations. */
+typedef struct fastop {
+    uint8_t field; /* vsoc_field_id_t */
+    uint8_t lo, hi; /* can.data[lo:hi]; hi is also the payload length it needs (0 for others) */
+    uint8_t all;
+    uint8_t shift;  /* can.data: 64 - 8 * (hi - lo), to right-align a big-endian load */
+    uint8_t pad[3];
+    uint32_t voff, nvals; /* into vsoc_ruleset.vals */
+} fastop_t;
+_Static_assert(sizeof(fastop_t) == 16, "fastop_t layout");
+
+/* Every integer comparison as one shape, so evaluation needs no branch on the operator:
+ * (x & mask) in [lo, hi]. */
+typedef struct fastval {
+    int64_t mask, lo, hi;
+} fastval_t;
+
+typedef struct rulehdr {
+    uint8_t kind;  /* vsoc_event_kind_t */
+    uint8_t corr;  /* corr_type_t */
+    uint8_t fast;  /* ops below are the whole condition */
+    uint8_t pad;
+    uint32_t need; /* VSOC_HAS_* */
+    uint32_t op_off, nops;
+} rulehdr_t;
+_Static_assert(sizeof(rulehdr_t) == 16, "rulehdr_t layout");
+
 struct vsoc_ruleset {
     int refs;
     vsoc_rule_t **rules;
     size_t n;
     size_t nfiles;
     struct vsoc_index *index;
+    rulehdr_t *hdr; /* one per rule */
+    fastop_t *ops;
+    fastval_t *vals;
 };
 
 /* ruleset.c */

@@ -260,6 +260,97 @@ size_t vsoc_index_candidates(const vsoc_ruleset_t *rs, const vsoc_event_t *ev, u
     return merge(lists, lens, k, out);
 }
 
+/* Collects the matches of an AND-only condition; returns 0 when the condition has any
+ * other shape or a match the fast path cannot run. */
+static int collect_fast(const vsoc_rule_t *r, uint32_t ni, const fmatch_t **out, size_t *n,
+                        size_t cap)
+{
+    const cnode_t *c = &r->nodes[ni];
+    if (c->op == CN_AND)
+        return collect_fast(r, c->a, out, n, cap) && collect_fast(r, c->b, out, n, cap);
+    if (c->op != CN_DET)
+        return 0;
+    const det_t *d = &r->dets[c->det];
+    if (d->nalt != 1)
+        return 0;
+    for (uint32_t i = 0; i < d->alts[0].n; i++) {
+        const fmatch_t *m = &d->alts[0].m[i];
+        if (!m->fast || m->bits || m->field.id == VSOC_F_JSON || *n == cap)
+            return 0;
+        out[(*n)++] = m;
+    }
+    return 1;
+}
+
+static int build_fast(vsoc_ruleset_t *rs)
+{
+    size_t nops = 0, nvals = 0, cap_ops = 64, cap_vals = 64;
+    rs->hdr = calloc(rs->n + 1, sizeof *rs->hdr);
+    rs->ops = malloc(cap_ops * sizeof *rs->ops);
+    rs->vals = malloc(cap_vals * sizeof *rs->vals);
+    if (!rs->hdr || !rs->ops || !rs->vals)
+        return VSOC_ENOMEM;
+    for (size_t i = 0; i < rs->n; i++) {
+        const vsoc_rule_t *r = rs->rules[i];
+        rulehdr_t *h = &rs->hdr[i];
+        h->kind = (uint8_t)r->kind;
+        h->corr = (uint8_t)r->corr.type;
+        h->need = r->need;
+        const fmatch_t *ms[32];
+        size_t nm = 0;
+        if (r->root < 0 || r->corr.type == CORR_TEMPORAL || r->corr.type == CORR_TEMPORAL_ORDERED ||
+            !collect_fast(r, (uint32_t)r->root, ms, &nm, 32))
+            continue;
+        size_t want_vals = 0;
+        for (size_t k = 0; k < nm; k++)
+            want_vals += ms[k]->nvals;
+        while (nops + nm > cap_ops)
+            cap_ops *= 2;
+        while (nvals + want_vals > cap_vals)
+            cap_vals *= 2;
+        fastop_t *no = realloc(rs->ops, cap_ops * sizeof *no);
+        if (!no)
+            return VSOC_ENOMEM;
+        rs->ops = no;
+        fastval_t *nv = realloc(rs->vals, cap_vals * sizeof *nv);
+        if (!nv)
+            return VSOC_ENOMEM;
+        rs->vals = nv;
+        h->fast = 1;
+        h->op_off = (uint32_t)nops;
+        h->nops = (uint32_t)nm;
+        for (size_t k = 0; k < nm; k++) {
+            const fmatch_t *m = ms[k];
+            fastop_t *o = &rs->ops[nops++];
+            memset(o, 0, sizeof *o);
+            o->field = (uint8_t)m->field.id;
+            if (m->field.id == VSOC_F_CAN_BYTES) {
+                o->lo = m->field.lo;
+                o->hi = m->field.hi;
+                o->shift = (uint8_t)(64 - 8 * (m->field.hi - m->field.lo));
+            }
+            o->all = m->all;
+            o->voff = (uint32_t)nvals;
+            o->nvals = m->nvals;
+            for (uint32_t v = 0; v < m->nvals; v++) {
+                int64_t a = m->vals[v].i, b = m->vals[v].i2;
+                fastval_t fv = {-1, INT64_MIN, INT64_MAX};
+                switch (m->op) {
+                case OP_EQ: fv.lo = fv.hi = a; break;
+                case OP_GT: fv.lo = a == INT64_MAX ? a : a + 1; if (a == INT64_MAX) fv.hi = INT64_MIN; break;
+                case OP_GTE: fv.lo = a; break;
+                case OP_LT: fv.hi = a == INT64_MIN ? a : a - 1; if (a == INT64_MIN) fv.lo = INT64_MAX; break;
+                case OP_LTE: fv.hi = a; break;
+                case OP_IN_RANGE: fv.lo = a; fv.hi = b; break;
+                default: fv.mask = a; fv.lo = fv.hi = b; break; /* OP_MASK */
+                }
+                rs->vals[nvals++] = fv;
+            }
+        }
+    }
+    return 0;
+}
+
 vsoc_ruleset_t *vsoc_ruleset_from_rules(vsoc_rule_t **rules, size_t n, size_t nfiles)
 {
     vsoc_ruleset_t *rs = calloc(1, sizeof *rs);
@@ -274,7 +365,7 @@ vsoc_ruleset_t *vsoc_ruleset_from_rules(vsoc_rule_t **rules, size_t n, size_t nf
         rules[i]->refs++;
         rs->rules[rs->n++] = rules[i];
     }
-    if (vsoc_index_build(rs) != 0)
+    if (vsoc_index_build(rs) != 0 || build_fast(rs) != 0)
         goto fail;
     return rs;
 fail:
@@ -305,6 +396,9 @@ void vsoc_ruleset_unref(vsoc_ruleset_t *rs)
         vsoc_rule_unref(rs->rules[i]);
     free(rs->rules);
     vsoc_index_free(rs->index);
+    free(rs->hdr);
+    free(rs->ops);
+    free(rs->vals);
     free(rs);
 }
 
