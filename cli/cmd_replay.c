@@ -29,17 +29,17 @@ static void usage(FILE *out)
             "                     pack, %s)\n"
             "  --vin VIN          vehicle for captures that carry none (default: the file\n"
             "                     name without extension)\n"
-            "  --out FILE         write alerts to FILE instead of stdout\n"
+            "  -o, --out FILE     write alerts to FILE instead of stdout\n"
             "  --max-errors N     print the first N malformed lines in full (default 10)\n"
             "  --frame-gap DUR    event-time spacing for captures without timestamps\n"
             "                     (default 1ms)\n"
             "  --stats            print per-rule counters (evaluations, matches, time)\n"
-            "  --quiet            no summary\n"
+            "  -q, --quiet        no summary\n"
             "  --no-progress      no progress line, even on a terminal\n"
             "  -h, --help         this help\n"
             "\n"
-            "exit status: 0 done (with or without alerts), 1 a file could not be read,\n"
-            "2 usage or rule errors.\n",
+            "exit status: 0 done (with or without alerts), 1 a capture could not be read or\n"
+            "the alerts could not be written, 2 usage or rule errors.\n",
             cli_default_rules());
 }
 
@@ -161,6 +161,9 @@ int cmd_replay(int argc, char **argv)
     vsoc_ruleset_t *rs = cli_load_rules(rules, nrules, 0);
     if (!rs)
         goto done;
+    if (vsoc_ruleset_count(rs) == 0)
+        fprintf(stderr, "vsoc replay: warning: no rules found in %s: nothing can alert\n",
+                nrules ? "the --rules paths" : cli_default_rules());
     replay_t rp = {.out = stdout, .max_errors = max_errors};
     if (outpath && strcmp(outpath, "-")) {
         rp.out = fopen(outpath, "w");
@@ -186,6 +189,7 @@ int cmd_replay(int argc, char **argv)
     rc = 0;
     uint64_t t0 = cli_now_ns(), last_progress = t0, events = 0, can = 0, ids = 0, lines = 0;
     uint64_t oom = 0;
+    size_t opened = 0;
     vsoc_reader_opts_t ro = {.vin = vin, .frame_gap_us = gap_us, .on_bad = on_bad,
                              .on_bad_ctx = &rp};
     for (size_t f = 0; f < nfiles; f++) {
@@ -195,6 +199,7 @@ int cmd_replay(int argc, char **argv)
             rc = 1;
             continue;
         }
+        opened++;
         vsoc_event_t ev;
         int got;
         while ((got = vsoc_reader_next(r, &ev)) == 1) {
@@ -242,11 +247,11 @@ int cmd_replay(int argc, char **argv)
     if (!quiet) {
         char rb[32];
         fprintf(stderr,
-                "replayed %zu file%s: %llu lines, %llu events (%llu CAN, %llu IDS), "
+                "replayed %zu file%s: %llu line%s, %llu event%s (%llu CAN, %llu IDS), "
                 "%llu skipped as malformed\n",
-                nfiles, nfiles == 1 ? "" : "s", (unsigned long long)lines,
-                (unsigned long long)events, (unsigned long long)can, (unsigned long long)ids,
-                (unsigned long long)rp.bad_lines);
+                opened, opened == 1 ? "" : "s", (unsigned long long)lines, lines == 1 ? "" : "s",
+                (unsigned long long)events, events == 1 ? "" : "s", (unsigned long long)can,
+                (unsigned long long)ids, (unsigned long long)rp.bad_lines);
         fprintf(stderr, "rules: %zu from %s\n", vsoc_ruleset_count(rs),
                 nrules ? "--rules" : cli_default_rules());
         fprintf(stderr, "alerts: %llu\n", (unsigned long long)rp.alerts);

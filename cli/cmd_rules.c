@@ -74,6 +74,8 @@ static int lint(int argc, char **argv)
             vsoc_ruleset_files(rs), vsoc_ruleset_files(rs) == 1 ? "" : "s",
             vsoc_ruleset_count(rs), vsoc_ruleset_count(rs) == 1 ? "" : "s", errors,
             errors == 1 ? "" : "s", warnings, warnings == 1 ? "" : "s");
+    if (vsoc_ruleset_count(rs) == 0 && errors == 0)
+        fprintf(stderr, "warning: no rules found (files must end in .yml or .yaml)\n");
     int rc = errors || (strict && warnings) ? 1 : 0;
     vsoc_ruleset_unref(rs);
     vsoc_diags_free(d);
@@ -116,8 +118,13 @@ static long run_test(vsoc_ruleset_t *one, const vsoc_rule_t *r, const vsoc_rule_
             ev.vin.p = t->vin;
             ev.vin.n = strlen(t->vin);
         }
-        if (fmt == VSOC_FMT_LABELLED)
-            ev.ts_us = (int64_t)l * 1000; /* as the reader spaces untimed lines */
+        /* Untimed lines (labelled, or candump output recorded without -t) get the same
+         * 1 ms spacing the reader gives them in a replay. */
+        const char *p = line;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (fmt == VSOC_FMT_LABELLED || (fmt == VSOC_FMT_CANDUMP_SPACED && *p != '('))
+            ev.ts_us = (int64_t)l * 1000;
         ev.source.p = file;
         ev.source.n = strlen(file);
         ev.line.p = line;

@@ -16,8 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GROUP_KEY_MAX 160
-#define KEY_STR_MAX 48 /* longer strings are cut and followed by their hash */
+#define KEY_STR_MAX 32 /* longer strings are cut and followed by their hash */
+/* Room for the longest key: every group-by field a long string (tag, length, text, hash).
+ * Keys are never truncated, so two groups never share one by accident. */
+#define GROUP_KEY_MAX (VSOC_MAX_GROUP_BY * (2 + KEY_STR_MAX + 8))
 #define SWEEP_EVERY_US 1000000
 #define VIN_MAX 64
 #define HELD_KEEP_US (86400LL * 1000000)
@@ -462,14 +464,28 @@ static int eval_node(vsoc_engine_t *e, const vsoc_rule_t *r, uint32_t ni, const 
 
 static void key_put(char *key, size_t *len, const void *p, size_t n)
 {
-    if (*len + n > GROUP_KEY_MAX)
-        n = GROUP_KEY_MAX - *len;
     memcpy(key + *len, p, n);
     *len += n;
 }
 
-/* Serialises the group-by values of ev canonically (so that the same group gets the same
- * key, and so the same alert id, in replay and in the live service). */
+/* Integers go in as little-endian bytes whatever the host, because alert ids hash keys. */
+static void key_put_u64(char *key, size_t *len, uint64_t x)
+{
+    for (int i = 0; i < 8; i++)
+        key[(*len)++] = (char)(x >> (8 * i));
+}
+
+/* FNV-1a: fixed and byte-order independent, since it ends up in alert ids. */
+static uint64_t fnv1a64(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
 static size_t build_key(vsoc_engine_t *e, const vsoc_field_t *fields, uint32_t n,
                         const vsoc_event_t *ev, char *key)
 {
@@ -486,22 +502,23 @@ static size_t build_key(vsoc_engine_t *e, const vsoc_field_t *fields, uint32_t n
         case VSOC_FT_BOOL:
         case VSOC_FT_REASONS:
             key_put(key, &len, "i", 1);
-            key_put(key, &len, &v.i, 8);
+            key_put_u64(key, &len, (uint64_t)v.i);
             break;
-        case VSOC_FT_FLOAT:
+        case VSOC_FT_FLOAT: {
+            uint64_t b;
+            memcpy(&b, &v.f, 8);
             key_put(key, &len, "f", 1);
-            key_put(key, &len, &v.f, 8);
+            key_put_u64(key, &len, b);
             break;
+        }
         default: {
             size_t sn = v.n > KEY_STR_MAX ? KEY_STR_MAX : v.n;
             uint8_t l = (uint8_t)sn;
             key_put(key, &len, "s", 1);
             key_put(key, &len, &l, 1);
             key_put(key, &len, v.s, sn);
-            if (v.n > sn) {
-                uint64_t h = vsoc_hash_bytes(v.s, v.n, 0);
-                key_put(key, &len, &h, 8);
-            }
+            if (v.n > sn)
+                key_put_u64(key, &len, fnv1a64(v.s, v.n));
         }
         }
     }
@@ -683,39 +700,49 @@ static void group_reset(group_t *g)
 
 /* ---- alerts ------------------------------------------------------------------------- */
 
+static void put_le(EVP_MD_CTX *c, uint64_t x, int bytes)
+{
+    unsigned char b[8];
+    for (int i = 0; i < bytes; i++)
+        b[i] = (unsigned char)(x >> (8 * i));
+    EVP_DigestUpdate(c, b, (size_t)bytes);
+}
+
+/* The alert id: SHA-256 over the rule id, the group key and the window start (and, for a
+ * plain rule, the event itself), so a replay and the live service give the same id and a
+ * second replay into one store adds nothing. docs/alerts.md gives the exact bytes. */
 static void make_uid(const vsoc_rule_t *r, const char *key, size_t keylen, int64_t start,
                      const vsoc_event_t *ev, char *out)
 {
-    unsigned char buf[512], md[EVP_MAX_MD_SIZE];
-    size_t n = 0, idlen = strlen(r->id);
-    if (idlen > 200)
-        idlen = 200;
-    memcpy(buf + n, r->id, idlen);
-    n += idlen;
-    buf[n++] = 0;
-    memcpy(buf + n, key, keylen);
-    n += keylen;
-    buf[n++] = 0;
-    memcpy(buf + n, &start, 8);
-    n += 8;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    static const unsigned char zero = 0;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    if (!c || !EVP_DigestInit_ex(c, EVP_sha256(), NULL)) {
+        /* Without a digest there is no stable id; say so rather than invent one. */
+        snprintf(out, 37, "00000000-0000-8000-8000-000000000000");
+        EVP_MD_CTX_free(c);
+        return;
+    }
+    EVP_DigestUpdate(c, r->id, strlen(r->id));
+    EVP_DigestUpdate(c, &zero, 1);
+    EVP_DigestUpdate(c, key, keylen);
+    EVP_DigestUpdate(c, &zero, 1);
+    put_le(c, (uint64_t)start, 8);
     if (ev) {
-        /* A plain rule alerts once per event: its content makes the id. */
-        size_t vn = ev->vin.n > 64 ? 64 : ev->vin.n;
-        memcpy(buf + n, ev->vin.p, vn);
-        n += vn;
+        EVP_DigestUpdate(c, ev->vin.p, ev->vin.n);
+        EVP_DigestUpdate(c, &zero, 1);
         if (ev->kind == VSOC_EVENT_CAN) {
-            memcpy(buf + n, &ev->can, 12);
-            n += 12;
-            memcpy(buf + n, ev->can.data, ev->can.len);
-            n += ev->can.len;
+            put_le(c, ev->can.id, 4);
+            unsigned char f[5] = {ev->can.ext, ev->can.fd, ev->can.rtr, ev->can.dlc, ev->can.len};
+            EVP_DigestUpdate(c, f, 5);
+            EVP_DigestUpdate(c, ev->can.data, ev->can.len);
         } else {
-            size_t ln = ev->line.n > 160 ? 160 : ev->line.n;
-            memcpy(buf + n, ev->line.p, ln);
-            n += ln;
+            EVP_DigestUpdate(c, ev->line.p, ev->line.n);
         }
     }
     unsigned int mdlen = 0;
-    EVP_Digest(buf, n, md, &mdlen, EVP_sha256(), NULL);
+    EVP_DigestFinal_ex(c, md, &mdlen);
+    EVP_MD_CTX_free(c);
     /* Formatted as a UUID (version 8: vendor-defined) so that OCSF tools accept it. */
     md[6] = (unsigned char)((md[6] & 0x0F) | 0x80);
     md[8] = (unsigned char)((md[8] & 0x3F) | 0x80);
@@ -955,6 +982,8 @@ static int correlate_step(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev,
         /* Only now are stale values worth dropping: the count is at the threshold, or the
          * table is half full of values that may have left the window. */
         int64_t first = vmap_purge(g, horizon);
+        if (first == INT64_MIN)
+            return VSOC_ENOMEM; /* nothing was purged: do not judge on stale values */
         if (g->vcount >= co->threshold) {
             uint64_t count = g->vcount;
             int rc = fire(e, ri, ev, g, key, keylen, first, count);

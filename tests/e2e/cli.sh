@@ -105,15 +105,18 @@ rules-test)
   grep -q "expected 7 alerts, got 1" "$work/out2" || fail "failure not explained"
   ;;
 generated-attacks)
-  # Each injected attack raises the rule family meant for it; clean traffic raises nothing.
-  "$VSOC_GEN" --seconds 20 --seed 7 --format log >"$work/clean.log"
-  "$VSOC" replay -q "$work/clean.log" >"$work/clean.jsonl"
-  [ ! -s "$work/clean.jsonl" ] || fail "clean generated traffic raised: $(rules_fired "$work/clean.jsonl")"
-  while read -r attack expect; do
-    "$VSOC_GEN" --seconds 12 --seed 11 --format log --attack "$attack@4+3" >"$work/a.log"
-    "$VSOC" replay -q "$work/a.log" >"$work/a.jsonl"
-    rules_fired "$work/a.jsonl" | grep -qE "$expect" ||
-      fail "attack $attack did not raise $expect (raised: $(rules_fired "$work/a.jsonl" | tr '\n' ' '))"
+  # Each injected attack raises the rule meant for it; clean traffic raises nothing.
+  for fmt in log jsonl; do
+    "$VSOC_GEN" --seconds 60 --seed 7 --format $fmt >"$work/clean.$fmt"
+    "$VSOC" replay -q "$work/clean.$fmt" >"$work/clean.out"
+    [ ! -s "$work/clean.out" ] ||
+      fail "clean generated $fmt traffic raised: $(rules_fired "$work/clean.out" | tr '\n' ' ')"
+  done
+  while read -r attack fmt expect; do
+    "$VSOC_GEN" --seconds 40 --seed 11 --format "$fmt" --attack "$attack@4+30" >"$work/a.$fmt"
+    "$VSOC" replay -q "$work/a.$fmt" >"$work/alerts.out"
+    rules_fired "$work/alerts.out" | grep -qE "^$expect\$" ||
+      fail "attack $attack did not raise $expect (raised: $(rules_fired "$work/alerts.out" | tr '\n' ' '))"
   done <"$src/tests/data/attack-rules.txt"
   ;;
 multi-file)

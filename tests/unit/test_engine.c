@@ -113,6 +113,9 @@ static void test_operators(void)
               "---\n" CAN_HEAD("op.bits.le", "low") "detection:\n  s: {can.id: 0x102, can.data|bits: {start: 12, len: 4, le: true, eq: 0xA}}\n  condition: s\n"
               "---\n" CAN_HEAD("op.bits.be", "low") "detection:\n  s: {can.id: 0x103, can.data|bits: {start: 7, len: 12, gte: 0xABC}}\n  condition: s\n"
               "---\n" CAN_HEAD("op.data", "low") "detection:\n  s: {can.id: 0x104, can.data|startswith: de ad, can.data|re: 'BE.F$'}\n  condition: s\n"
+              "---\n" CAN_HEAD("op.contains", "low") "detection:\n  s: {can.id: 0x107, can.data|contains: '0FF0'}\n  condition: s\n"
+              "---\n" CAN_HEAD("op.re", "low") "detection:\n  s: {can.id: 0x108, can.data|re: '^de.d'}\n  condition: s\n"
+              "---\n" CAN_HEAD("op.wild", "low") "detection:\n  s: {can.id: 0x109, can.data: 'de*ef'}\n  condition: s\n"
               "---\n" CAN_HEAD("op.vin", "low") "detection:\n  s: {can.id: 0x105, vin: 'wvw*0?1'}\n  condition: s\n"
               "---\n" CAN_HEAD("op.null", "low") "detection:\n  s:\n    can.id: 0x106\n    can.data[4]: null\n  condition: s\n"),
         &g);
@@ -128,6 +131,11 @@ static void test_operators(void)
     ASSERT_EQ(can(e, 0, 0x104, "DEADBEE0", "V"), 0);
     ASSERT_EQ(can(e, 0, 0x105, "00", "WVWZZZ1JZXW000001"), 1);
     ASSERT_EQ(can(e, 0, 0x105, "00", "WVWZZZ1JZXW000002"), 0);
+    ASSERT_EQ(can(e, 0, 0x107, "DE0FF0EF", "V"), 1);
+    ASSERT_EQ(can(e, 0, 0x107, "00FF00", "V"), 0); /* "0FF0" only on byte boundaries */
+    ASSERT_EQ(can(e, 0, 0x108, "DEADBEEF", "V"), 1); /* re on hex ignores case */
+    ASSERT_EQ(can(e, 0, 0x109, "DE0102EF", "V"), 1); /* wildcard in a plain value */
+    ASSERT_EQ(can(e, 0, 0x109, "DE0102EE", "V"), 0);
     ASSERT_EQ(can(e, 0, 0x106, "0000", "V"), 1);
     ASSERT_EQ(can(e, 0, 0x106, "0000000000", "V"), 0);
     vsoc_engine_free(e);
