@@ -100,7 +100,8 @@ struct vsoc_engine {
     /* groups: open addressing, linear probing, backward-shift deletion */
     group_t **gtab;
     uint64_t *ghash; /* beside gtab: probes compare hashes without touching the groups */
-    group_t *glast;  /* the group found last: a flood hits the same one again and again */
+    group_t **glast; /* per rule and kind, the group found last: a flood or a per-vehicle
+                        group is hit again and again, and then needs no hashing at all */
     size_t gcap, gcount;
     int64_t next_sweep;
     int64_t max_span; /* longest window or suppress period, for the sweep */
@@ -578,14 +579,15 @@ static int group_is(const group_t *g, uint64_t h, uint32_t rule, uint8_t kind, c
 static group_t *group_get(vsoc_engine_t *e, uint32_t rule, uint8_t kind, const char *key,
                           size_t keylen)
 {
+    group_t **last = &e->glast[2 * rule + (kind == G_SUPP)];
+    if (*last && (*last)->keylen == keylen && memcmp((*last)->key, key, keylen) == 0)
+        return *last;
     uint64_t h = group_hash(rule, kind, key, keylen);
-    if (e->glast && group_is(e->glast, h, rule, kind, key, keylen))
-        return e->glast;
     if (e->gcap) {
         size_t i = (size_t)h & (e->gcap - 1);
         for (; e->gtab[i]; i = (i + 1) & (e->gcap - 1))
             if (e->ghash[i] == h && group_is(e->gtab[i], h, rule, kind, key, keylen))
-                return e->glast = e->gtab[i];
+                return *last = e->gtab[i];
     }
     if ((e->gcount + 1) * 2 > e->gcap && gtab_grow(e) != 0)
         return NULL;
@@ -606,15 +608,17 @@ static group_t *group_get(vsoc_engine_t *e, uint32_t rule, uint8_t kind, const c
     e->gtab[i] = g;
     e->ghash[i] = h;
     e->gcount++;
-    return e->glast = g;
+    return *last = g;
 }
 
 /* Removes slot i with backward-shift deletion, so probes never need tombstones. */
 static void gtab_remove_at(vsoc_engine_t *e, size_t i)
 {
     size_t mask = e->gcap - 1;
-    if (e->glast == e->gtab[i])
-        e->glast = NULL;
+    group_t *dead = e->gtab[i];
+    group_t **last = &e->glast[2 * dead->rule + (dead->kind == G_SUPP)];
+    if (*last == dead)
+        *last = NULL;
     group_free(e->gtab[i]);
     e->gtab[i] = NULL;
     e->gcount--;
@@ -1230,10 +1234,11 @@ vsoc_engine_t *vsoc_engine_new(vsoc_ruleset_t *rs, const vsoc_engine_opts_t *opt
     }
     e->stats = calloc(n, sizeof *e->stats);
     e->cand = calloc(2 * n, sizeof *e->cand);
+    e->glast = calloc(2 * n, sizeof *e->glast);
     e->detmemo = calloc(maxdets, 1);
     e->md = pcre2_match_data_create(1, NULL);
     e->mctx = pcre2_match_context_create(NULL);
-    if (!e->stats || !e->cand || !e->detmemo || !e->md || !e->mctx)
+    if (!e->stats || !e->cand || !e->glast || !e->detmemo || !e->md || !e->mctx)
         goto nomem;
     pcre2_set_match_limit(e->mctx, e->opts.regex_match_limit ? e->opts.regex_match_limit : 100000);
     pcre2_set_depth_limit(e->mctx, 10000);
@@ -1259,6 +1264,7 @@ void vsoc_engine_free(vsoc_engine_t *e)
         group_free(e->gtab[i]);
     free(e->gtab);
     free(e->ghash);
+    free(e->glast);
     free(e->vtab);
     free(e->stats);
     free(e->cand);
@@ -1289,7 +1295,7 @@ int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev)
             ev->derived |= VSOC_HAS_SPEED;
         }
     }
-    if (ev->ts_us < e->next_sweep - 2 * SWEEP_EVERY_US)
+    if (e->next_sweep != INT64_MIN && ev->ts_us < e->next_sweep - 2 * SWEEP_EVERY_US)
         e->next_sweep = ev->ts_us; /* time went back: sweep on the new timeline */
     if (e->gcount && ev->ts_us >= e->next_sweep) {
         if (e->next_sweep != INT64_MIN)
