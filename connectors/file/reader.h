@@ -9,12 +9,13 @@
  *   VSOC_FMT_CANDUMP_LOG     (1436509052.249713) can0 123#DEADBEEF   (candump -l; also
  *                            FD "123##1DEADBEEF", RTR "123#R" / "123#R4", "_D" len8 dlc)
  *   VSOC_FMT_CANDUMP_SPACED   (000.005001)  can0  18FEDF00   [8]  8A A0 28 ...  (candump -ta,
- *                            -tz, -td and no-time; "[08]" for FD; "remote request" for RTR)
+ *                            -tz, -tA and no-time; "[08]" for FD; "remote request" for RTR;
+ *                            -td parses, but its deltas are read as times: record with -ta)
  *   VSOC_FMT_LABELLED        0 080#0017dc09161116bb  (label, then ID#DATA; no time)
  *   VSOC_FMT_JSONL           {"vin":"...","ts":...,"type":"...", ...}  one IDS event per line
  *
  * Identifiers with more than 3 hex digits, or above 0x7FF, are 29-bit. Untimed formats get
- * synthetic event time: line_index * frame_gap_us. */
+ * synthetic event time: (events read before it) * frame_gap_us. */
 #ifndef VSOC_READER_H
 #define VSOC_READER_H
 
@@ -69,7 +70,7 @@ void vsoc_reader_close(vsoc_reader_t *r); /* NULL does nothing */
  * has cleared; vin/source/lineno are left to the caller. For VSOC_FMT_JSONL the document is
  * stored in ev->doc and the caller frees it with json_decref. With VSOC_FMT_UNKNOWN every
  * format is tried and *detected receives the one that matched (detected may be NULL).
- * Returns 0, or VSOC_EPARSE with a static reason in *reason. Used by the readers, by
+ * Returns 0, or VSOC_EPARSE with a reason in *reason (valid until this thread's next call). Used by the readers, by
  * embedded rule tests and by the Kafka source (one message = one line). */
 int vsoc_parse_line(vsoc_format_t fmt, const char *line, size_t n, vsoc_event_t *ev,
                     vsoc_format_t *detected, const char **reason);
