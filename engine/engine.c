@@ -1195,7 +1195,7 @@ static size_t candidates(vsoc_engine_t *e, const vsoc_event_t *ev, const uint32_
     /* A full cache (fuzzing sends every identifier) just stops caching. */
     if (e->ccount >= CAND_CACHE_MAX)
         return n;
-    if (e->cpool_n + n > e->cpool_cap) {
+    if (!e->cpool || e->cpool_n + n > e->cpool_cap) {
         size_t ncap = e->cpool_cap * 2 + n + 1024;
         uint32_t *np = realloc(e->cpool, ncap * sizeof *np);
         if (!np)
