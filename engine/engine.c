@@ -493,6 +493,23 @@ static size_t build_key(vsoc_engine_t *e, const vsoc_field_t *fields, uint32_t n
     size_t len = 0;
     for (uint32_t i = 0; i < n; i++) {
         vsoc_value_t v;
+        /* The usual group-by fields, read without the general field reader. */
+        if (fields[i].id == VSOC_F_VIN || fields[i].id == VSOC_F_CAN_BUS) {
+            vsoc_str_t str = fields[i].id == VSOC_F_VIN ? ev->vin : ev->bus;
+            if (fields[i].id == VSOC_F_VIN || ev->kind == VSOC_EVENT_CAN) {
+                if (str.n <= KEY_STR_MAX) {
+                    key[len++] = 's';
+                    key[len++] = (char)str.n;
+                    memcpy(key + len, str.p, str.n);
+                    len += str.n;
+                    continue;
+                }
+            }
+        } else if (fields[i].id == VSOC_F_CAN_ID && ev->kind == VSOC_EVENT_CAN) {
+            key[len++] = 'i';
+            key_put_u64(key, &len, ev->can.id);
+            continue;
+        }
         if (!vsoc_field_get(&fields[i], ev, &v, e->hexbuf) || v.is_list ||
             v.type == VSOC_FT_JSON) {
             key_put(key, &len, "n", 1);
@@ -828,6 +845,12 @@ static int fire(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev, group_t *
 
 /* ---- correlation -------------------------------------------------------------------- */
 
+/* The ring's next index without a division (this runs for every matching event). */
+static inline uint32_t ring_next(const group_t *g, uint32_t i)
+{
+    return i + 1 == g->cap ? 0 : i + 1;
+}
+
 static int ring_push(group_t *g, int64_t ts, uint32_t limit)
 {
     if (g->n == g->cap) {
@@ -845,11 +868,12 @@ static int ring_push(group_t *g, int64_t ts, uint32_t limit)
             g->cap = ncap;
             g->head = 0;
         } else {
-            g->head = (g->head + 1) % g->cap; /* drop the oldest: the count stays at limit */
+            g->head = ring_next(g, g->head); /* drop the oldest: the count stays at limit */
             g->n--;
         }
     }
-    g->ring[(g->head + g->n) % g->cap] = ts;
+    uint32_t at = g->head + g->n;
+    g->ring[at >= g->cap ? at - g->cap : at] = ts;
     g->n++;
     return 0;
 }
@@ -945,7 +969,7 @@ static int correlate_step(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev,
     switch (co->type) {
     case CORR_EVENT_COUNT:
         while (g->n && g->ring[g->head] <= horizon) {
-            g->head = (g->head + 1) % g->cap;
+            g->head = ring_next(g, g->head);
             g->n--;
         }
         if (ring_push(g, now, co->threshold) != 0)
