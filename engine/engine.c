@@ -1301,6 +1301,43 @@ void vsoc_engine_free(vsoc_engine_t *e)
     free(e);
 }
 
+/* A rule whose condition holds: an alert for a plain rule, a window step for a correlation. */
+static int on_match(vsoc_engine_t *e, uint32_t ri, const rulehdr_t *h, const vsoc_event_t *ev,
+                    const int *items)
+{
+    e->stats[ri].matches++;
+    if (h->corr != CORR_NONE)
+        return correlate(e, ri, ev, items);
+    char key[GROUP_KEY_MAX];
+    size_t kl = build_key(e, NULL, 0, ev, key);
+    return fire(e, ri, ev, NULL, key, kl, ev->ts_us, 1);
+}
+
+/* Evaluates one candidate rule on the event. Returns alerts raised or VSOC_ENOMEM. */
+static int visit_rule(vsoc_engine_t *e, uint32_t ri, const rulehdr_t *h, const vsoc_event_t *ev)
+{
+    e->stats[ri].evals++;
+    if (h->fast)
+        return eval_fast(e, h, ev) ? on_match(e, ri, h, ev, NULL) : 0;
+    const vsoc_rule_t *r = e->rs->rules[ri];
+    memset(e->detmemo, 0, r->ndets);
+    if (h->corr != CORR_TEMPORAL && h->corr != CORR_TEMPORAL_ORDERED)
+        return r->root >= 0 && eval_node(e, r, (uint32_t)r->root, ev, ri)
+                   ? on_match(e, ri, h, ev, NULL)
+                   : 0;
+    if (r->root >= 0 && !eval_node(e, r, (uint32_t)r->root, ev, ri))
+        return 0;
+    int items[VSOC_MAX_ITEMS], any = 0;
+    for (uint32_t i = 0; i < r->corr.nitems; i++) {
+        uint32_t d = r->corr.items[i];
+        if (!e->detmemo[d])
+            e->detmemo[d] = eval_det(e, &r->dets[d], ev, ri) ? 2 : 1;
+        items[i] = e->detmemo[d] == 2;
+        any |= items[i];
+    }
+    return any ? on_match(e, ri, h, ev, items) : 0;
+}
+
 int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev)
 {
     e->events++;
@@ -1338,61 +1375,13 @@ int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev)
         if (h->kind != ev->kind || (ev->derived & h->need) != h->need)
             continue;
         uint64_t t0 = timed ? e->opts.clock_ns() : 0;
-        vsoc_rule_stats_t *st = &e->stats[ri];
-        st->evals++;
-        int rc = 0;
-        if (h->fast) {
-            if (eval_fast(e, h, ev)) {
-                st->matches++;
-                if (h->corr == CORR_NONE) {
-                    char key[GROUP_KEY_MAX];
-                    size_t kl = build_key(e, NULL, 0, ev, key);
-                    rc = fire(e, ri, ev, NULL, key, kl, ev->ts_us, 1);
-                } else {
-                    rc = correlate(e, ri, ev, NULL);
-                }
-            }
-            if (rc < 0)
-                oom = 1;
-            else
-                alerts += rc;
-            if (timed)
-                st->ns += (e->opts.clock_ns() - t0) * 64;
-            continue;
-        }
-        const vsoc_rule_t *r = rs->rules[ri];
-        memset(e->detmemo, 0, r->ndets);
-        if (r->corr.type == CORR_TEMPORAL || r->corr.type == CORR_TEMPORAL_ORDERED) {
-            if (r->root < 0 || eval_node(e, r, (uint32_t)r->root, ev, ri)) {
-                int items[VSOC_MAX_ITEMS], any = 0;
-                for (uint32_t i = 0; i < r->corr.nitems; i++) {
-                    uint32_t d = r->corr.items[i];
-                    if (!e->detmemo[d])
-                        e->detmemo[d] = eval_det(e, &r->dets[d], ev, ri) ? 2 : 1;
-                    items[i] = e->detmemo[d] == 2;
-                    any |= items[i];
-                }
-                if (any) {
-                    st->matches++;
-                    rc = correlate(e, ri, ev, items);
-                }
-            }
-        } else if (r->root >= 0 && eval_node(e, r, (uint32_t)r->root, ev, ri)) {
-            st->matches++;
-            if (r->corr.type == CORR_NONE) {
-                char key[GROUP_KEY_MAX];
-                size_t kl = build_key(e, NULL, 0, ev, key);
-                rc = fire(e, ri, ev, NULL, key, kl, ev->ts_us, 1);
-            } else {
-                rc = correlate(e, ri, ev, NULL);
-            }
-        }
+        int rc = visit_rule(e, ri, h, ev);
         if (rc < 0)
             oom = 1;
         else
             alerts += rc;
         if (timed)
-            st->ns += (e->opts.clock_ns() - t0) * 64;
+            e->stats[ri].ns += (e->opts.clock_ns() - t0) * 64;
     }
     return oom ? VSOC_ENOMEM : alerts;
 }
