@@ -42,59 +42,9 @@ for n in $packs; do
     [ "$n" -le 9999 ] || die "VSOC_BENCH_PACKS: $n rules is more than the 9,999 ids allow"
 done
 
-find_bin() {
-    local p
-    for p in "$build/$1" "$build/bench/$1"; do
-        if [ -x "$p" ] && [ -f "$p" ]; then
-            echo "$p"
-            return 0
-        fi
-    done
-    return 1
-}
-[ -d "$build" ] || die "build directory '$build' does not exist (usage: $0 [BUILD_DIR]; build with: cmake -S . -B build && cmake --build build)"
-gen=$(find_bin vsoc-gen) || die "no vsoc-gen in '$build' or '$build/bench': build it with: cmake --build $build --target vsoc-gen"
-vsoc=$(find_bin vsoc) || die "no vsoc in '$build': build it with: cmake --build $build --target vsoc"
-
-now() { date +%s.%N; }
-case $(now) in *[!0-9.]* | *.) die "this 'date' has no %N (nanoseconds); GNU coreutils date is needed" ;; esac
-
-pin=()
-pin_note="not pinned (VSOC_BENCH_CPU=none)"
-if [ "$cpu" != none ]; then
-    if command -v taskset >/dev/null 2>&1; then
-        taskset -c "$cpu" true 2>/dev/null || die "taskset cannot pin to core '$cpu' (set VSOC_BENCH_CPU)"
-        pin=(taskset -c "$cpu")
-        pin_note="pinned to core $cpu with taskset"
-    else
-        pin_note="not pinned (no taskset on this machine)"
-    fi
-fi
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/vsoc-rule-scaling.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-
-best_of() {
-    local i t0 t1
-    BEST=
-    for ((i = 1; i <= runs; i++)); do
-        t0=$(now)
-        if ! "${pin[@]}" "$@" >/dev/null 2>"$tmp/stderr"; then
-            cat "$tmp/stderr" >&2
-            die "failed: $*"
-        fi
-        t1=$(now)
-        BEST=$(awk -v a="$t0" -v b="$t1" -v best="$BEST" \
-            'BEGIN { d = b - a; if (best != "" && best + 0 < d) d = best; printf "%.6f", d }')
-    done
-}
-
-grouped() {
-    awk -v n="$1" 'BEGIN {
-        s = sprintf("%.0f", n); out = ""
-        while (length(s) > 3) { out = "," substr(s, length(s) - 2) out; s = substr(s, 1, length(s) - 3) }
-        print s out }'
-}
+bench_name=rule-scaling
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 # The capture, and the same traffic without attacks (same seed: the same normal frames), to
 # learn which IDs exist and the range of each data byte over the whole capture.
