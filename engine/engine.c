@@ -465,7 +465,8 @@ static int eval_node(vsoc_engine_t *e, const vsoc_rule_t *r, uint32_t ni, const 
 
 static void key_put(char *key, size_t *len, const void *p, size_t n)
 {
-    memcpy(key + *len, p, n);
+    if (n)
+        memcpy(key + *len, p, n);
     *len += n;
 }
 
@@ -500,7 +501,8 @@ static size_t build_key(vsoc_engine_t *e, const vsoc_field_t *fields, uint32_t n
                 if (str.n <= KEY_STR_MAX) {
                     key[len++] = 's';
                     key[len++] = (char)str.n;
-                    memcpy(key + len, str.p, str.n);
+                    if (str.n) /* a capture without interfaces has no bus */
+                        memcpy(key + len, str.p, str.n);
                     len += str.n;
                     continue;
                 }
@@ -1093,7 +1095,8 @@ static vehicle_t *vehicle_get(vsoc_engine_t *e, vsoc_str_t vin)
     }
     vehicle_t *v = &e->vtab[h];
     memset(v, 0, sizeof *v);
-    memcpy(v->vin, vin.p, n);
+    if (n)
+        memcpy(v->vin, vin.p, n);
     v->vinlen = (uint8_t)n;
     v->used = 1;
     e->vcount++;
