@@ -823,10 +823,6 @@ static int fire(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev, group_t *
             a.group_fields[i] = &r->corr.group_by[i];
             a.group_present[i] =
                 vsoc_field_get(&r->corr.group_by[i], ev, &a.group_vals[i], e->hexbuf);
-            if (a.group_vals[i].type == VSOC_FT_BYTES) {
-                /* hexbuf is reused: keep a copy only for the duration of the callback */
-                a.group_present[i] = 0;
-            }
         }
         for (unsigned i = 0; i < g->nsamples; i++) {
             const sample_t *s = &g->samples[(g->shead + i) % VSOC_ALERT_SAMPLES];
@@ -1389,7 +1385,6 @@ int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev)
     return oom ? VSOC_ENOMEM : alerts;
 }
 
-const vsoc_ruleset_t *vsoc_engine_ruleset(const vsoc_engine_t *e) { return e->rs; }
 
 const vsoc_rule_stats_t *vsoc_engine_rule_stats(const vsoc_engine_t *e, size_t i)
 {

@@ -68,7 +68,6 @@ void vsoc_engine_free(vsoc_engine_t *e); /* NULL does nothing */
  * when a new group could not be allocated (the event is still matched). */
 int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev);
 
-const vsoc_ruleset_t *vsoc_engine_ruleset(const vsoc_engine_t *e);
 const vsoc_rule_stats_t *vsoc_engine_rule_stats(const vsoc_engine_t *e, size_t rule_index);
 uint64_t vsoc_engine_events(const vsoc_engine_t *e);
 uint64_t vsoc_engine_groups(const vsoc_engine_t *e); /* live correlation/suppress groups */

@@ -205,25 +205,6 @@ void vsoc_field_fini(vsoc_field_t *f)
     memset(f, 0, sizeof *f);
 }
 
-int vsoc_field_copy(vsoc_field_t *dst, const vsoc_field_t *src)
-{
-    *dst = *src;
-    dst->name = NULL;
-    for (unsigned i = 0; i < src->npath; i++)
-        dst->path[i] = NULL;
-    dst->name = strdup(src->name);
-    int bad = !dst->name;
-    for (unsigned i = 0; i < src->npath; i++) {
-        dst->path[i] = strdup(src->path[i]);
-        bad |= !dst->path[i];
-    }
-    if (bad) {
-        vsoc_field_fini(dst);
-        return VSOC_ENOMEM;
-    }
-    return 0;
-}
-
 static int json_to_value(const json_t *j, vsoc_value_t *out)
 {
     out->json = j;

@@ -76,8 +76,6 @@ typedef struct vsoc_value {
  * the name looks like a mistyped built-in field). */
 int vsoc_field_resolve(const char *name, vsoc_field_t *out, char *err, size_t errlen);
 void vsoc_field_fini(vsoc_field_t *f);
-/* Deep copy; returns 0 or VSOC_ENOMEM. */
-int vsoc_field_copy(vsoc_field_t *dst, const vsoc_field_t *src);
 
 /* Reads f from ev. hexbuf (at least 129 bytes) receives can.data's hex text when needed.
  * Returns 1 with *out filled, or 0 when the event does not carry the field. */
