@@ -587,11 +587,27 @@ static int gtab_grow(vsoc_engine_t *e)
     return 0;
 }
 
+/* Equality of short keys, inline: a call to memcmp costs more than these compares. */
+static inline int key_eq(const char *a, const char *b, size_t n)
+{
+    uint64_t x, y;
+    for (; n >= 8; a += 8, b += 8, n -= 8) {
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
+        if (x != y)
+            return 0;
+    }
+    for (; n; a++, b++, n--)
+        if (*a != *b)
+            return 0;
+    return 1;
+}
+
 static int group_is(const group_t *g, uint64_t h, uint32_t rule, uint8_t kind, const char *key,
                     size_t keylen)
 {
     return g->hash == h && g->rule == rule && g->kind == kind && g->keylen == keylen &&
-           memcmp(g->key, key, keylen) == 0;
+           key_eq(g->key, key, keylen);
 }
 
 /* Finds or creates the group; returns NULL only when memory runs out. */
@@ -599,7 +615,7 @@ static group_t *group_get(vsoc_engine_t *e, uint32_t rule, uint8_t kind, const c
                           size_t keylen)
 {
     group_t **last = &e->glast[2 * rule + (kind == G_SUPP)];
-    if (*last && (*last)->keylen == keylen && memcmp((*last)->key, key, keylen) == 0)
+    if (*last && (*last)->keylen == keylen && key_eq((*last)->key, key, keylen))
         return *last;
     uint64_t h = group_hash(rule, kind, key, keylen);
     if (e->gcap) {
@@ -1064,7 +1080,7 @@ static vehicle_t *vehicle_get(vsoc_engine_t *e, vsoc_str_t vin)
 {
     size_t n = vin.n < VIN_MAX ? vin.n : VIN_MAX - 1;
     vehicle_t *l = e->vlast;
-    if (l && l->vinlen == n && memcmp(l->vin, vin.p, n) == 0)
+    if (l && l->vinlen == n && key_eq(l->vin, vin.p, n))
         return l;
     if ((e->vcount + 1) * 2 > e->vcap) {
         size_t ncap = e->vcap ? e->vcap * 2 : 64;
