@@ -111,6 +111,8 @@ static long run_test(vsoc_ruleset_t *one, const vsoc_rule_t *r, const vsoc_rule_
         if (vsoc_parse_line(VSOC_FMT_UNKNOWN, line, strlen(line), &ev, &fmt, &reason) != 0) {
             snprintf(why, whylen, "%s:%d:%d: event does not parse: %s", file, t->line_nos[l],
                      t->line_cols[l], reason ? reason : "malformed");
+            if (ev.doc)
+                json_decref(ev.doc);
             vsoc_engine_free(e);
             return -1;
         }

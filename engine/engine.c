@@ -44,8 +44,10 @@ typedef struct group {
     uint8_t kind;
     uint16_t keylen;
     char key[GROUP_KEY_MAX];
-    int64_t last_ts;
-    /* suppress */
+    int64_t last_ts; /* latest event time seen (correlation), last alert time (suppress) */
+    uint8_t seen;
+    /* suppress: alerts are held back while since <= t < until */
+    int64_t since;
     int64_t until;
     uint64_t held;
     /* event_count: timestamps of the matches inside the window, oldest at head */
@@ -104,7 +106,6 @@ struct vsoc_engine {
                         group is hit again and again, and then needs no hashing at all */
     size_t gcap, gcount;
     int64_t next_sweep;
-    int64_t max_span; /* longest window or suppress period, for the sweep */
     /* vehicles */
     vehicle_t *vtab;
     size_t vcap, vcount;
@@ -534,7 +535,8 @@ static size_t build_key(vsoc_engine_t *e, const vsoc_field_t *fields, uint32_t n
         default: {
             size_t sn = v.n > KEY_STR_MAX ? KEY_STR_MAX : v.n;
             uint8_t l = (uint8_t)sn;
-            key_put(key, &len, "s", 1);
+            /* "h": cut and hashed, never equal to a string of exactly KEY_STR_MAX bytes */
+            key_put(key, &len, v.n > sn ? "h" : "s", 1);
             key_put(key, &len, &l, 1);
             key_put(key, &len, v.s, sn);
             if (v.n > sn)
@@ -809,13 +811,16 @@ static int fire(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev, group_t *
         group_t *sg = group_get(e, ri, G_SUPP, skey, sk);
         if (sg) {
             sg->last_ts = ev->ts_us;
-            if (sg->until > ev->ts_us) {
+            /* Only the period after the last alert suppresses: an event from before it (a
+             * capture replayed after a later one) is not in the period. */
+            if (ev->ts_us >= sg->since && ev->ts_us < sg->until) {
                 sg->held++;
                 st->suppressed++;
                 return 0;
             }
             held = sg->held;
             sg->held = 0;
+            sg->since = ev->ts_us;
             sg->until = ev->ts_us + r->sup.for_us;
         }
     }
@@ -827,7 +832,7 @@ static int fire(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev, group_t *
     a.rule = r;
     a.time_us = ev->ts_us;
     a.first_us = first;
-    a.last_us = ev->ts_us;
+    a.last_us = ev->ts_us > first ? ev->ts_us : first; /* a late event ends at the window */
     a.count = count;
     a.suppressed = held;
     a.vin = ev->vin;
@@ -927,12 +932,9 @@ static void vmap_insert(vslot_t *m, uint32_t cap, uint64_t key, int64_t ts)
 /* Drops values not seen within the window; returns the oldest remaining time. */
 static int64_t vmap_purge(group_t *g, int64_t horizon)
 {
-    vslot_t live[64];
-    vslot_t *tmp = g->vcount <= 64 ? live : malloc(g->vcount * sizeof *tmp);
+    vslot_t *tmp = g->vmap + g->vcap;
     int64_t oldest = INT64_MAX;
     uint32_t n = 0;
-    if (!tmp)
-        return INT64_MIN;
     for (uint32_t i = 0; i < g->vcap; i++)
         if (g->vmap[i].used && g->vmap[i].ts > horizon)
             tmp[n++] = g->vmap[i];
@@ -943,13 +945,11 @@ static int64_t vmap_purge(group_t *g, int64_t horizon)
             oldest = tmp[i].ts;
     }
     g->vcount = n;
-    if (tmp != live)
-        free(tmp);
     return oldest;
 }
 
 static int correlate_step(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev, group_t *g,
-                          const char *key, size_t keylen, const int *items);
+                          const char *key, size_t keylen, const int *items, int64_t now);
 
 /* Runs a correlation for a matching event. Returns alerts raised or VSOC_ENOMEM. */
 static int correlate(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev, const int *items)
@@ -961,25 +961,29 @@ static int correlate(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev, cons
     group_t *g = group_get(e, ri, G_CORR, key, keylen);
     if (!g)
         return VSOC_ENOMEM;
-    const int64_t now = ev->ts_us, horizon = now - co->span_us;
     /* Time that jumps back by more than the window (a second capture, a clock reset) starts
-     * the group afresh instead of leaving future entries that never expire. */
-    if (now < g->last_ts - co->span_us)
+     * the group afresh. A smaller step back (jitter between interfaces) counts the event at
+     * the group's latest time, so the window only moves forward and stays sorted. */
+    int64_t now = ev->ts_us;
+    if (g->seen && now < g->last_ts - co->span_us)
         group_reset(g);
+    else if (g->seen && now < g->last_ts)
+        now = g->last_ts;
+    g->seen = 1;
     g->last_ts = now;
-    sample_expire(g, horizon);
-    int rc = correlate_step(e, ri, ev, g, key, keylen, items);
+    sample_expire(g, now - co->span_us);
+    int rc = correlate_step(e, ri, ev, g, key, keylen, items, now);
     if (rc == 0)
         add_sample(g, ev);
     return rc;
 }
 
 static int correlate_step(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev, group_t *g,
-                          const char *key, size_t keylen, const int *items)
+                          const char *key, size_t keylen, const int *items, int64_t now)
 {
     const vsoc_rule_t *r = e->rs->rules[ri];
     const corr_t *co = &r->corr;
-    const int64_t now = ev->ts_us, horizon = now - co->span_us;
+    const int64_t horizon = now - co->span_us;
     switch (co->type) {
     case CORR_EVENT_COUNT:
         while (g->n && g->ring[g->head] <= horizon) {
@@ -1005,7 +1009,9 @@ static int correlate_step(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev,
             uint32_t cap = 16;
             while (cap < 2 * co->threshold + 2)
                 cap *= 2;
-            g->vmap = calloc(cap, sizeof *g->vmap);
+            /* Twice the table: the upper half is the purge's scratch, so purging never
+             * allocates on the event path. */
+            g->vmap = calloc(2 * (size_t)cap, sizeof *g->vmap);
             if (!g->vmap)
                 return VSOC_ENOMEM;
             g->vcap = cap;
@@ -1024,8 +1030,6 @@ static int correlate_step(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev,
         /* Only now are stale values worth dropping: the count is at the threshold, or the
          * table is half full of values that may have left the window. */
         int64_t first = vmap_purge(g, horizon);
-        if (first == INT64_MIN)
-            return VSOC_ENOMEM; /* nothing was purged: do not judge on stale values */
         if (g->vcount >= co->threshold) {
             uint64_t count = g->vcount;
             int rc = fire(e, ri, ev, g, key, keylen, first, count);
@@ -1265,11 +1269,6 @@ vsoc_engine_t *vsoc_engine_new(vsoc_ruleset_t *rs, const vsoc_engine_opts_t *opt
     for (size_t i = 0; i < rs->n; i++) {
         if (rs->rules[i]->ndets > maxdets)
             maxdets = rs->rules[i]->ndets;
-        int64_t h = rs->rules[i]->corr.span_us > rs->rules[i]->sup.for_us
-                        ? rs->rules[i]->corr.span_us
-                        : rs->rules[i]->sup.for_us;
-        if (h > e->max_span)
-            e->max_span = h;
     }
     e->stats = calloc(n, sizeof *e->stats);
     e->cand = calloc(2 * n, sizeof *e->cand);
@@ -1367,7 +1366,9 @@ int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev)
         }
         if (veh->has_speed) {
             ev->speed_kph = veh->speed_kph;
-            ev->state_age_us = ev->ts_us - veh->speed_ts;
+            /* A reading from later in the capture (out-of-order input) is not fresher than
+             * one taken now. */
+            ev->state_age_us = ev->ts_us > veh->speed_ts ? ev->ts_us - veh->speed_ts : 0;
             ev->derived |= VSOC_HAS_SPEED;
         }
     }

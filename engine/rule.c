@@ -26,7 +26,9 @@ typedef struct ctx {
     vsoc_rule_t *rule;
     const vsoc_rule_load_opts_t *opts;
     char *id;    /* the document's id, kept even when the rule fails (taken by load_text) */
-    int id_line;
+    int id_line, id_col;
+    const unsigned char *text; /* the file, to find where block-scalar lines really start */
+    size_t len;
 } ctx_t;
 
 static void err_at(ctx_t *c, const yaml_node_t *n, const char *fmt, ...)
@@ -262,9 +264,10 @@ static void rule_free(vsoc_rule_t *r)
     free(r);
 }
 
+/* Atomic: rulesets built from one load (a subset for rule tests) share rules across threads. */
 void vsoc_rule_unref(vsoc_rule_t *r)
 {
-    if (r && --r->refs == 0)
+    if (r && __atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) == 0)
         rule_free(r);
 }
 
@@ -372,7 +375,7 @@ static int parse_num_for(ctx_t *c, yaml_node_t *n, const fmatch_t *m, cval_t *v)
     if (m->field.type != VSOC_FT_INT && vsoc_parse_number(s, &d) == 0) {
         v->kind = CV_FLOAT;
         v->f = d;
-        v->i = (int64_t)d;
+        v->i = d >= 9.2e18 ? INT64_MAX : d <= -9.2e18 ? INT64_MIN : (int64_t)d;
         return 0;
     }
     err_at(c, n, "'%s' is not %s (for '%s')", s,
@@ -547,7 +550,7 @@ static int compile_value(ctx_t *c, yaml_node_t *n, fmatch_t *m, cval_t *v)
             } else if (vsoc_parse_number(s, &d) == 0) {
                 v->has_num = 1;
                 v->f = d;
-                v->i = (int64_t)d;
+                v->i = d >= 9.2e18 ? INT64_MAX : d <= -9.2e18 ? INT64_MIN : (int64_t)d;
             } else if (parse_bool(s, &b) == 0 && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
                        (s[0] == 't' || s[0] == 'f')) {
                 v->has_num = 2; /* also compares with JSON booleans */
@@ -662,6 +665,13 @@ static int compile_values(ctx_t *c, yaml_node_t *v, fmatch_t *m)
     }
     int bad = 0;
     for (size_t i = 0; i < n; i++) {
+        if (items != single && is_null(items[i]) && m->op != OP_MASK && m->op != OP_IN_RANGE) {
+            /* "absent" cannot be one value among others of the same match */
+            err_at(c, items[i], "null cannot be one of several values; write a separate "
+                                "detection '%s: null' and join it with 'or'", m->field.name);
+            bad = 1;
+            continue;
+        }
         if (compile_value(c, items[i], m, &m->vals[m->nvals]) == 0)
             m->nvals++;
         else {
@@ -958,11 +968,18 @@ static void compile_detection(ctx_t *c, const char *name, yaml_node_t *k, yaml_n
 
 /* ---- conditions --------------------------------------------------------------------- */
 
+/* Limits that keep a hostile condition from exhausting the stack of the parser and of the
+ * recursive prefilter and evaluation walks. */
+#define COND_MAX_DEPTH 64
+#define COND_MAX_NODES 4096
+
 typedef struct cparse {
     ctx_t *c;
     const char *s, *p;
     int line, col; /* position of the condition text, when it is one plain line */
     int bad;
+    int depth;
+    int vcol; /* where the condition's scalar starts, for a condition spanning lines */
 } cparse_t;
 
 static void cerr(cparse_t *cp, const char *at, const char *fmt, ...)
@@ -977,8 +994,8 @@ static void cerr(cparse_t *cp, const char *at, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    err_pos(cp->c, cp->line, cp->col > 0 ? cp->col + (int)(at - cp->s) : 0, "condition: %s",
-            buf);
+    err_pos(cp->c, cp->line, cp->col > 0 ? cp->col + (int)(at - cp->s) : cp->vcol,
+            "condition: %s", buf);
 }
 
 static void skip_ws(cparse_t *cp)
@@ -1037,7 +1054,24 @@ static int glob_match_simple(const char *pat, const char *s)
 
 static int parse_or(cparse_t *cp);
 
+static int parse_primary_(cparse_t *cp);
+
 static int parse_primary(cparse_t *cp)
+{
+    if (++cp->depth > COND_MAX_DEPTH) {
+        cerr(cp, cp->p, "nested deeper than %d levels", COND_MAX_DEPTH);
+        return -1;
+    }
+    int n = parse_primary_(cp);
+    cp->depth--;
+    if (n >= 0 && cp->c->rule->nnodes > COND_MAX_NODES) {
+        cerr(cp, cp->p, "more than %d terms", COND_MAX_NODES);
+        return -1;
+    }
+    return n;
+}
+
+static int parse_primary_(cparse_t *cp)
 {
     vsoc_rule_t *r = cp->c->rule;
     skip_ws(cp);
@@ -1158,13 +1192,15 @@ static void compile_condition(ctx_t *c, yaml_node_t *v)
         err_at(c, v, "condition must be a non-empty string");
         return;
     }
-    cparse_t cp = {c, s, s, (int)v->start_mark.line + 1, (int)v->start_mark.column + 1, 0};
+    cparse_t cp = {c, s, s, (int)v->start_mark.line + 1, (int)v->start_mark.column + 1, 0, 0,
+                   (int)v->start_mark.column + 1};
     /* Columns are exact for a plain or quoted scalar on one line. */
     if (v->data.scalar.style == YAML_SINGLE_QUOTED_SCALAR_STYLE ||
         v->data.scalar.style == YAML_DOUBLE_QUOTED_SCALAR_STYLE)
         cp.col++;
-    else if (v->data.scalar.style != YAML_PLAIN_SCALAR_STYLE || strchr(s, '\n'))
-        cp.col = 0;
+    else if (v->data.scalar.style != YAML_PLAIN_SCALAR_STYLE || strchr(s, '\n') ||
+             v->end_mark.line != v->start_mark.line)
+        cp.col = 0; /* offsets in the folded text are not columns: point at the scalar */
     int root = parse_or(&cp);
     skip_ws(&cp);
     if (root >= 0 && *cp.p)
@@ -1295,7 +1331,7 @@ static void compile_threshold(ctx_t *c, yaml_node_t *v)
         return;
     }
     if (op && !strcmp(op, "gt"))
-        n += 1;
+        n = n == INT64_MAX ? n : n + 1; /* out of range below either way */
     else if (!op || strcmp(op, "gte")) {
         if (op && (!strcmp(op, "lt") || !strcmp(op, "lte") || !strcmp(op, "eq") ||
                    !strcmp(op, "neq")))
@@ -1473,6 +1509,19 @@ static int test_add_line(ctx_t *c, vsoc_rule_test_t *t, const char *s, size_t n,
     return 0;
 }
 
+/* The indentation of a 1-based line of the source: where a block scalar's text starts. */
+static int line_indent(const ctx_t *c, int line)
+{
+    size_t i = 0;
+    for (int l = 1; l < line && i < c->len; i++)
+        if (c->text[i] == '\n')
+            l++;
+    int n = 0;
+    while (i + (size_t)n < c->len && c->text[i + (size_t)n] == ' ')
+        n++;
+    return n;
+}
+
 static void test_pair(ctx_t *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
 {
     test_arg_t *ta = arg;
@@ -1505,7 +1554,7 @@ static void test_pair(ctx_t *c, const char *key, yaml_node_t *k, yaml_node_t *v,
         int block = v->data.scalar.style == YAML_LITERAL_SCALAR_STYLE ||
                     v->data.scalar.style == YAML_FOLDED_SCALAR_STYLE;
         int line = (int)v->start_mark.line + 1 + (block ? 1 : 0);
-        int col = block ? (int)k->start_mark.column + 3 : (int)v->start_mark.column + 1;
+        int col = block ? line_indent(c, line) + 1 : (int)v->start_mark.column + 1;
         for (const char *p = s; *p;) {
             const char *nl = strchr(p, '\n');
             size_t n = nl ? (size_t)(nl - p) : strlen(p);
@@ -1684,9 +1733,9 @@ static int pf_alt(const alt_t *a, prefilter_t *pf, vsoc_event_kind_t kind)
             int64_t lo = 0, hi = 0x1FFFFFFF, v = best->vals[i].i;
             switch (best->op) {
             case OP_IN_RANGE: lo = v; hi = best->vals[i].i2; break;
-            case OP_GT: lo = v + 1; break;
+            case OP_GT: lo = v == INT64_MAX ? v : v + 1; break;
             case OP_GTE: lo = v; break;
-            case OP_LT: hi = v - 1; break;
+            case OP_LT: hi = v == INT64_MIN ? v : v - 1; break;
             case OP_LTE: hi = v; break;
             default: break;
             }
@@ -1881,6 +1930,7 @@ static void rule_pair(ctx_t *c, const char *key, yaml_node_t *k, yaml_node_t *v,
         free(c->id);
         c->id = strdup(s);
         c->id_line = r->line;
+        c->id_col = (int)v->start_mark.column + 1;
     } else if (!strcmp(key, "title") || !strcmp(key, "name")) {
         if (!strcmp(key, "title"))
             ra->have_title = 1;
@@ -2057,11 +2107,12 @@ typedef struct rule_vec {
     size_t nseen;
 } rule_vec_t;
 
-static void seen_add(rule_vec_t *rv, vsoc_diags_t *d, char *id, const char *file, int line)
+static void seen_add(rule_vec_t *rv, vsoc_diags_t *d, char *id, const char *file, int line,
+                     int col)
 {
     for (size_t i = 0; i < rv->nseen; i++) {
         if (!strcmp(rv->seen[i].id, id)) {
-            vsoc_diag_add(d, VSOC_DIAG_ERROR, file, line, 5,
+            vsoc_diag_add(d, VSOC_DIAG_ERROR, file, line, col,
                           "duplicate rule id '%s' (first defined at %s:%d)", id,
                           rv->seen[i].file, rv->seen[i].line);
             free(id);
@@ -2118,10 +2169,10 @@ static void load_text(const char *name, const unsigned char *text, size_t len,
             yaml_document_delete(&doc);
             break;
         }
-        ctx_t c = {name, &doc, d, 0, NULL, opts, NULL, 0};
+        ctx_t c = {name, &doc, d, 0, NULL, opts, NULL, 0, 0, text, len};
         vsoc_rule_t *r = compile_rule(&c, root);
         if (c.id)
-            seen_add(out, d, c.id, name, c.id_line);
+            seen_add(out, d, c.id, name, c.id_line, c.id_col);
         if (r && vec_push(out, r) != 0)
             rule_free(r);
         yaml_document_delete(&doc);

@@ -230,7 +230,8 @@ size_t vsoc_index_candidates(const vsoc_ruleset_t *rs, const vsoc_event_t *ev, u
         uint32_t nr = 0;
         for (size_t i = 0; i < ix->nranges; i++)
             if ((int64_t)ev->can.id >= ix->ranges[i].lo && (int64_t)ev->can.id <= ix->ranges[i].hi)
-                rl[nr++] = ix->ranges[i].rule;
+                if (nr == 0 || rl[nr - 1] != ix->ranges[i].rule)
+                    rl[nr++] = ix->ranges[i].rule; /* a rule's ranges are adjacent: once */
         if (nr) {
             lists[k] = rl;
             lens[k++] = nr;
@@ -362,7 +363,7 @@ vsoc_ruleset_t *vsoc_ruleset_from_rules(vsoc_rule_t **rules, size_t n, size_t nf
     if (!rs->rules)
         goto fail;
     for (size_t i = 0; i < n; i++) {
-        rules[i]->refs++;
+        __atomic_add_fetch(&rules[i]->refs, 1, __ATOMIC_RELAXED);
         rs->rules[rs->n++] = rules[i];
     }
     if (vsoc_index_build(rs) != 0 || build_fast(rs) != 0)

@@ -349,8 +349,34 @@ static void test_groups_are_freed(void)
     free(g.json);
 }
 
+static void test_review_regressions(void)
+{
+    got_t g;
+    /* Several ranges of one rule: visited once, and no overrun of the candidate buffer. */
+    vsoc_engine_t *e = engine(
+        rules(CAN_HEAD("rr.a.ranges", "low") "detection:\n  s: {can.id|in_range: [[0x120, 0x125], [0x121, 0x130], [0x100, 0x1FF], [0x110, 0x1FF]]}\n  condition: s\n"
+              "---\n" CAN_HEAD("rr.b.sup", "low") "detection:\n  s: {can.id: 0x300}\n  condition: s\n"
+              "suppress: {group-by: [vin], for: 10m}\n"
+              "---\n" CAN_HEAD("rr.c.late", "low") "detection:\n  s: {can.id: 0x301}\n  condition: s\n"
+              "correlation: {type: event_count, group-by: [vin], timespan: 10s, condition: {gte: 2}}\n"),
+        &g);
+    ASSERT_EQ(can(e, 1, 0x123, "00", "V"), 1);
+    ASSERT_EQ(vsoc_engine_rule_stats(e, 0)->evals, 1);
+    /* Suppression covers the period after an alert, not time before it. */
+    ASSERT_EQ(can(e, 1000, 0x300, "00", "V"), 1);
+    ASSERT_EQ(can(e, 0, 0x300, "00", "V"), 1);
+    ASSERT_EQ(can(e, 1, 0x300, "00", "V"), 0);
+    /* A late event counts at the group's latest time: windows never run backwards. */
+    ASSERT_EQ(can(e, 10, 0x301, "00", "V"), 0);
+    ASSERT_EQ(can(e, 0.5, 0x301, "00", "V"), 1);
+    ASSERT(g.first[g.n - 1] <= g.last[g.n - 1]);
+    vsoc_engine_free(e);
+    free(g.json);
+}
+
 int main(void)
 {
+    test_review_regressions();
     test_operators();
     test_event_count_sliding();
     test_value_count();

@@ -183,8 +183,26 @@ static void test_field_kind_checks(void)
     vsoc_ruleset_unref(rs);
 }
 
+static void test_limits(void)
+{
+    /* A hostile condition gets a located error, not a stack overflow. */
+    char *y = malloc(400000);
+    strcpy(y, HEAD "detection:\n  sel: {can.id: 1}\n  condition: ");
+    for (int i = 0; i < 50000; i++)
+        strcat(y + strlen(y) - 0, "not ");
+    strcat(y, "sel\n");
+    vsoc_ruleset_t *rs = load(y);
+    expect_diag(8, 269, "nested deeper than 64 levels");
+    vsoc_ruleset_unref(rs);
+    free(y);
+    rs = load(HEAD "detection:\n  sel: {can.id: [1, null]}\n  condition: sel\n");
+    expect_diag(7, 21, "null cannot be one of several values");
+    vsoc_ruleset_unref(rs);
+}
+
 int main(void)
 {
+    test_limits();
     test_good_rule();
     test_planted_mistakes();
     test_duplicates_and_yaml_errors();
