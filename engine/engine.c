@@ -721,6 +721,10 @@ static void add_sample(group_t *g, const vsoc_event_t *ev)
     sample_t *s = &g->samples[(g->shead + g->nsamples) % VSOC_ALERT_SAMPLES];
     g->nsamples++;
     size_t n = ev->line.n < VSOC_SAMPLE_MAX ? ev->line.n : VSOC_SAMPLE_MAX;
+    /* Cut before a UTF-8 continuation byte, so a cut line is still valid text. */
+    if (n < ev->line.n)
+        while (n > 0 && ((unsigned char)ev->line.p[n] & 0xC0) == 0x80)
+            n--;
     memcpy(s->text, ev->line.p, n);
     s->n = (uint16_t)n;
     s->ts = ev->ts_us;

@@ -507,7 +507,8 @@ static int compile_value(ctx_t *c, yaml_node_t *n, fmatch_t *m, cval_t *v)
     case VSOC_FT_FLOAT:
         return parse_num_for(c, n, m, v);
     case VSOC_FT_BYTES:
-        v->s = hex_pattern(c, n, s, m->op == OP_EQ && !strpbrk(s, "*?"));
+        /* Whole bytes, except a startswith prefix, which may end on a nibble. */
+        v->s = hex_pattern(c, n, s, m->op != OP_STARTSWITH && !strpbrk(s, "*?"));
         if (!v->s)
             return -1;
         v->n = strlen(v->s);
