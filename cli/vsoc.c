@@ -24,6 +24,7 @@ static void usage(FILE *out)
             "  replay      replay captures through the rules, write alerts (vsoc replay --help)\n"
             "  rules lint  check rule files and report every problem as file:line:col\n"
             "  rules test  run the tests embedded in rules\n"
+            "  baseline    learn a baseline of normal traffic (vsoc baseline --help)\n"
             "  version     print the version\n"
             "  help        print this help\n"
             "\n"
@@ -129,6 +130,8 @@ int main(int argc, char **argv)
         return cmd_replay(argc - 1, argv + 1);
     if (!strcmp(cmd, "rules"))
         return cmd_rules(argc - 1, argv + 1);
+    if (!strcmp(cmd, "baseline"))
+        return cmd_baseline(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("vsoc %s\n", VSOC_VERSION);
         return 0;

@@ -128,6 +128,18 @@ multi-file)
   [ "$(wc -l <"$work/two")" -eq $((2 * $(wc -l <"$work/one"))) ] || fail "per-file vehicles"
   jq -r '.vehicle.vin' "$work/two" | sort -u | tr '\n' ' ' | grep -q "^a b $" || fail "vins"
   ;;
+baseline-learn)
+  # Learning is deterministic and the file it writes loads back.
+  "$VSOC" baseline learn -q -o "$work/a.yaml" "$src/samples/normal.log"
+  "$VSOC" baseline learn -q -o "$work/b.yaml" "$src/samples/normal.log"
+  cmp "$work/a.yaml" "$work/b.yaml" || fail "two learns of one capture differ"
+  grep -q "^frames: $(wc -l <"$src/samples/normal.log")$" "$work/a.yaml" || fail "frame count"
+  "$VSOC" baseline show "$work/a.yaml" >"$work/show" || fail "the learnt baseline does not load"
+  grep -q "IDs" "$work/show" || fail "show printed no summary"
+  sed 's/^format: 1$/format: 9/' "$work/a.yaml" >"$work/bad.yaml"
+  set +e; "$VSOC" baseline show "$work/bad.yaml" 2>"$work/err"; rc=$?; set -e
+  [ $rc -ne 0 ] && grep -q "bad.yaml:2:" "$work/err" || fail "bad format not located: $(cat "$work/err")"
+  ;;
 shared-dos)
   need_shared
   "$VSOC" replay --no-progress "$shared/j1939/dos_1ms.log" >"$work/a" 2>"$work/err"

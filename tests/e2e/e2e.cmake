@@ -4,7 +4,7 @@
 set(VSOC_E2E ${CMAKE_CURRENT_LIST_DIR}/cli.sh)
 set(VSOC_E2E_ENV "VSOC=$<TARGET_FILE:vsoc>;VSOC_GEN=$<TARGET_FILE:vsoc-gen>;VSOC_SRC=${CMAKE_SOURCE_DIR}")
 foreach(t help demo determinism stdin malformed lint-planted lint-pack rules-test generated-attacks
-          multi-file)
+          multi-file baseline-learn)
   add_test(NAME e2e.${t} COMMAND bash ${VSOC_E2E} ${t})
   set_tests_properties(e2e.${t} PROPERTIES LABELS e2e ENVIRONMENT "${VSOC_E2E_ENV}")
 endforeach()
