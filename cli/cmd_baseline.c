@@ -4,6 +4,7 @@
  * The YAML depends only on the captures, --name and the vsoc version, never on the wall
  * clock: learning the same captures twice gives byte-identical files. */
 #include "baseline.h"
+#include "score.h"
 #include "cli.h"
 #include "file/reader.h"
 
@@ -19,6 +20,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: vsoc baseline learn [options] FILE...\n"
             "       vsoc baseline show BASELINE.yaml\n"
+            "       vsoc baseline score --baseline BASELINE.yaml [--vin VIN] CAPTURE\n"
             "\n"
             "learn: learns the normal CAN traffic of a vehicle model from captures (candump\n"
             "compact or -ta spaced, labelled ID#DATA; '-' reads stdin) and writes it as\n"
@@ -26,6 +28,9 @@ static void usage(FILE *out)
             "per data byte its range, constant bits and counters. Periods never span two\n"
             "files. Malformed lines are reported and skipped; IDS events are ignored.\n"
             "show: prints a baseline as a table, one ID per line.\n"
+            "score: scores every CAN frame of CAPTURE against the baseline and prints TSV\n"
+            "with a '#' header: line, ts, id (hex), score (0..1), flag (1 when the score\n"
+            "reaches 0.5), reasons (comma-separated).\n"
             "\n"
             "options (learn):\n"
             "  -o, --out FILE     write the baseline to FILE instead of stdout\n"
@@ -306,6 +311,88 @@ static int cmd_show(int argc, char **argv)
     return 0;
 }
 
+static int cmd_score(int argc, char **argv)
+{
+    const char *bpath = NULL, *vin = NULL, *capture = NULL;
+    for (int i = 2; i < argc; i++) {
+        const char *val = NULL;
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (cli_opt(argv[i], "--baseline", &val) || cli_opt(argv[i], "--vin", &val)) {
+            int is_b = argv[i][2] == 'b';
+            if (!val && i + 1 >= argc) {
+                fprintf(stderr, "vsoc baseline score: %s needs a value\n", argv[i]);
+                return EXIT_USAGE;
+            }
+            if (!val)
+                val = argv[++i];
+            if (is_b)
+                bpath = val;
+            else
+                vin = val;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            fprintf(stderr, "vsoc baseline score: unknown option '%s'\n", argv[i]);
+            return EXIT_USAGE;
+        } else if (capture) {
+            fprintf(stderr, "vsoc baseline score: one capture at a time\n");
+            return EXIT_USAGE;
+        } else {
+            capture = argv[i];
+        }
+    }
+    if (!bpath || !capture) {
+        fprintf(stderr, "vsoc baseline score: needs --baseline FILE and a capture (see --help)\n");
+        return EXIT_USAGE;
+    }
+    char err[512];
+    vsoc_baseline_t *b = vsoc_baseline_load(bpath, err, sizeof err);
+    if (!b) {
+        fprintf(stderr, "vsoc baseline: %s\n", err);
+        return 1;
+    }
+    vsoc_scorer_t *sc = vsoc_scorer_new(b);
+    void *state = sc ? malloc(vsoc_scorer_state_bytes(sc)) : NULL;
+    learn_ctx_t lc = {0, 10};
+    vsoc_reader_opts_t ro = {.vin = vin, .on_bad = on_bad, .on_bad_ctx = &lc};
+    vsoc_reader_t *r = state ? vsoc_reader_open(capture, &ro, err, sizeof err) : NULL;
+    int rc = 0;
+    if (!r) {
+        fprintf(stderr, "vsoc baseline score: %s\n", state ? err : "out of memory");
+        rc = 1;
+        goto done;
+    }
+    vsoc_scorer_state_init(sc, state);
+    static char obuf[1 << 16];
+    setvbuf(stdout, obuf, _IOFBF, sizeof obuf);
+    printf("# line\tts\tid\tscore\tflag\treasons\n");
+    vsoc_event_t ev;
+    int got;
+    char why[128];
+    while ((got = vsoc_reader_next(r, &ev)) == 1) {
+        if (ev.kind != VSOC_EVENT_CAN)
+            continue;
+        vsoc_scorer_score(sc, state, &ev);
+        printf("%llu\t%lld.%06lld\t%0*X\t%.3f\t%d\t%s\n", (unsigned long long)ev.lineno,
+               (long long)(ev.ts_us / 1000000), (long long)(ev.ts_us % 1000000),
+               ev.can.ext ? 8 : 3, (unsigned)ev.can.id, ev.baseline_score,
+               ev.baseline_score >= VSOC_SCORE_THRESHOLD,
+               vsoc_score_reasons(ev.baseline_reasons, why, sizeof why));
+    }
+    if (got < 0) {
+        fprintf(stderr, "vsoc baseline score: %s\n", vsoc_reader_errstr(r));
+        rc = 1;
+    }
+    if (fflush(stdout) != 0)
+        rc = 1;
+done:
+    vsoc_reader_close(r);
+    free(state);
+    vsoc_scorer_free(sc);
+    vsoc_baseline_free(b);
+    return rc;
+}
+
 int cmd_baseline(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
@@ -316,6 +403,8 @@ int cmd_baseline(int argc, char **argv)
         return cmd_learn(argc, argv);
     if (!strcmp(argv[1], "show"))
         return cmd_show(argc, argv);
-    fprintf(stderr, "vsoc baseline: unknown subcommand '%s' (learn or show)\n", argv[1]);
+    if (!strcmp(argv[1], "score"))
+        return cmd_score(argc, argv);
+    fprintf(stderr, "vsoc baseline: unknown subcommand '%s' (learn, show or score)\n", argv[1]);
     return EXIT_USAGE;
 }

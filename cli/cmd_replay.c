@@ -5,6 +5,7 @@
  * byte-identical output; the wall clock is read only for the summary and progress line. */
 #include "cli.h"
 #include "engine.h"
+#include "score.h"
 #include "file/reader.h"
 
 #include <errno.h>
@@ -27,6 +28,8 @@ static void usage(FILE *out)
             "options:\n"
             "  --rules PATH       rule file or directory (repeatable; default: the default\n"
             "                     pack, %s)\n"
+            "  --baseline FILE    score CAN frames against a learnt baseline (vsoc baseline\n"
+            "                     learn): adds baseline.score and baseline.reasons\n"
             "  --vin VIN          vehicle for captures that carry none (default: the file\n"
             "                     name without extension)\n"
             "  -o, --out FILE     write alerts to FILE instead of stdout\n"
@@ -89,7 +92,7 @@ int cmd_replay(int argc, char **argv)
     const char **rules = calloc((size_t)argc + 1, sizeof *rules);
     const char **files = calloc((size_t)argc + 1, sizeof *files);
     size_t nrules = 0, nfiles = 0;
-    const char *vin = NULL, *outpath = NULL;
+    const char *vin = NULL, *outpath = NULL, *bpath = NULL;
     long max_errors = 10;
     int64_t gap_us = 1000;
     int stats = 0, quiet = 0, progress = isatty(2);
@@ -117,6 +120,9 @@ int cmd_replay(int argc, char **argv)
         } else if (cli_opt(a, "--rules", &val)) {
             NEED_VAL("--rules");
             rules[nrules++] = val;
+        } else if (cli_opt(a, "--baseline", &val)) {
+            NEED_VAL("--baseline");
+            bpath = val;
         } else if (cli_opt(a, "--vin", &val)) {
             NEED_VAL("--vin");
             vin = val;
@@ -176,13 +182,32 @@ int cmd_replay(int argc, char **argv)
     }
     static char outbuf[1 << 16];
     setvbuf(rp.out, outbuf, _IOFBF, sizeof outbuf);
-    char err[256];
+    char err[512];
+    vsoc_baseline_t *baseline = NULL;
+    vsoc_scorer_t *scorer = NULL;
+    if (bpath) {
+        baseline = vsoc_baseline_load(bpath, err, sizeof err);
+        scorer = baseline ? vsoc_scorer_new(baseline) : NULL;
+        if (!scorer) {
+            fprintf(stderr, "vsoc replay: %s\n", baseline ? "out of memory" : err);
+            vsoc_baseline_free(baseline);
+            vsoc_ruleset_unref(rs);
+            if (rp.out != stdout)
+                fclose(rp.out);
+            rc = 1;
+            goto done;
+        }
+    }
     vsoc_engine_opts_t eo = {.on_alert = on_alert, .ctx = &rp,
-                             .clock_ns = stats ? cli_now_ns : NULL};
+                             .clock_ns = stats ? cli_now_ns : NULL, .scorer = scorer};
     vsoc_engine_t *eng = vsoc_engine_new(rs, &eo, err, sizeof err);
     if (!eng) {
         fprintf(stderr, "vsoc replay: %s\n", err);
+        vsoc_scorer_free(scorer);
+        vsoc_baseline_free(baseline);
         vsoc_ruleset_unref(rs);
+        if (rp.out != stdout)
+            fclose(rp.out);
         rc = 1;
         goto done;
     }
@@ -285,6 +310,8 @@ int cmd_replay(int argc, char **argv)
     if (rp.out != stdout)
         fclose(rp.out);
     vsoc_engine_free(eng);
+    vsoc_scorer_free(scorer);
+    vsoc_baseline_free(baseline);
     vsoc_ruleset_unref(rs);
 done:
     free(rules);

@@ -465,10 +465,12 @@ vsoc_baseline_t *vsoc_baseline_from_learner(const vsoc_baseline_learner_t *l, co
             by->or_bits = st->bor[i];
             by->counter = VSOC_BASELINE_COUNTER_NONE;
             if (st->pairs[i] >= COUNTER_MIN_PAIRS) {
-                /* x > 95 % of n, in integers: 20 x > 19 n. */
-                if (st->inc_byte[i] * 20 > st->pairs[i] * 19)
+                /* x >= 99.5 % of n, in integers: 200 x >= 199 n. A genuine counter steps
+                 * by one in every pair but for lost frames; a checksum nibble that mostly
+                 * follows one must not be taken for it, or scoring flags its breaks. */
+                if (st->inc_byte[i] * 200 >= st->pairs[i] * 199)
                     by->counter = VSOC_BASELINE_COUNTER_BYTE;
-                else if (st->inc_nib[i] * 20 > st->pairs[i] * 19)
+                else if (st->inc_nib[i] * 200 >= st->pairs[i] * 199)
                     by->counter = VSOC_BASELINE_COUNTER_NIBBLE;
             }
         }

@@ -31,8 +31,8 @@
 
 typedef enum {
     VSOC_BASELINE_COUNTER_NONE = 0,
-    VSOC_BASELINE_COUNTER_NIBBLE = 1, /* low nibble += 1 mod 16 in > 95 % of frame pairs */
-    VSOC_BASELINE_COUNTER_BYTE = 2,   /* whole byte += 1 mod 256 in > 95 % of frame pairs */
+    VSOC_BASELINE_COUNTER_NIBBLE = 1, /* low nibble += 1 mod 16 in >= 99.5 % of frame pairs */
+    VSOC_BASELINE_COUNTER_BYTE = 2,   /* whole byte += 1 mod 256 in >= 99.5 % of frame pairs */
 } vsoc_baseline_counter_t;
 
 typedef struct vsoc_baseline_byte {

@@ -8,6 +8,7 @@
 
 #include "decode.h"
 #include "rule_internal.h"
+#include "score.h"
 #include "util.h"
 
 #include <arpa/inet.h>
@@ -64,6 +65,7 @@ typedef struct group {
 } group_t;
 
 typedef struct vehicle {
+    void *score; /* the scorer's state for this vehicle, when there is a baseline */
     char vin[VIN_MAX];
     uint8_t vinlen, used, has_speed;
     double speed_kph;
@@ -1115,6 +1117,13 @@ static vehicle_t *vehicle_get(vsoc_engine_t *e, vsoc_str_t vin)
     }
     vehicle_t *v = &e->vtab[h];
     memset(v, 0, sizeof *v);
+    if (e->opts.scorer) {
+        /* Once per vehicle: scoring then allocates nothing per frame. */
+        v->score = malloc(vsoc_scorer_state_bytes(e->opts.scorer));
+        if (!v->score)
+            return NULL;
+        vsoc_scorer_state_init(e->opts.scorer, v->score);
+    }
     if (n)
         memcpy(v->vin, vin.p, n);
     v->vinlen = (uint8_t)n;
@@ -1307,6 +1316,9 @@ void vsoc_engine_free(vsoc_engine_t *e)
     free(e->gtab);
     free(e->ghash);
     free(e->glast);
+    for (size_t i = 0; i < e->vcap; i++)
+        if (e->vtab[i].used)
+            free(e->vtab[i].score);
     free(e->vtab);
     free(e->stats);
     free(e->cand);
@@ -1368,6 +1380,8 @@ int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev)
             veh->speed_ts = ev->ts_us;
             veh->has_speed = 1;
         }
+        if (veh->score)
+            vsoc_scorer_score(e->opts.scorer, veh->score, ev);
         if (veh->has_speed) {
             ev->speed_kph = veh->speed_kph;
             /* A reading from later in the capture (out-of-order input) is not fresher than

@@ -44,6 +44,8 @@ typedef struct vsoc_engine_opts {
      * Injected so that the engine itself never reads a clock. */
     uint64_t (*clock_ns)(void);
     uint32_t regex_match_limit; /* PCRE2 match limit; 0 means 100000 */
+    /* Baseline scoring of CAN frames (score.h), borrowed; NULL: no baseline fields. */
+    const struct vsoc_scorer *scorer;
 } vsoc_engine_opts_t;
 
 typedef struct vsoc_rule_stats {

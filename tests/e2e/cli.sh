@@ -139,6 +139,26 @@ baseline-learn)
   sed 's/^format: 1$/format: 9/' "$work/a.yaml" >"$work/bad.yaml"
   set +e; "$VSOC" baseline show "$work/bad.yaml" 2>"$work/err"; rc=$?; set -e
   [ $rc -ne 0 ] && grep -q "bad.yaml:2:" "$work/err" || fail "bad format not located: $(cat "$work/err")"
+  # Scoring: the TSV interface, nothing flagged on the learnt traffic, the DoS flagged.
+  "$VSOC" baseline score --baseline "$work/a.yaml" "$src/samples/normal.log" >"$work/n.tsv"
+  [ "$(head -1 "$work/n.tsv")" = "$(printf '# line\tts\tid\tscore\tflag\treasons')" ] ||
+    fail "score header: $(head -1 "$work/n.tsv")"
+  [ "$(awk -F'\t' 'NR > 1 && NF != 6' "$work/n.tsv" | wc -l)" -eq 0 ] || fail "score columns"
+  [ "$(awk -F'\t' 'NR > 1 && $5 == 1' "$work/n.tsv" | wc -l)" -eq 0 ] ||
+    fail "learnt traffic flagged: $(awk -F'\t' '$5 == 1' "$work/n.tsv" | head -3)"
+  "$VSOC" baseline score --baseline "$work/a.yaml" "$src/samples/demo.log" >"$work/d.tsv"
+  dos=$(awk -F'\t' '$3 == "00000000"' "$work/d.tsv" | wc -l)
+  flagged=$(awk -F'\t' '$3 == "00000000" && $5 == 1 && $6 ~ /unknown_id/' "$work/d.tsv" | wc -l)
+  [ "$dos" -gt 0 ] && [ "$flagged" -eq "$dos" ] || fail "DoS frames flagged: $flagged of $dos"
+  # Replay with the baseline makes baseline fields visible to rules.
+  printf '%s\n' 'id: t.unknown' 'title: unknown ID' 'level: low' 'tags: [a.b]' \
+    'logsource: {product: vehicle, category: can}' \
+    'detection: {s: {baseline.reasons: unknown_id}, condition: s}' \
+    'suppress: {group-by: [vin], for: 1h}' >"$work/u.yml"
+  "$VSOC" replay -q --baseline "$work/a.yaml" --rules "$work/u.yml" "$src/samples/demo.log" >"$work/u.out"
+  [ "$(wc -l <"$work/u.out")" -eq 1 ] || fail "baseline rule raised $(wc -l <"$work/u.out") alerts"
+  "$VSOC" replay -q --rules "$work/u.yml" "$src/samples/demo.log" >"$work/u0.out"
+  [ ! -s "$work/u0.out" ] || fail "baseline rule fired without a baseline"
   ;;
 shared-dos)
   need_shared

@@ -1,0 +1,212 @@
+/* score.c: baseline scoring (see score.h).
+ *
+ * Timing: a period shorter than 0.6 x the baseline's p1 is period_short (an injected copy
+ * of a periodic message arrives between two genuine ones); longer than 3 x p99 and 1.5 x the
+ * longest seen is period_long (weak on its own: a gap is only seen when the next frame
+ * comes). Payload: a byte outside its learned range, or a bit that never changed now
+ * changed. Counters: a learned counter that did not step by one. IDs with fewer than
+ * MIN_PERIODS learned periods are not judged on timing. */
+#include "score.h"
+
+#include "field.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MIN_PERIODS 10
+#define NO_TIME INT64_MIN
+
+typedef struct slot {
+    uint32_t key; /* id | ext << 31 */
+    uint32_t first; /* index of the first baseline entry with this key */
+    uint32_t n;     /* entries with this key (one per bus) */
+    uint32_t used;
+} slot_t;
+
+/* Per baseline ID and vehicle. */
+typedef struct idstate {
+    int64_t last_ts;
+    uint8_t last[VSOC_BASELINE_BYTES];
+} idstate_t;
+_Static_assert(sizeof(idstate_t) == 16, "idstate_t layout");
+
+struct vsoc_scorer {
+    const vsoc_baseline_t *b;
+    const vsoc_baseline_id_t *ids; /* b's entries, contiguous, in order */
+    size_t nids;
+    slot_t *tab;
+    size_t mask;
+    uint32_t bit_unknown, bit_short, bit_long, bit_dlc, bit_payload, bit_counter;
+};
+
+vsoc_scorer_t *vsoc_scorer_new(const vsoc_baseline_t *b)
+{
+    vsoc_scorer_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->b = b;
+    s->nids = vsoc_baseline_count(b);
+    s->ids = s->nids ? vsoc_baseline_at(b, 0) : NULL;
+    size_t cap = 16;
+    while (cap < 2 * s->nids + 2)
+        cap *= 2;
+    s->tab = calloc(cap, sizeof *s->tab);
+    if (!s->tab) {
+        free(s);
+        return NULL;
+    }
+    s->mask = cap - 1;
+    /* Entries are sorted by bus first, so one key's entries are not adjacent: the slot
+     * keeps the first, and lookups walk the rest by key (they are few: one per bus). */
+    for (size_t i = 0; i < s->nids; i++) {
+        uint32_t key = s->ids[i].id | (uint32_t)s->ids[i].ext << 31;
+        size_t h = (size_t)vsoc_hash_u64(key) & s->mask;
+        while (s->tab[h].used && s->tab[h].key != key)
+            h = (h + 1) & s->mask;
+        if (!s->tab[h].used)
+            s->tab[h] = (slot_t){key, (uint32_t)i, 0, 1};
+        s->tab[h].n++;
+    }
+    s->bit_unknown = vsoc_reason_bit("unknown_id");
+    s->bit_short = vsoc_reason_bit("period_short");
+    s->bit_long = vsoc_reason_bit("period_long");
+    s->bit_dlc = vsoc_reason_bit("dlc");
+    s->bit_payload = vsoc_reason_bit("payload");
+    s->bit_counter = vsoc_reason_bit("counter");
+    return s;
+}
+
+void vsoc_scorer_free(vsoc_scorer_t *s)
+{
+    if (!s)
+        return;
+    free(s->tab);
+    free(s);
+}
+
+size_t vsoc_scorer_state_bytes(const vsoc_scorer_t *s)
+{
+    return (s->nids ? s->nids : 1) * sizeof(idstate_t);
+}
+
+void vsoc_scorer_state_init(const vsoc_scorer_t *s, void *state)
+{
+    idstate_t *st = state;
+    for (size_t i = 0; i < (s->nids ? s->nids : 1); i++) {
+        st[i].last_ts = NO_TIME;
+        memset(st[i].last, 0, sizeof st[i].last);
+    }
+}
+
+static int bus_eq(const char *a, vsoc_str_t b)
+{
+    return strlen(a) == b.n && (b.n == 0 || memcmp(a, b.p, b.n) == 0);
+}
+
+/* The baseline entry of the frame's (bus, id, ext), or -1. */
+static long find(const vsoc_scorer_t *s, const vsoc_event_t *ev)
+{
+    uint32_t key = ev->can.id | (uint32_t)ev->can.ext << 31;
+    size_t h = (size_t)vsoc_hash_u64(key) & s->mask;
+    for (; s->tab[h].used; h = (h + 1) & s->mask) {
+        if (s->tab[h].key != key)
+            continue;
+        uint32_t left = s->tab[h].n;
+        for (size_t i = s->tab[h].first; i < s->nids && left; i++) {
+            const vsoc_baseline_id_t *e = &s->ids[i];
+            if (e->id != ev->can.id || e->ext != ev->can.ext)
+                continue;
+            left--;
+            if (bus_eq(e->bus, ev->bus))
+                return (long)i;
+        }
+        return -1;
+    }
+    return -1;
+}
+
+void vsoc_scorer_score(const vsoc_scorer_t *s, void *state, vsoc_event_t *ev)
+{
+    if (ev->kind != VSOC_EVENT_CAN)
+        return;
+    uint32_t reasons = 0;
+    double score = 0;
+    long i = find(s, ev);
+    if (i < 0) {
+        reasons = s->bit_unknown;
+        score = VSOC_SCORE_UNKNOWN_ID;
+    } else {
+        const vsoc_baseline_id_t *e = &s->ids[i];
+        idstate_t *st = &((idstate_t *)state)[i];
+        if (!((e->dlc_mask >> (ev->can.dlc & 15)) & 1)) {
+            reasons |= s->bit_dlc;
+            score = VSOC_SCORE_DLC;
+        }
+        if (st->last_ts != NO_TIME && e->period.count >= MIN_PERIODS && ev->ts_us >= st->last_ts) {
+            double ms = (double)(ev->ts_us - st->last_ts) / 1000.0;
+            if (ms < 0.6 * e->period.p1) {
+                reasons |= s->bit_short;
+                if (score < VSOC_SCORE_PERIOD_SHORT)
+                    score = VSOC_SCORE_PERIOD_SHORT;
+            } else if (ms > 3 * e->period.p99 && ms > 1.5 * e->period.max) {
+                reasons |= s->bit_long;
+                if (score < VSOC_SCORE_PERIOD_LONG)
+                    score = VSOC_SCORE_PERIOD_LONG;
+            }
+        }
+        unsigned n = ev->can.len < e->nbytes ? ev->can.len : e->nbytes;
+        int payload = 0, counter = 0;
+        for (unsigned k = 0; k < n; k++) {
+            const vsoc_baseline_byte_t *bb = &e->bytes[k];
+            uint8_t v = ev->can.data[k];
+            uint8_t fixed = (uint8_t)~(bb->or_bits ^ bb->and_bits);
+            if (v < bb->min || v > bb->max || ((v ^ bb->and_bits) & fixed))
+                payload = 1;
+            if (st->last_ts != NO_TIME && bb->counter != VSOC_BASELINE_COUNTER_NONE) {
+                uint8_t want = (uint8_t)(st->last[k] + 1);
+                if (bb->counter == VSOC_BASELINE_COUNTER_NIBBLE ? (v & 15) != (want & 15)
+                                                                 : v != want)
+                    counter = 1;
+            }
+        }
+        if (payload) {
+            reasons |= s->bit_payload;
+            if (score < VSOC_SCORE_PAYLOAD)
+                score = VSOC_SCORE_PAYLOAD;
+        }
+        if (counter) {
+            reasons |= s->bit_counter;
+            if (score < VSOC_SCORE_COUNTER)
+                score = VSOC_SCORE_COUNTER;
+        }
+        /* Time only moves forward in the state, as in correlation windows. */
+        if (st->last_ts == NO_TIME || ev->ts_us >= st->last_ts)
+            st->last_ts = ev->ts_us;
+        memcpy(st->last, ev->can.data, VSOC_BASELINE_BYTES);
+    }
+    ev->baseline_score = score;
+    ev->baseline_reasons = reasons;
+    ev->derived |= VSOC_HAS_BASELINE;
+}
+
+char *vsoc_score_reasons(uint32_t reasons, char *buf, size_t len)
+{
+    size_t o = 0;
+    buf[0] = 0;
+    for (unsigned i = 0; i < 32; i++) {
+        const char *name = vsoc_reason_name(i);
+        if (!name)
+            break;
+        if (!(reasons >> i & 1))
+            continue;
+        size_t n = strlen(name);
+        if (o + n + 2 > len)
+            break;
+        if (o)
+            buf[o++] = ',';
+        memcpy(buf + o, name, n + 1);
+        o += n;
+    }
+    return buf;
+}

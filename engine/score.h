@@ -1,0 +1,46 @@
+/* score.h: score CAN frames against a learned baseline (baseline.h): each frame gets
+ * baseline.score (0..1) and baseline.reasons (unknown_id, period_short, period_long, dlc,
+ * payload, counter), which rules and alerts can use.
+ *
+ * A scorer is an immutable index over a baseline, shared by threads. What scoring remembers
+ * about a vehicle (per baseline ID: the last frame's time and payload) lives in a state
+ * block the caller allocates once per vehicle (vsoc_scorer_state_bytes); scoring a frame
+ * allocates nothing. */
+#ifndef VSOC_SCORE_H
+#define VSOC_SCORE_H
+
+#include "baseline.h"
+#include "event.h"
+
+/* A frame whose score reaches this is judged anomalous ("flag" in vsoc baseline score). */
+#define VSOC_SCORE_THRESHOLD 0.5
+
+/* Weights of the reasons; a frame's score is the largest weight among its reasons. */
+#define VSOC_SCORE_UNKNOWN_ID 1.0
+#define VSOC_SCORE_DLC 0.9
+#define VSOC_SCORE_PERIOD_SHORT 0.8
+#define VSOC_SCORE_PAYLOAD 0.4 /* alone below the flag: ranges learnt from one drive are narrow */
+#define VSOC_SCORE_COUNTER 0.6
+#define VSOC_SCORE_PERIOD_LONG 0.3
+
+typedef struct vsoc_scorer vsoc_scorer_t;
+
+/* Builds a scorer over b, which is borrowed and must outlive it. Returns NULL on
+ * allocation failure. */
+vsoc_scorer_t *vsoc_scorer_new(const vsoc_baseline_t *b);
+void vsoc_scorer_free(vsoc_scorer_t *s); /* NULL does nothing */
+
+/* Bytes of per-vehicle state: 16 per baseline ID. */
+size_t vsoc_scorer_state_bytes(const vsoc_scorer_t *s);
+/* Prepares a state block of vsoc_scorer_state_bytes() bytes (caller owns it). */
+void vsoc_scorer_state_init(const vsoc_scorer_t *s, void *state);
+
+/* Scores one event against the baseline and the vehicle's state, which it updates. For a
+ * CAN frame sets ev->baseline_score, ev->baseline_reasons and VSOC_HAS_BASELINE; other
+ * events are left alone. */
+void vsoc_scorer_score(const vsoc_scorer_t *s, void *state, vsoc_event_t *ev);
+
+/* Writes the names of the reason bits, comma-separated, into buf; returns buf. */
+char *vsoc_score_reasons(uint32_t reasons, char *buf, size_t len);
+
+#endif
