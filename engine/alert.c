@@ -4,6 +4,7 @@
  * are written in a fixed order, so the same input gives byte-identical output. */
 #include "engine.h"
 #include "rule_internal.h"
+#include "field.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -70,6 +71,44 @@ static json_t *value_json(const vsoc_field_t *f, const vsoc_value_t *v)
     }
 }
 
+/* Expected against observed, in the spirit of OCSF anomaly analyses: what the baseline
+ * learnt for the frame's ID and what this frame did. */
+static json_t *baseline_json(const vsoc_event_t *ev)
+{
+    json_t *b = json_object();
+    json_object_set_new(b, "score", json_real(ev->baseline_score));
+    json_t *rs = json_array();
+    for (unsigned i = 0; i < 32; i++) {
+        const char *n = vsoc_reason_name(i);
+        if (!n)
+            break;
+        if (ev->baseline_reasons >> i & 1)
+            json_array_append_new(rs, json_string(n));
+    }
+    json_object_set_new(b, "reasons", rs);
+    if (ev->baseline_reasons == vsoc_reason_bit("unknown_id")) {
+        json_object_set_new(b, "expected", json_string("no frame with this ID on this bus"));
+        return b;
+    }
+    if (ev->obs_period_ms >= 0) {
+        json_t *p = json_object();
+        json_object_set_new(p, "observed_ms", json_real(ev->obs_period_ms));
+        json_object_set_new(p, "expected_p1_ms", json_real(ev->exp_p1_ms));
+        json_object_set_new(p, "expected_p50_ms", json_real(ev->exp_p50_ms));
+        json_object_set_new(p, "expected_p99_ms", json_real(ev->exp_p99_ms));
+        json_object_set_new(b, "period", p);
+    }
+    if (ev->obs_byte >= 0) {
+        json_t *p = json_object();
+        json_object_set_new(p, "byte", json_integer(ev->obs_byte));
+        json_object_set_new(p, "observed", json_integer(ev->obs_value));
+        json_object_set_new(p, "expected_min", json_integer(ev->exp_min));
+        json_object_set_new(p, "expected_max", json_integer(ev->exp_max));
+        json_object_set_new(b, "payload", p);
+    }
+    return b;
+}
+
 static json_t *event_json(const vsoc_event_t *ev)
 {
     json_t *o = json_object();
@@ -124,6 +163,8 @@ static json_t *event_json(const vsoc_event_t *ev)
     } else {
         json_object_set_new(o, "type", str_n(ev->ids_type.p, ev->ids_type.n));
     }
+    if (ev->derived & VSOC_HAS_BASELINE)
+        json_object_set_new(o, "baseline", baseline_json(ev));
     if (ev->derived & VSOC_HAS_SPEED)
         json_object_set_new(o, "speed_kph", json_real(ev->speed_kph));
     if (ev->source.n)

@@ -87,7 +87,13 @@ typedef struct vsoc_event {
     int64_t state_age_us; /* age of that speed reading */
     double baseline_score;/* baseline.score, with VSOC_HAS_BASELINE */
     uint32_t baseline_reasons;
-    uint32_t pad1;
+    int32_t obs_byte;     /* first payload byte out of its learnt range, or -1 */
+    /* What the scorer saw against what the baseline expected, for an alert's evidence:
+     * the period since the ID's previous frame (ms, < 0 when none) and the learnt p1/p50/
+     * p99; the byte obs_byte's value and its learnt range. */
+    double obs_period_ms, exp_p1_ms, exp_p50_ms, exp_p99_ms;
+    uint8_t obs_value, exp_min, exp_max, pad1;
+    uint32_t pad2;
 } vsoc_event_t;
 
 /* Resets an event to the empty state (kind 0, label -1). */

@@ -132,6 +132,8 @@ void vsoc_scorer_score(const vsoc_scorer_t *s, void *state, vsoc_event_t *ev)
         return;
     uint32_t reasons = 0;
     double score = 0;
+    ev->obs_byte = -1;
+    ev->obs_period_ms = -1;
     long i = find(s, ev);
     if (i < 0) {
         reasons = s->bit_unknown;
@@ -143,8 +145,13 @@ void vsoc_scorer_score(const vsoc_scorer_t *s, void *state, vsoc_event_t *ev)
             reasons |= s->bit_dlc;
             score = VSOC_SCORE_DLC;
         }
+        ev->exp_p1_ms = e->period.p1;
+        ev->exp_p50_ms = e->period.p50;
+        ev->exp_p99_ms = e->period.p99;
+        if (st->last_ts != NO_TIME && ev->ts_us >= st->last_ts)
+            ev->obs_period_ms = (double)(ev->ts_us - st->last_ts) / 1000.0;
         if (st->last_ts != NO_TIME && e->period.count >= MIN_PERIODS && ev->ts_us >= st->last_ts) {
-            double ms = (double)(ev->ts_us - st->last_ts) / 1000.0;
+            double ms = ev->obs_period_ms;
             if (ms < 0.6 * e->period.p1) {
                 reasons |= s->bit_short;
                 if (score < VSOC_SCORE_PERIOD_SHORT)
@@ -161,8 +168,15 @@ void vsoc_scorer_score(const vsoc_scorer_t *s, void *state, vsoc_event_t *ev)
             const vsoc_baseline_byte_t *bb = &e->bytes[k];
             uint8_t v = ev->can.data[k];
             uint8_t fixed = (uint8_t)~(bb->or_bits ^ bb->and_bits);
-            if (v < bb->min || v > bb->max || ((v ^ bb->and_bits) & fixed))
+            if (v < bb->min || v > bb->max || ((v ^ bb->and_bits) & fixed)) {
+                if (!payload) {
+                    ev->obs_byte = (int32_t)k;
+                    ev->obs_value = v;
+                    ev->exp_min = bb->min;
+                    ev->exp_max = bb->max;
+                }
                 payload = 1;
+            }
             if (st->last_ts != NO_TIME && bb->counter != VSOC_BASELINE_COUNTER_NONE) {
                 uint8_t want = (uint8_t)(st->last[k] + 1);
                 if (bb->counter == VSOC_BASELINE_COUNTER_NIBBLE ? (v & 15) != (want & 15)

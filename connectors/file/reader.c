@@ -1032,7 +1032,7 @@ int vsoc_parse_line(vsoc_format_t fmt, const char *line, size_t n, vsoc_event_t 
 /* vsoc_event_clear() for the hot path. Its memset of the whole event compiles to rep stos,
  * whose start-up cost alone is a sizeable part of parsing a line; member stores become a
  * few vector stores. The assertion catches a new member that this list would miss. */
-_Static_assert(sizeof(void *) != 8 || sizeof(vsoc_event_t) == 248,
+_Static_assert(sizeof(void *) != 8 || sizeof(vsoc_event_t) == 288,
                "reset_event must clear every vsoc_event_t member");
 static inline void reset_event(vsoc_event_t *ev)
 {
@@ -1056,7 +1056,11 @@ static inline void reset_event(vsoc_event_t *ev)
     ev->state_age_us = 0;
     ev->baseline_score = 0;
     ev->baseline_reasons = 0;
-    ev->pad1 = 0;
+    ev->obs_byte = -1;
+    ev->obs_period_ms = -1;
+    ev->exp_p1_ms = ev->exp_p50_ms = ev->exp_p99_ms = 0;
+    ev->obs_value = ev->exp_min = ev->exp_max = ev->pad1 = 0;
+    ev->pad2 = 0;
 }
 
 /* ---------------------------------------------------------------------------------------- */
