@@ -3,7 +3,10 @@
  * lint reports every problem of every file, including test events that no reader format
  * accepts; test runs each rule's embedded tests on a fresh engine holding only that rule. */
 #include "cli.h"
+#include "baseline.h"
 #include "engine.h"
+#include "score.h"
+#include "vsoc.h"
 #include "file/reader.h"
 
 #include <jansson.h>
@@ -90,53 +93,107 @@ static void count_alert(void *ctx, const vsoc_alert_t *a)
 }
 
 /* Runs one test; returns the number of alerts, or -1 when an event does not parse. */
+/* Parses test line l (of lines) into ev as a replay would read it. Returns 0, or -1 with the
+ * reason in why (lines are checked by lint, so this is rare). */
+static int test_event(const vsoc_rule_t *r, const vsoc_rule_test_t *t, const char *line,
+                      size_t l, int lineno, vsoc_event_t *ev, char *why, size_t whylen)
+{
+    vsoc_event_clear(ev);
+    vsoc_format_t fmt;
+    const char *reason = NULL;
+    const char *file = vsoc_rule_file(r);
+    if (vsoc_parse_line(VSOC_FMT_UNKNOWN, line, strlen(line), ev, &fmt, &reason) != 0) {
+        snprintf(why, whylen, "%s:%d: event does not parse: %s", file, lineno,
+                 reason ? reason : "malformed");
+        if (ev->doc)
+            json_decref(ev->doc);
+        return -1;
+    }
+    if (ev->kind == VSOC_EVENT_CAN) {
+        ev->vin.p = t->vin;
+        ev->vin.n = strlen(t->vin);
+    }
+    /* Untimed lines (labelled, or candump output recorded without -t) get the same 1 ms
+     * spacing the reader gives them in a replay. */
+    const char *p = line;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (fmt == VSOC_FMT_LABELLED || (fmt == VSOC_FMT_CANDUMP_SPACED && *p != '('))
+        ev->ts_us = (int64_t)l * 1000;
+    ev->source.p = file;
+    ev->source.n = strlen(file);
+    ev->line.p = line;
+    ev->line.n = strlen(line);
+    ev->lineno = (uint64_t)lineno;
+    return 0;
+}
+
+/* A test's "learn" lines as a baseline and its scorer; both NULL when it has none. */
+static int test_baseline(const vsoc_rule_t *r, const vsoc_rule_test_t *t, vsoc_baseline_t **b,
+                         vsoc_scorer_t **sc, char *why, size_t whylen)
+{
+    *b = NULL;
+    *sc = NULL;
+    if (!t->nlearn)
+        return 0;
+    vsoc_baseline_learner_t *l = vsoc_baseline_learner_new();
+    if (!l || vsoc_baseline_learner_file_begin(l, "learn", "") != 0) {
+        vsoc_baseline_learner_free(l);
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < t->nlearn; i++) {
+        vsoc_event_t ev;
+        if (test_event(r, t, t->learn[i], i, t->line, &ev, why, whylen) != 0) {
+            vsoc_baseline_learner_free(l);
+            return -1;
+        }
+        vsoc_baseline_learner_add(l, &ev);
+        if (ev.doc)
+            json_decref(ev.doc);
+    }
+    *b = vsoc_baseline_from_learner(l, "test", VSOC_VERSION);
+    vsoc_baseline_learner_free(l);
+    *sc = *b ? vsoc_scorer_new(*b) : NULL;
+    if (!*sc) {
+        vsoc_baseline_free(*b);
+        *b = NULL;
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 static long run_test(vsoc_ruleset_t *one, const vsoc_rule_t *r, const vsoc_rule_test_t *t,
                      char *why, size_t whylen)
 {
     long alerts = 0;
     char err[256];
-    vsoc_engine_opts_t eo = {.on_alert = count_alert, .ctx = &alerts};
+    vsoc_baseline_t *b;
+    vsoc_scorer_t *sc;
+    if (test_baseline(r, t, &b, &sc, why, whylen) != 0)
+        return -1;
+    vsoc_engine_opts_t eo = {.on_alert = count_alert, .ctx = &alerts, .scorer = sc};
     vsoc_engine_t *e = vsoc_engine_new(one, &eo, err, sizeof err);
     if (!e) {
         snprintf(why, whylen, "%s", err);
-        return -1;
+        alerts = -1;
+        goto done;
     }
-    const char *file = vsoc_rule_file(r);
     for (size_t l = 0; l < t->nlines; l++) {
         vsoc_event_t ev;
-        vsoc_event_clear(&ev);
-        vsoc_format_t fmt;
-        const char *reason = NULL;
-        const char *line = t->lines[l];
-        if (vsoc_parse_line(VSOC_FMT_UNKNOWN, line, strlen(line), &ev, &fmt, &reason) != 0) {
-            snprintf(why, whylen, "%s:%d:%d: event does not parse: %s", file, t->line_nos[l],
-                     t->line_cols[l], reason ? reason : "malformed");
-            if (ev.doc)
-                json_decref(ev.doc);
-            vsoc_engine_free(e);
-            return -1;
+        if (test_event(r, t, t->lines[l], l, t->line_nos[l], &ev, why, whylen) != 0) {
+            alerts = -1;
+            break;
         }
-        if (ev.kind == VSOC_EVENT_CAN) {
-            ev.vin.p = t->vin;
-            ev.vin.n = strlen(t->vin);
-        }
-        /* Untimed lines (labelled, or candump output recorded without -t) get the same
-         * 1 ms spacing the reader gives them in a replay. */
-        const char *p = line;
-        while (*p == ' ' || *p == '\t')
-            p++;
-        if (fmt == VSOC_FMT_LABELLED || (fmt == VSOC_FMT_CANDUMP_SPACED && *p != '('))
-            ev.ts_us = (int64_t)l * 1000;
-        ev.source.p = file;
-        ev.source.n = strlen(file);
-        ev.line.p = line;
-        ev.line.n = strlen(line);
-        ev.lineno = (uint64_t)t->line_nos[l];
         vsoc_engine_process(e, &ev);
         if (ev.doc)
             json_decref(ev.doc);
     }
+done:
     vsoc_engine_free(e);
+    vsoc_scorer_free(sc);
+    vsoc_baseline_free(b);
     return alerts;
 }
 

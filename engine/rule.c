@@ -213,6 +213,9 @@ static void test_fini(vsoc_rule_test_t *t)
     for (size_t i = 0; i < t->nlines; i++)
         free(t->lines[i]);
     free(t->lines);
+    for (size_t i = 0; i < t->nlearn; i++)
+        free(t->learn[i]);
+    free(t->learn);
     free(t->line_nos);
     free(t->line_cols);
 }
@@ -1475,7 +1478,7 @@ static void suppress_pair(ctx_t *c, const char *key, yaml_node_t *k, yaml_node_t
 
 /* ---- tests -------------------------------------------------------------------------- */
 
-static const char *const test_keys[] = {"name", "vin", "events", "expect"};
+static const char *const test_keys[] = {"name", "vin", "events", "expect", "learn"};
 
 typedef struct test_arg {
     vsoc_rule_test_t *t;
@@ -1523,6 +1526,8 @@ static int line_indent(const ctx_t *c, int line)
     return n;
 }
 
+static void events_block(ctx_t *c, yaml_node_t *k, yaml_node_t *v, vsoc_rule_test_t *t);
+
 static void test_pair(ctx_t *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
 {
     test_arg_t *ta = arg;
@@ -1548,8 +1553,34 @@ static void test_pair(ctx_t *c, const char *key, yaml_node_t *k, yaml_node_t *v,
         ta->have_expect = 1;
         return;
     }
-    /* events: a block of lines, or a list of lines. */
-    ta->have_events = 1;
+    /* events (or learn): a block of lines, or a list of lines. Learn lines are collected
+     * through the same code into the events arrays, then moved. */
+    int learn = !strcmp(key, "learn");
+    char **saved = t->lines;
+    int *saved_nos = t->line_nos, *saved_cols = t->line_cols;
+    size_t saved_n = t->nlines;
+    if (learn) {
+        t->lines = NULL;
+        t->line_nos = t->line_cols = NULL;
+        t->nlines = 0;
+    } else {
+        ta->have_events = 1;
+    }
+    events_block(c, k, v, t);
+    if (learn) {
+        t->learn = t->lines;
+        t->nlearn = t->nlines;
+        free(t->line_nos);
+        free(t->line_cols);
+        t->lines = saved;
+        t->line_nos = saved_nos;
+        t->line_cols = saved_cols;
+        t->nlines = saved_n;
+    }
+}
+
+static void events_block(ctx_t *c, yaml_node_t *k, yaml_node_t *v, vsoc_rule_test_t *t)
+{
     if (v->type == YAML_SCALAR_NODE) {
         const char *s = scalar(v);
         int block = v->data.scalar.style == YAML_LITERAL_SCALAR_STYLE ||

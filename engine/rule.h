@@ -25,6 +25,8 @@ typedef struct vsoc_rule_test {
     size_t nlines;
     long expect;
     int line, col;   /* of the test item */
+    char **learn;    /* clean traffic to learn a baseline from before the events run */
+    size_t nlearn;
 } vsoc_rule_test_t;
 
 typedef struct vsoc_rule_load_opts {
