@@ -85,6 +85,22 @@ for fmt in log spaced; do
     printf '%-7s %-16s %s\n' "$fmt" "replay / wc -l" \
         "x $ratio (vsoc replay takes $ratio times as long as wc -l)"
     summary+=("$fmt: $(rate "$lines" "$t_replay") frames/s replayed, x $ratio wc -l")
+
+    # The same replay with baseline scoring: a baseline learnt from the same normal traffic
+    # without attacks (same seed), so scoring sees the attacks as anomalies.
+    if [ ! -f "$tmp/baseline.yaml" ]; then
+        "$gen" --frames 1000000 --seed "$seed" --format "$fmt" --out "$tmp/clean.$fmt"
+        "$vsoc" baseline learn -q -o "$tmp/baseline.yaml" "$tmp/clean.$fmt"
+        rm -f "$tmp/clean.$fmt"
+    fi
+    best_of "$vsoc" replay --baseline "$tmp/baseline.yaml" --out /dev/null "$file"
+    t_base=$BEST
+    printf '%-7s %-16s %13s %10s %10.3f %14s %9s\n' "$fmt" "+ --baseline" \
+        "$(grouped "$lines")" "$mb" "$t_base" "$(rate "$lines" "$t_base")" \
+        "$(mbps "$bytes" "$t_base")"
+    over=$(awk -v b="$t_base" -v r="$t_replay" 'BEGIN { printf "%+.0f", (r > 0 ? (b / r - 1) * 100 : 0) }')
+    printf '%-7s %-16s %s\n' "$fmt" "scoring cost" "$over % of the replay time"
+    summary+=("$fmt: scoring $over %")
 done
 
 echo
@@ -93,4 +109,4 @@ for fmt in log spaced; do
     sed 's/^/  /' "$tmp/replay-$fmt.stderr"
 done
 echo
-echo "result: ${summary[0]}; ${summary[1]}"
+echo "result: ${summary[*]}"
