@@ -24,6 +24,7 @@
 #define SWEEP_EVERY_US 1000000
 #define VIN_MAX 64
 #define HELD_KEEP_US (86400LL * 1000000)
+#define MISSING_CHECK_US 250000
 
 enum { G_CORR = 1, G_SUPP = 2 };
 
@@ -66,6 +67,7 @@ typedef struct group {
 
 typedef struct vehicle {
     void *score; /* the scorer's state for this vehicle, when there is a baseline */
+    int64_t next_missing; /* event time of the next check for silent messages */
     char vin[VIN_MAX];
     uint8_t vinlen, used, has_speed;
     double speed_kph;
@@ -1368,35 +1370,10 @@ static int visit_rule(vsoc_engine_t *e, uint32_t ri, const rulehdr_t *h, const v
     return any ? on_match(e, ri, h, ev, items) : 0;
 }
 
-int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev)
+/* Matches one (decoded, scored) event against its candidate rules. Returns alerts raised,
+ * or VSOC_ENOMEM. */
+static int match_event(vsoc_engine_t *e, const vsoc_event_t *ev)
 {
-    e->events++;
-    vsoc_decode(ev);
-    vehicle_t *veh = vehicle_get(e, ev->vin);
-    if (veh) {
-        double kph;
-        if (vsoc_decode_speed(ev, &kph)) {
-            veh->speed_kph = kph;
-            veh->speed_ts = ev->ts_us;
-            veh->has_speed = 1;
-        }
-        if (veh->score)
-            vsoc_scorer_score(e->opts.scorer, veh->score, ev);
-        if (veh->has_speed) {
-            ev->speed_kph = veh->speed_kph;
-            /* A reading from later in the capture (out-of-order input) is not fresher than
-             * one taken now. */
-            ev->state_age_us = ev->ts_us > veh->speed_ts ? ev->ts_us - veh->speed_ts : 0;
-            ev->derived |= VSOC_HAS_SPEED;
-        }
-    }
-    if (e->next_sweep != INT64_MIN && ev->ts_us < e->next_sweep - 2 * SWEEP_EVERY_US)
-        e->next_sweep = ev->ts_us; /* time went back: sweep on the new timeline */
-    if (e->gcount && ev->ts_us >= e->next_sweep) {
-        if (e->next_sweep != INT64_MIN)
-            sweep(e, ev->ts_us);
-        e->next_sweep = ev->ts_us + SWEEP_EVERY_US;
-    }
     const vsoc_ruleset_t *rs = e->rs;
     e->regs_ready = 0;
     const uint32_t *cand;
@@ -1418,6 +1395,80 @@ int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev)
             e->stats[ri].ns += (e->opts.clock_ns() - t0) * 64;
     }
     return oom ? VSOC_ENOMEM : alerts;
+}
+
+/* Messages of the vehicle that went silent by now become synthetic events (reason
+ * "missing"), matched before the event that revealed the time. Checked at most every
+ * MISSING_CHECK_US of event time per vehicle: a walk over the baseline's IDs. */
+static int match_missing(vsoc_engine_t *e, vehicle_t *veh, const vsoc_event_t *ev)
+{
+    if (ev->ts_us < veh->next_missing && ev->ts_us >= veh->next_missing - 2 * MISSING_CHECK_US)
+        return 0;
+    veh->next_missing = ev->ts_us + MISSING_CHECK_US;
+    size_t idx[16];
+    int alerts = 0;
+    for (;;) {
+        size_t n = vsoc_scorer_missing(e->opts.scorer, veh->score, ev->ts_us, idx, 16);
+        for (size_t i = 0; i < n; i++) {
+            vsoc_event_t m;
+            vsoc_event_clear(&m);
+            vsoc_scorer_missing_event(e->opts.scorer, veh->score, idx[i], ev->ts_us, &m);
+            vsoc_decode(&m);
+            m.derived |= VSOC_HAS_BASELINE;
+            m.vin = ev->vin;
+            m.source = ev->source;
+            char text[96];
+            int tn = snprintf(text, sizeof text, "(%lld.%06lld) %.*s %0*X missing",
+                              (long long)(m.ts_us / 1000000), (long long)(m.ts_us % 1000000),
+                              (int)m.bus.n, m.bus.p, m.can.ext ? 8 : 3, (unsigned)m.can.id);
+            m.line.p = text;
+            m.line.n = tn > 0 ? (size_t)tn : 0;
+            int rc = match_event(e, &m);
+            if (rc < 0)
+                return rc;
+            alerts += rc;
+        }
+        if (n < 16)
+            return alerts;
+    }
+}
+
+int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev)
+{
+    e->events++;
+    vsoc_decode(ev);
+    vehicle_t *veh = vehicle_get(e, ev->vin);
+    int missing = 0;
+    if (veh) {
+        double kph;
+        if (vsoc_decode_speed(ev, &kph)) {
+            veh->speed_kph = kph;
+            veh->speed_ts = ev->ts_us;
+            veh->has_speed = 1;
+        }
+        if (veh->score) {
+            vsoc_scorer_score(e->opts.scorer, veh->score, ev);
+            missing = match_missing(e, veh, ev);
+        }
+        if (veh->has_speed) {
+            ev->speed_kph = veh->speed_kph;
+            /* A reading from later in the capture (out-of-order input) is not fresher than
+             * one taken now. */
+            ev->state_age_us = ev->ts_us > veh->speed_ts ? ev->ts_us - veh->speed_ts : 0;
+            ev->derived |= VSOC_HAS_SPEED;
+        }
+    }
+    if (e->next_sweep != INT64_MIN && ev->ts_us < e->next_sweep - 2 * SWEEP_EVERY_US)
+        e->next_sweep = ev->ts_us; /* time went back: sweep on the new timeline */
+    if (e->gcount && ev->ts_us >= e->next_sweep) {
+        if (e->next_sweep != INT64_MIN)
+            sweep(e, ev->ts_us);
+        e->next_sweep = ev->ts_us + SWEEP_EVERY_US;
+    }
+    int rc = match_event(e, ev);
+    if (rc < 0 || missing < 0)
+        return VSOC_ENOMEM;
+    return rc + missing;
 }
 
 

@@ -28,8 +28,10 @@ typedef struct slot {
 typedef struct idstate {
     int64_t last_ts;
     uint8_t last[VSOC_BASELINE_BYTES];
+    uint8_t silent; /* its silence was reported; cleared when the ID is seen again */
+    uint8_t pad[7];
 } idstate_t;
-_Static_assert(sizeof(idstate_t) == 16, "idstate_t layout");
+_Static_assert(sizeof(idstate_t) == 24, "idstate_t layout");
 
 struct vsoc_scorer {
     const vsoc_baseline_t *b;
@@ -37,7 +39,7 @@ struct vsoc_scorer {
     size_t nids;
     slot_t *tab;
     size_t mask;
-    uint32_t bit_unknown, bit_short, bit_long, bit_dlc, bit_payload, bit_counter;
+    uint32_t bit_unknown, bit_short, bit_long, bit_dlc, bit_payload, bit_counter, bit_missing;
 };
 
 vsoc_scorer_t *vsoc_scorer_new(const vsoc_baseline_t *b)
@@ -74,6 +76,7 @@ vsoc_scorer_t *vsoc_scorer_new(const vsoc_baseline_t *b)
     s->bit_dlc = vsoc_reason_bit("dlc");
     s->bit_payload = vsoc_reason_bit("payload");
     s->bit_counter = vsoc_reason_bit("counter");
+    s->bit_missing = vsoc_reason_bit("missing");
     return s;
 }
 
@@ -96,6 +99,7 @@ void vsoc_scorer_state_init(const vsoc_scorer_t *s, void *state)
     for (size_t i = 0; i < (s->nids ? s->nids : 1); i++) {
         st[i].last_ts = NO_TIME;
         memset(st[i].last, 0, sizeof st[i].last);
+        st[i].silent = 0;
     }
 }
 
@@ -124,6 +128,51 @@ static long find(const vsoc_scorer_t *s, const vsoc_event_t *ev)
         return -1;
     }
     return -1;
+}
+
+/* A gap no learnt traffic came close to: over 3 x p99 and 1.5 x the longest seen. */
+static int gap_too_long(const vsoc_baseline_id_t *e, double ms)
+{
+    return ms > 3 * e->period.p99 && ms > 1.5 * e->period.max;
+}
+
+size_t vsoc_scorer_missing(const vsoc_scorer_t *s, void *state, int64_t now, size_t *out,
+                           size_t max)
+{
+    idstate_t *st = state;
+    size_t n = 0;
+    for (size_t i = 0; i < s->nids && n < max; i++) {
+        const vsoc_baseline_id_t *e = &s->ids[i];
+        if (st[i].last_ts == NO_TIME || st[i].silent || e->period.count < MIN_PERIODS ||
+            now <= st[i].last_ts)
+            continue;
+        if (gap_too_long(e, (double)(now - st[i].last_ts) / 1000.0)) {
+            st[i].silent = 1;
+            out[n++] = i;
+        }
+    }
+    return n;
+}
+
+void vsoc_scorer_missing_event(const vsoc_scorer_t *s, const void *state, size_t i, int64_t now,
+                               vsoc_event_t *ev)
+{
+    const vsoc_baseline_id_t *e = &s->ids[i];
+    const idstate_t *st = &((const idstate_t *)state)[i];
+    ev->kind = VSOC_EVENT_CAN;
+    ev->ts_us = now;
+    ev->can.id = e->id;
+    ev->can.ext = e->ext;
+    ev->bus.p = e->bus;
+    ev->bus.n = strlen(e->bus);
+    ev->baseline_score = VSOC_SCORE_MISSING;
+    ev->baseline_reasons = s->bit_missing;
+    ev->obs_byte = -1;
+    ev->obs_period_ms = (double)(now - st->last_ts) / 1000.0;
+    ev->exp_p1_ms = e->period.p1;
+    ev->exp_p50_ms = e->period.p50;
+    ev->exp_p99_ms = e->period.p99;
+    ev->derived |= VSOC_HAS_BASELINE;
 }
 
 void vsoc_scorer_score(const vsoc_scorer_t *s, void *state, vsoc_event_t *ev)
@@ -156,7 +205,7 @@ void vsoc_scorer_score(const vsoc_scorer_t *s, void *state, vsoc_event_t *ev)
                 reasons |= s->bit_short;
                 if (score < VSOC_SCORE_PERIOD_SHORT)
                     score = VSOC_SCORE_PERIOD_SHORT;
-            } else if (ms > 3 * e->period.p99 && ms > 1.5 * e->period.max) {
+            } else if (gap_too_long(e, ms)) {
                 reasons |= s->bit_long;
                 if (score < VSOC_SCORE_PERIOD_LONG)
                     score = VSOC_SCORE_PERIOD_LONG;
@@ -198,6 +247,7 @@ void vsoc_scorer_score(const vsoc_scorer_t *s, void *state, vsoc_event_t *ev)
         if (st->last_ts == NO_TIME || ev->ts_us >= st->last_ts)
             st->last_ts = ev->ts_us;
         memcpy(st->last, ev->can.data, VSOC_BASELINE_BYTES);
+        st->silent = 0;
     }
     ev->baseline_score = score;
     ev->baseline_reasons = reasons;

@@ -22,6 +22,7 @@
 #define VSOC_SCORE_PAYLOAD 0.4 /* alone below the flag: ranges learnt from one drive are narrow */
 #define VSOC_SCORE_COUNTER 0.6
 #define VSOC_SCORE_PERIOD_LONG 0.3
+#define VSOC_SCORE_MISSING 0.5
 
 typedef struct vsoc_scorer vsoc_scorer_t;
 
@@ -30,7 +31,7 @@ typedef struct vsoc_scorer vsoc_scorer_t;
 vsoc_scorer_t *vsoc_scorer_new(const vsoc_baseline_t *b);
 void vsoc_scorer_free(vsoc_scorer_t *s); /* NULL does nothing */
 
-/* Bytes of per-vehicle state: 16 per baseline ID. */
+/* Bytes of per-vehicle state: 24 per baseline ID. */
 size_t vsoc_scorer_state_bytes(const vsoc_scorer_t *s);
 /* Prepares a state block of vsoc_scorer_state_bytes() bytes (caller owns it). */
 void vsoc_scorer_state_init(const vsoc_scorer_t *s, void *state);
@@ -39,6 +40,19 @@ void vsoc_scorer_state_init(const vsoc_scorer_t *s, void *state);
  * CAN frame sets ev->baseline_score, ev->baseline_reasons and VSOC_HAS_BASELINE; other
  * events are left alone. */
 void vsoc_scorer_score(const vsoc_scorer_t *s, void *state, vsoc_event_t *ev);
+
+/* Finds the vehicle's periodic IDs (at least 10 learnt periods) that have been silent at
+ * event time now for longer than any learnt gap (over 3 x p99 and 1.5 x the longest): a
+ * message gone missing (suspension attack, silenced ECU). Each silence is reported once,
+ * until the ID is seen again. Writes up to max baseline indices to out; returns how many. */
+size_t vsoc_scorer_missing(const vsoc_scorer_t *s, void *state, int64_t now, size_t *out,
+                           size_t max);
+
+/* Fills ev (cleared by the caller) as the synthetic event of a missing message: a CAN event
+ * for baseline entry i at time now with reason "missing", its silence as the observed
+ * period and the learnt period as expected. */
+void vsoc_scorer_missing_event(const vsoc_scorer_t *s, const void *state, size_t i, int64_t now,
+                               vsoc_event_t *ev);
 
 /* Writes the names of the reason bits, comma-separated, into buf; returns buf. */
 char *vsoc_score_reasons(uint32_t reasons, char *buf, size_t len);

@@ -40,7 +40,7 @@ int main(void)
     ASSERT(s != NULL);
     void *st = malloc(vsoc_scorer_state_bytes(s));
     vsoc_scorer_state_init(s, st);
-    ASSERT_EQ(vsoc_scorer_state_bytes(s), 16);
+    ASSERT_EQ(vsoc_scorer_state_bytes(s), 24);
 
     uint32_t unknown = vsoc_reason_bit("unknown_id"), shortp = vsoc_reason_bit("period_short"),
              dlc = vsoc_reason_bit("dlc"), payload = vsoc_reason_bit("payload"),
@@ -76,6 +76,21 @@ int main(void)
     vsoc_scorer_score(s, st, &ev);
     ASSERT_EQ(ev.baseline_reasons, unknown);
     ASSERT(ev.baseline_score == 1.0);
+    /* Silence: reported once when no learnt gap comes close, and again only after the ID
+     * was seen. The learnt period is 10 ms, so 100 ms of silence is far beyond it. */
+    size_t idx[4];
+    ASSERT_EQ(vsoc_scorer_missing(s, st, (int64_t)(100.530 * 1e6), idx, 4), 0);
+    ASSERT_EQ(vsoc_scorer_missing(s, st, (int64_t)(100.700 * 1e6), idx, 4), 1);
+    ASSERT_EQ(vsoc_scorer_missing(s, st, (int64_t)(100.900 * 1e6), idx, 4), 0);
+    vsoc_event_t m;
+    vsoc_event_clear(&m);
+    vsoc_scorer_missing_event(s, st, idx[0], (int64_t)(100.700 * 1e6), &m);
+    ASSERT_EQ(m.can.id, 0x123);
+    ASSERT_EQ(m.baseline_reasons, vsoc_reason_bit("missing"));
+    ASSERT(m.obs_period_ms > 180 && m.obs_period_ms < 200);
+    ev = frame(101.0, 0x123, d1, 3);
+    vsoc_scorer_score(s, st, &ev);
+    ASSERT_EQ(vsoc_scorer_missing(s, st, (int64_t)(101.5 * 1e6), idx, 4), 1);
     char buf[128];
     ASSERT_STREQ(vsoc_score_reasons(shortp | counter, buf, sizeof buf), "period_short,counter");
 
