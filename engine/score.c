@@ -15,6 +15,7 @@
 #include <string.h>
 
 #define MIN_PERIODS 10
+#define MIN_FRAMES 3
 #define NO_TIME INT64_MIN
 
 typedef struct slot {
@@ -184,6 +185,10 @@ void vsoc_scorer_score(const vsoc_scorer_t *s, void *state, vsoc_event_t *ev)
     ev->obs_byte = -1;
     ev->obs_period_ms = -1;
     long i = find(s, ev);
+    /* An ID learning saw fewer than MIN_FRAMES times is not established as normal: one
+     * stray frame in the learning capture must not make a flood of that ID look known. */
+    if (i >= 0 && s->ids[i].frames < MIN_FRAMES)
+        i = -1;
     if (i < 0) {
         reasons = s->bit_unknown;
         score = VSOC_SCORE_UNKNOWN_ID;
