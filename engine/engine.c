@@ -417,7 +417,7 @@ static int eval_match(vsoc_engine_t *e, const fmatch_t *m, const vsoc_event_t *e
         v.i = (int64_t)b;
         v.is_list = 0;
     }
-    if (m->fast)
+    if (m->fast && m->field.type != VSOC_FT_REASONS) /* reasons: a set, matched below */
         return match_int(m, v.i);
     if (v.is_list) {
         size_t n = vsoc_field_json_len(&v);
@@ -1180,6 +1180,10 @@ static void load_regs(vsoc_engine_t *e, const vsoc_event_t *ev)
     if (d & VSOC_HAS_SPEED) {
         r[VSOC_F_VEHICLE_STATE_AGE] = ev->state_age_us / 1000;
         ok |= 1u << VSOC_F_VEHICLE_STATE_AGE;
+    }
+    if (d & VSOC_HAS_BASELINE) {
+        r[VSOC_F_BASELINE_REASONS] = ev->baseline_reasons;
+        ok |= 1u << VSOC_F_BASELINE_REASONS;
     }
     /* can.data[N:M] reads 8 bytes from N: copy the payload into a zero-padded buffer. */
     memcpy(e->payload, ev->can.data, VSOC_CAN_MAX_LEN);

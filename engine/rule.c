@@ -692,6 +692,11 @@ static int compile_values(ctx_t *c, yaml_node_t *v, fmatch_t *m)
 /* Marks matches the engine may compare as plain integers (the common case on CAN). */
 static void set_fast(fmatch_t *m)
 {
+    /* baseline.reasons: a reason is one bit, so membership is a mask test */
+    if (m->field.type == VSOC_FT_REASONS && m->op == OP_EQ && !m->all) {
+        m->fast = 1;
+        return;
+    }
     if (m->field.type != VSOC_FT_INT && m->field.type != VSOC_FT_BOOL)
         return;
     switch (m->op) {

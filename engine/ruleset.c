@@ -336,6 +336,11 @@ static int build_fast(vsoc_ruleset_t *rs)
             for (uint32_t v = 0; v < m->nvals; v++) {
                 int64_t a = m->vals[v].i, b = m->vals[v].i2;
                 fastval_t fv = {-1, INT64_MIN, INT64_MAX};
+                if (m->field.id == VSOC_F_BASELINE_REASONS) {
+                    fv.mask = fv.lo = fv.hi = a; /* the reason's bit is set */
+                    rs->vals[nvals++] = fv;
+                    continue;
+                }
                 switch (m->op) {
                 case OP_EQ: fv.lo = fv.hi = a; break;
                 case OP_GT: fv.lo = a == INT64_MAX ? a : a + 1; if (a == INT64_MAX) fv.hi = INT64_MIN; break;
