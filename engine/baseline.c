@@ -40,6 +40,9 @@ typedef struct id_state {
     uint8_t band[VSOC_BASELINE_BYTES], bor[VSOC_BASELINE_BYTES];
     uint64_t pairs[VSOC_BASELINE_BYTES], inc_byte[VSOC_BASELINE_BYTES],
         inc_nib[VSOC_BASELINE_BYTES];
+    /* checksum candidates: frames holding byte i, and how often it was the XOR / the sum
+     * of the frame's other bytes */
+    uint64_t cs_n[VSOC_BASELINE_BYTES], xor_ok[VSOC_BASELINE_BYTES], sum_ok[VSOC_BASELINE_BYTES];
     /* The previous frame in the current file. */
     size_t last_file; /* 1-based source index; 0 before the first frame */
     int64_t last_ts;
@@ -71,6 +74,18 @@ struct vsoc_baseline {
     vsoc_baseline_id_t *ids;
     size_t nids;
 };
+
+const char *vsoc_baseline_checksum_name(vsoc_baseline_checksum_t c)
+{
+    switch (c) {
+    case VSOC_BASELINE_CHECKSUM_XOR:
+        return "xor";
+    case VSOC_BASELINE_CHECKSUM_SUM:
+        return "sum";
+    default:
+        return "none";
+    }
+}
 
 const char *vsoc_baseline_counter_name(vsoc_baseline_counter_t c)
 {
@@ -322,6 +337,19 @@ int vsoc_baseline_learner_add(vsoc_baseline_learner_t *l, const vsoc_event_t *ev
     if (len > st->nbytes)
         st->nbytes = (uint8_t)len;
     int same_file = st->last_file == l->nsrc;
+    if (len >= 3) {
+        uint8_t x = 0, sum = 0;
+        for (size_t i = 0; i < len; i++) {
+            x ^= f->data[i];
+            sum = (uint8_t)(sum + f->data[i]);
+        }
+        for (size_t i = 0; i < len; i++) {
+            uint8_t v = f->data[i];
+            st->cs_n[i]++;
+            st->xor_ok[i] += (uint8_t)(x ^ v) == v;
+            st->sum_ok[i] += (uint8_t)(sum - v) == v;
+        }
+    }
     for (size_t i = 0; i < len; i++) {
         uint8_t v = f->data[i];
         if (v < st->bmin[i])
@@ -473,6 +501,15 @@ vsoc_baseline_t *vsoc_baseline_from_learner(const vsoc_baseline_learner_t *l, co
                 else if (st->inc_nib[i] * 200 >= st->pairs[i] * 199)
                     by->counter = VSOC_BASELINE_COUNTER_NIBBLE;
             }
+            /* A checksum byte must vary: a constant byte next to constant data would pass
+             * either test without checking anything. */
+            by->checksum = VSOC_BASELINE_CHECKSUM_NONE;
+            if (st->cs_n[i] >= COUNTER_MIN_PAIRS && st->bmin[i] != st->bmax[i]) {
+                if (st->xor_ok[i] * 200 >= st->cs_n[i] * 199)
+                    by->checksum = VSOC_BASELINE_CHECKSUM_XOR;
+                else if (st->sum_ok[i] * 200 >= st->cs_n[i] * 199)
+                    by->checksum = VSOC_BASELINE_CHECKSUM_SUM;
+            }
         }
     }
     qsort(b->ids, b->nids, sizeof *b->ids, id_cmp);
@@ -584,9 +621,10 @@ int vsoc_baseline_write(const vsoc_baseline_t *b, FILE *out)
             uint8_t cmask = (uint8_t)~(by->or_bits ^ by->and_bits);
             fprintf(out,
                     "      - {min: 0x%02X, max: 0x%02X, const_mask: 0x%02X, const_bits: 0x%02X, "
-                    "counter: %s}\n",
+                    "counter: %s, checksum: %s}\n",
                     by->min, by->max, cmask, by->and_bits & cmask,
-                    vsoc_baseline_counter_name((vsoc_baseline_counter_t)by->counter));
+                    vsoc_baseline_counter_name((vsoc_baseline_counter_t)by->counter),
+                    vsoc_baseline_checksum_name((vsoc_baseline_checksum_t)by->checksum));
         }
     }
     if (fflush(out) != 0 || ferror(out))
@@ -790,6 +828,16 @@ static void load_byte(loader_t *ld, yaml_node_t *n, vsoc_baseline_byte_t *by)
                 by->counter = VSOC_BASELINE_COUNTER_BYTE;
             else if (s)
                 lerr(ld, v, "counter: expected none, nibble or byte, not '%s'", s);
+        } else if (is_key(ld, k, "checksum")) {
+            const char *s = scalar(ld, v, "checksum");
+            if (s && !strcmp(s, "none"))
+                by->checksum = VSOC_BASELINE_CHECKSUM_NONE;
+            else if (s && !strcmp(s, "xor"))
+                by->checksum = VSOC_BASELINE_CHECKSUM_XOR;
+            else if (s && !strcmp(s, "sum"))
+                by->checksum = VSOC_BASELINE_CHECKSUM_SUM;
+            else if (s)
+                lerr(ld, v, "checksum: expected none, xor or sum, not '%s'", s);
         } else if (!ld->failed)
             lerr(ld, k, "unknown key '%s' in a bytes entry", k->data.scalar.value);
     }

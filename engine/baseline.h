@@ -35,11 +35,18 @@ typedef enum {
     VSOC_BASELINE_COUNTER_BYTE = 2,   /* whole byte += 1 mod 256 in >= 99.5 % of frame pairs */
 } vsoc_baseline_counter_t;
 
+typedef enum {
+    VSOC_BASELINE_CHECKSUM_NONE = 0,
+    VSOC_BASELINE_CHECKSUM_XOR = 1, /* the byte is the XOR of the frame's other bytes */
+    VSOC_BASELINE_CHECKSUM_SUM = 2, /* the byte is the sum of the other bytes, mod 256 */
+} vsoc_baseline_checksum_t;
+
 typedef struct vsoc_baseline_byte {
     uint8_t min, max;
     uint8_t and_bits; /* AND of every value seen */
     uint8_t or_bits;  /* OR of every value seen; bits that never changed: ~(or ^ and) */
     uint8_t counter;  /* vsoc_baseline_counter_t */
+    uint8_t checksum; /* vsoc_baseline_checksum_t: in >= 99.5 % of frames, never constant */
 } vsoc_baseline_byte_t;
 
 /* Inter-arrival period of one ID, in milliseconds. When count is 0 (fewer than two frames
@@ -125,5 +132,7 @@ const vsoc_baseline_id_t *vsoc_baseline_lookup(const vsoc_baseline_t *b, const c
 
 /* "none", "nibble" or "byte". */
 const char *vsoc_baseline_counter_name(vsoc_baseline_counter_t c);
+/* "none", "xor" or "sum". */
+const char *vsoc_baseline_checksum_name(vsoc_baseline_checksum_t c);
 
 #endif

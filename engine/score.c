@@ -40,7 +40,7 @@ struct vsoc_scorer {
     size_t nids;
     slot_t *tab;
     size_t mask;
-    uint32_t bit_unknown, bit_short, bit_long, bit_dlc, bit_payload, bit_counter, bit_missing;
+    uint32_t bit_unknown, bit_short, bit_long, bit_dlc, bit_payload, bit_counter, bit_missing, bit_checksum;
 };
 
 vsoc_scorer_t *vsoc_scorer_new(const vsoc_baseline_t *b)
@@ -78,6 +78,7 @@ vsoc_scorer_t *vsoc_scorer_new(const vsoc_baseline_t *b)
     s->bit_payload = vsoc_reason_bit("payload");
     s->bit_counter = vsoc_reason_bit("counter");
     s->bit_missing = vsoc_reason_bit("missing");
+    s->bit_checksum = vsoc_reason_bit("checksum");
     return s;
 }
 
@@ -217,7 +218,12 @@ void vsoc_scorer_score(const vsoc_scorer_t *s, void *state, vsoc_event_t *ev)
             }
         }
         unsigned n = ev->can.len < e->nbytes ? ev->can.len : e->nbytes;
-        int payload = 0, counter = 0;
+        int payload = 0, counter = 0, checksum = 0;
+        uint8_t x = 0, sum = 0;
+        for (unsigned k = 0; k < ev->can.len && k < VSOC_BASELINE_BYTES; k++) {
+            x ^= ev->can.data[k];
+            sum = (uint8_t)(sum + ev->can.data[k]);
+        }
         for (unsigned k = 0; k < n; k++) {
             const vsoc_baseline_byte_t *bb = &e->bytes[k];
             uint8_t v = ev->can.data[k];
@@ -231,6 +237,10 @@ void vsoc_scorer_score(const vsoc_scorer_t *s, void *state, vsoc_event_t *ev)
                 }
                 payload = 1;
             }
+            if (bb->checksum == VSOC_BASELINE_CHECKSUM_XOR && (uint8_t)(x ^ v) != v)
+                checksum = 1;
+            else if (bb->checksum == VSOC_BASELINE_CHECKSUM_SUM && (uint8_t)(sum - v) != v)
+                checksum = 1;
             if (st->last_ts != NO_TIME && bb->counter != VSOC_BASELINE_COUNTER_NONE) {
                 uint8_t want = (uint8_t)(st->last[k] + 1);
                 if (bb->counter == VSOC_BASELINE_COUNTER_NIBBLE ? (v & 15) != (want & 15)
@@ -247,6 +257,11 @@ void vsoc_scorer_score(const vsoc_scorer_t *s, void *state, vsoc_event_t *ev)
             reasons |= s->bit_counter;
             if (score < VSOC_SCORE_COUNTER)
                 score = VSOC_SCORE_COUNTER;
+        }
+        if (checksum) {
+            reasons |= s->bit_checksum;
+            if (score < VSOC_SCORE_CHECKSUM)
+                score = VSOC_SCORE_CHECKSUM;
         }
         /* Time only moves forward in the state, as in correlation windows. */
         if (st->last_ts == NO_TIME || ev->ts_us >= st->last_ts)

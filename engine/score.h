@@ -21,6 +21,7 @@
 #define VSOC_SCORE_PERIOD_SHORT 0.8
 #define VSOC_SCORE_PAYLOAD 0.4 /* alone below the flag: ranges learnt from one drive are narrow */
 #define VSOC_SCORE_COUNTER 0.6
+#define VSOC_SCORE_CHECKSUM 0.7
 #define VSOC_SCORE_PERIOD_LONG 0.3
 #define VSOC_SCORE_MISSING 0.5
 

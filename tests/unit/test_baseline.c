@@ -179,7 +179,7 @@ static void test_bytes(void)
     ASSERT_STREQ(y1, y2);
     ASSERT(strstr(y1, "  - id: 0x18FEF100\n    ext: true\n    bus: \"can1\"\n"));
     ASSERT(strstr(y1, "{min: 0xA0, max: 0xAF, const_mask: 0xF0, const_bits: 0xA0, "
-                      "counter: nibble}"));
+                      "counter: nibble, checksum: none}"));
     char path[] = "/tmp/vsoc_test_baseline.XXXXXX";
     int fd = mkstemp(path);
     ASSERT(fd >= 0);

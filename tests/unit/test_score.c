@@ -34,13 +34,31 @@ int main(void)
         vsoc_event_t ev = frame(i * 0.010 + (i % 3) * 0.0001, 0x123, d, 3);
         ASSERT_EQ(vsoc_baseline_learner_add(l, &ev), 0);
     }
+    /* And a message whose byte 3 is the XOR of bytes 0..2. */
+    for (int i = 0; i < 100; i++) {
+        uint8_t d[4] = {(uint8_t)i, (uint8_t)(i * 7), 0x5A, 0};
+        d[3] = d[0] ^ d[1] ^ d[2];
+        vsoc_event_t ev = frame(i * 0.1, 0x200, d, 4);
+        ASSERT_EQ(vsoc_baseline_learner_add(l, &ev), 0);
+    }
     vsoc_baseline_t *b = vsoc_baseline_from_learner(l, "t", "test");
     ASSERT(b != NULL);
     vsoc_scorer_t *s = vsoc_scorer_new(b);
     ASSERT(s != NULL);
     void *st = malloc(vsoc_scorer_state_bytes(s));
     vsoc_scorer_state_init(s, st);
-    ASSERT_EQ(vsoc_scorer_state_bytes(s), 24);
+    ASSERT_EQ(vsoc_scorer_state_bytes(s), 48);
+    ASSERT_EQ(vsoc_baseline_lookup(b, "can0", 4, 0x200, 0)->bytes[3].checksum,
+              VSOC_BASELINE_CHECKSUM_XOR);
+    {
+        uint8_t good[4] = {3, 21, 0x5A, 3 ^ 21 ^ 0x5A}, bad[4] = {3, 21, 0x5A, 0x00};
+        vsoc_event_t g = frame(50.0, 0x200, good, 4), x = frame(50.1, 0x200, bad, 4);
+        vsoc_scorer_score(s, st, &g);
+        ASSERT_EQ(g.baseline_reasons, 0);
+        vsoc_scorer_score(s, st, &x);
+        ASSERT(x.baseline_reasons & vsoc_reason_bit("checksum"));
+        ASSERT(x.baseline_score >= VSOC_SCORE_THRESHOLD);
+    }
 
     uint32_t unknown = vsoc_reason_bit("unknown_id"), shortp = vsoc_reason_bit("period_short"),
              dlc = vsoc_reason_bit("dlc"), payload = vsoc_reason_bit("payload"),
@@ -79,6 +97,8 @@ int main(void)
     /* Silence: reported once when no learnt gap comes close, and again only after the ID
      * was seen. The learnt period is 10 ms, so 100 ms of silence is far beyond it. */
     size_t idx[4];
+    /* 0x200 went quiet at 50.1 s: reported at the first look. */
+    ASSERT_EQ(vsoc_scorer_missing(s, st, (int64_t)(100.525 * 1e6), idx, 4), 1);
     ASSERT_EQ(vsoc_scorer_missing(s, st, (int64_t)(100.530 * 1e6), idx, 4), 0);
     ASSERT_EQ(vsoc_scorer_missing(s, st, (int64_t)(100.700 * 1e6), idx, 4), 1);
     ASSERT_EQ(vsoc_scorer_missing(s, st, (int64_t)(100.900 * 1e6), idx, 4), 0);
