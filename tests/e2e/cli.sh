@@ -192,6 +192,21 @@ shared-labelled)
   grep -q "2000 events" "$work/err" || fail "labelled capture not fully read: $(cat "$work/err")"
   [ "$(wc -l <"$work/a")" -ge 1 ] || fail "no alert on the labelled DoS capture"
   ;;
+shared-baseline)
+  # The baseline's acceptance figures on the real captures (bench/eval): frame-level F1 of
+  # at least 0.99 on DoS and fuzzing, at most one high alert per vehicle-hour on held-out
+  # clean traffic, the doubled-rate injection flagged within a second.
+  need_shared
+  VSOC_SHARED_DATA=$shared "$src/bench/eval" "$(dirname "$VSOC")" >"$work/eval" 2>&1 ||
+    fail "bench/eval failed: $(tail -5 "$work/eval")"
+  for c in j1939/dos_1ms j1939/fuzz_id_and_data labelled-dos/test_data; do
+    f1=$(awk -v c="$c" '$1 == c && $2 == "frames" { print $NF }' "$work/eval")
+    awk -v f="$f1" 'BEGIN { exit !(f + 0 >= 0.99) }' || fail "$c frame F1 $f1 < 0.99"
+  done
+  awk '$1 ~ /^(j1939\/normal|opel\/benign)$/ { if ($NF + 0 > 1) bad = 1; n++ }
+       END { exit bad || n != 2 }' "$work/eval" || fail "held-out high alerts: $(grep -A3 'Held-out' "$work/eval")"
+  grep -q "(within 1 s)" "$work/eval" || fail "injection not flagged within 1 s"
+  ;;
 shared-garbage)
   need_shared
   awk 'NR==10{print "garbage line"} NR==5000{print " (000.100000)  can0  XYZ   [8]  00"} {print}' \

@@ -9,7 +9,7 @@ foreach(t help demo determinism stdin malformed lint-planted lint-pack rules-tes
   set_tests_properties(e2e.${t} PROPERTIES LABELS e2e ENVIRONMENT "${VSOC_E2E_ENV}")
 endforeach()
 foreach(t shared-dos shared-fuzz shared-normal shared-request-overload shared-labelled
-          shared-garbage)
+          shared-garbage shared-baseline)
   add_test(NAME e2e.${t} COMMAND bash ${VSOC_E2E} ${t})
   set_tests_properties(e2e.${t} PROPERTIES LABELS shared-data ENVIRONMENT "${VSOC_E2E_ENV}"
                        SKIP_RETURN_CODE 77)
