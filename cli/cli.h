@@ -28,6 +28,21 @@ extern const vsoc_rule_load_opts_t cli_rule_load_opts;
 
 uint64_t cli_now_ns(void);
 
+/* Malformed-line reporting for commands that read captures: the first max_errors lines are
+ * printed as "file:line: reason", the rest only counted. */
+typedef struct cli_bad {
+    uint64_t lines;
+    long max_errors;
+} cli_bad_t;
+void cli_on_bad(void *ctx, const char *file, uint64_t lineno, const char *reason);
+/* Prints "... and N more malformed lines" when some were not printed. */
+void cli_bad_summary(const cli_bad_t *b);
+
+/* The value of option name at argv[*i]: inline_val ("--opt=v") or the next argument
+ * (advancing *i). Returns NULL after printing "prog: name needs a value". */
+const char *cli_value(int argc, char **argv, int *i, const char *inline_val, const char *prog,
+                      const char *name);
+
 /* Returns 1 when a and b are the same option ("--rules" and "--rules=..." both match). */
 int cli_opt(const char *arg, const char *name, const char **inline_val);
 

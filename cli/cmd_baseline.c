@@ -45,18 +45,6 @@ static void usage(FILE *out)
             "2 usage errors.\n");
 }
 
-typedef struct learn_ctx {
-    uint64_t bad_lines;
-    long max_errors;
-} learn_ctx_t;
-
-static void on_bad(void *ctx, const char *file, uint64_t lineno, const char *reason)
-{
-    learn_ctx_t *lc = ctx;
-    lc->bad_lines++;
-    if ((long)lc->bad_lines <= lc->max_errors)
-        fprintf(stderr, "%s:%llu: %s\n", file, (unsigned long long)lineno, reason);
-}
 
 /* SHA-256 of a file as 64 hex digits into hex[65]. Returns 0, or -1 with errno's message
  * (or OpenSSL's failure) in err. */
@@ -129,31 +117,25 @@ static int cmd_learn(int argc, char **argv)
     }
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *val = NULL;
-#define NEED_VAL(opt)                                                                          \
-    do {                                                                                       \
-        if (!val) {                                                                            \
-            if (i + 1 >= argc) {                                                               \
-                fprintf(stderr, "vsoc baseline: %s needs a value\n", opt);                     \
-                goto done;                                                                     \
-            }                                                                                  \
-            val = argv[++i];                                                                   \
-        }                                                                                      \
-    } while (0)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             rc = 0;
             goto done;
         } else if (cli_opt(a, "--vin", &val)) {
-            NEED_VAL("--vin");
+            if (!(val = cli_value(argc, argv, &i, val, "vsoc baseline", "--vin")))
+                goto done;
             vin = val;
         } else if (cli_opt(a, "--name", &val)) {
-            NEED_VAL("--name");
+            if (!(val = cli_value(argc, argv, &i, val, "vsoc baseline", "--name")))
+                goto done;
             name = val;
         } else if (cli_opt(a, "--out", &val) || cli_opt(a, "-o", &val)) {
-            NEED_VAL("--out");
+            if (!(val = cli_value(argc, argv, &i, val, "vsoc baseline", "--out")))
+                goto done;
             outpath = val;
         } else if (cli_opt(a, "--max-errors", &val)) {
-            NEED_VAL("--max-errors");
+            if (!(val = cli_value(argc, argv, &i, val, "vsoc baseline", "--max-errors")))
+                goto done;
             char *end;
             max_errors = strtol(val, &end, 10);
             if (*end || max_errors < 0) {
@@ -169,7 +151,6 @@ static int cmd_learn(int argc, char **argv)
         } else {
             files[nfiles++] = a;
         }
-#undef NEED_VAL
     }
     if (nfiles == 0) {
         fprintf(stderr, "vsoc baseline: no capture given (see vsoc baseline --help)\n");
@@ -185,8 +166,8 @@ static int cmd_learn(int argc, char **argv)
         fprintf(stderr, "vsoc baseline: out of memory\n");
         goto done;
     }
-    learn_ctx_t lc = {0, max_errors};
-    vsoc_reader_opts_t ro = {.vin = vin, .on_bad = on_bad, .on_bad_ctx = &lc};
+    cli_bad_t lc = {0, max_errors};
+    vsoc_reader_opts_t ro = {.vin = vin, .on_bad = cli_on_bad, .on_bad_ctx = &lc};
     char err[512];
     size_t opened = 0;
     uint64_t oom = 0;
@@ -223,9 +204,7 @@ static int cmd_learn(int argc, char **argv)
         }
         vsoc_reader_close(r);
     }
-    if ((long)lc.bad_lines > max_errors)
-        fprintf(stderr, "... and %llu more malformed lines\n",
-                (unsigned long long)(lc.bad_lines - (uint64_t)max_errors));
+    cli_bad_summary(&lc);
     if (oom)
         fprintf(stderr, "vsoc baseline: warning: %llu frames not learned (out of memory)\n",
                 (unsigned long long)oom);
@@ -258,7 +237,7 @@ static int cmd_learn(int argc, char **argv)
                 (unsigned long long)vsoc_baseline_learner_frames(l),
                 vsoc_baseline_learner_ids(l),
                 (double)vsoc_baseline_learner_duration_us(l) / 1e6,
-                (unsigned long long)lc.bad_lines);
+                (unsigned long long)lc.lines);
     rc = read_err ? 1 : 0;
 done:
     if (out != stdout)
@@ -353,8 +332,8 @@ static int cmd_score(int argc, char **argv)
     }
     vsoc_scorer_t *sc = vsoc_scorer_new(b);
     void *state = sc ? malloc(vsoc_scorer_state_bytes(sc)) : NULL;
-    learn_ctx_t lc = {0, 10};
-    vsoc_reader_opts_t ro = {.vin = vin, .on_bad = on_bad, .on_bad_ctx = &lc};
+    cli_bad_t lc = {0, 10};
+    vsoc_reader_opts_t ro = {.vin = vin, .on_bad = cli_on_bad, .on_bad_ctx = &lc};
     vsoc_reader_t *r = state ? vsoc_reader_open(capture, &ro, err, sizeof err) : NULL;
     int rc = 0;
     if (!r) {

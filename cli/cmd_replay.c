@@ -50,8 +50,7 @@ typedef struct replay {
     FILE *out;
     int out_err;
     uint64_t alerts;
-    uint64_t bad_lines;
-    long max_errors;
+    cli_bad_t bad;
 } replay_t;
 
 static void on_alert(void *ctx, const vsoc_alert_t *a)
@@ -68,13 +67,6 @@ static void on_alert(void *ctx, const vsoc_alert_t *a)
     rp->alerts++;
 }
 
-static void on_bad(void *ctx, const char *file, uint64_t lineno, const char *reason)
-{
-    replay_t *rp = ctx;
-    rp->bad_lines++;
-    if ((long)rp->bad_lines <= rp->max_errors)
-        fprintf(stderr, "%s:%llu: %s\n", file, (unsigned long long)lineno, reason);
-}
 
 static const char *human_rate(double r, char *buf, size_t n)
 {
@@ -103,34 +95,29 @@ int cmd_replay(int argc, char **argv)
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = NULL;
-#define NEED_VAL(name)                                                                         \
-    do {                                                                                       \
-        if (!val) {                                                                            \
-            if (i + 1 >= argc) {                                                               \
-                fprintf(stderr, "vsoc replay: %s needs a value\n", name);                      \
-                goto done;                                                                     \
-            }                                                                                  \
-            val = argv[++i];                                                                   \
-        }                                                                                      \
-    } while (0)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             rc = 0;
             goto done;
         } else if (cli_opt(a, "--rules", &val)) {
-            NEED_VAL("--rules");
+            if (!(val = cli_value(argc, argv, &i, val, "vsoc replay", "--rules")))
+                goto done;
             rules[nrules++] = val;
         } else if (cli_opt(a, "--baseline", &val)) {
-            NEED_VAL("--baseline");
+            if (!(val = cli_value(argc, argv, &i, val, "vsoc replay", "--baseline")))
+                goto done;
             bpath = val;
         } else if (cli_opt(a, "--vin", &val)) {
-            NEED_VAL("--vin");
+            if (!(val = cli_value(argc, argv, &i, val, "vsoc replay", "--vin")))
+                goto done;
             vin = val;
         } else if (cli_opt(a, "--out", &val) || cli_opt(a, "-o", &val)) {
-            NEED_VAL("--out");
+            if (!(val = cli_value(argc, argv, &i, val, "vsoc replay", "--out")))
+                goto done;
             outpath = val;
         } else if (cli_opt(a, "--max-errors", &val)) {
-            NEED_VAL("--max-errors");
+            if (!(val = cli_value(argc, argv, &i, val, "vsoc replay", "--max-errors")))
+                goto done;
             char *end;
             max_errors = strtol(val, &end, 10);
             if (*end || max_errors < 0) {
@@ -138,7 +125,8 @@ int cmd_replay(int argc, char **argv)
                 goto done;
             }
         } else if (cli_opt(a, "--frame-gap", &val)) {
-            NEED_VAL("--frame-gap");
+            if (!(val = cli_value(argc, argv, &i, val, "vsoc replay", "--frame-gap")))
+                goto done;
             if (vsoc_parse_duration(val, &gap_us) != 0 || gap_us <= 0) {
                 fprintf(stderr, "vsoc replay: bad --frame-gap '%s' (e.g. 1ms, 500us)\n", val);
                 goto done;
@@ -155,7 +143,6 @@ int cmd_replay(int argc, char **argv)
         } else {
             files[nfiles++] = a;
         }
-#undef NEED_VAL
     }
     if (nfiles == 0) {
         fprintf(stderr, "vsoc replay: no capture given (see vsoc replay --help)\n");
@@ -170,7 +157,7 @@ int cmd_replay(int argc, char **argv)
     if (vsoc_ruleset_count(rs) == 0)
         fprintf(stderr, "vsoc replay: warning: no rules found in %s: nothing can alert\n",
                 nrules ? "the --rules paths" : cli_default_rules());
-    replay_t rp = {.out = stdout, .max_errors = max_errors};
+    replay_t rp = {.out = stdout, .bad = {0, max_errors}};
     if (outpath && strcmp(outpath, "-")) {
         rp.out = fopen(outpath, "w");
         if (!rp.out) {
@@ -215,8 +202,8 @@ int cmd_replay(int argc, char **argv)
     uint64_t t0 = cli_now_ns(), last_progress = t0, events = 0, can = 0, ids = 0, lines = 0;
     uint64_t oom = 0;
     size_t opened = 0;
-    vsoc_reader_opts_t ro = {.vin = vin, .frame_gap_us = gap_us, .on_bad = on_bad,
-                             .on_bad_ctx = &rp};
+    vsoc_reader_opts_t ro = {.vin = vin, .frame_gap_us = gap_us, .on_bad = cli_on_bad,
+                             .on_bad_ctx = &rp.bad};
     for (size_t f = 0; f < nfiles; f++) {
         vsoc_reader_t *r = vsoc_reader_open(files[f], &ro, err, sizeof err);
         if (!r) {
@@ -263,9 +250,7 @@ int cmd_replay(int argc, char **argv)
     double secs = (double)(cli_now_ns() - t0) / 1e9;
     if (progress)
         fprintf(stderr, "\r%80s\r", "");
-    if ((long)rp.bad_lines > max_errors)
-        fprintf(stderr, "... and %llu more malformed lines\n",
-                (unsigned long long)(rp.bad_lines - (uint64_t)max_errors));
+    cli_bad_summary(&rp.bad);
     if (oom)
         fprintf(stderr, "vsoc replay: warning: %llu events could not open a correlation group "
                         "(out of memory)\n", (unsigned long long)oom);
@@ -276,7 +261,7 @@ int cmd_replay(int argc, char **argv)
                 "%llu skipped as malformed\n",
                 opened, opened == 1 ? "" : "s", (unsigned long long)lines, lines == 1 ? "" : "s",
                 (unsigned long long)events, events == 1 ? "" : "s", (unsigned long long)can,
-                (unsigned long long)ids, (unsigned long long)rp.bad_lines);
+                (unsigned long long)ids, (unsigned long long)rp.bad.lines);
         fprintf(stderr, "rules: %zu from %s\n", vsoc_ruleset_count(rs),
                 nrules ? "--rules" : cli_default_rules());
         fprintf(stderr, "alerts: %llu\n", (unsigned long long)rp.alerts);

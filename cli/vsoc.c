@@ -103,6 +103,33 @@ uint64_t cli_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+void cli_on_bad(void *ctx, const char *file, uint64_t lineno, const char *reason)
+{
+    cli_bad_t *b = ctx;
+    b->lines++;
+    if ((long)b->lines <= b->max_errors)
+        fprintf(stderr, "%s:%llu: %s\n", file, (unsigned long long)lineno, reason);
+}
+
+void cli_bad_summary(const cli_bad_t *b)
+{
+    if ((long)b->lines > b->max_errors)
+        fprintf(stderr, "... and %llu more malformed lines\n",
+                (unsigned long long)(b->lines - (uint64_t)b->max_errors));
+}
+
+const char *cli_value(int argc, char **argv, int *i, const char *inline_val, const char *prog,
+                      const char *name)
+{
+    if (inline_val)
+        return inline_val;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "%s: %s needs a value\n", prog, name);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
 int cli_opt(const char *arg, const char *name, const char **inline_val)
 {
     size_t n = strlen(name);
