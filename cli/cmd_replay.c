@@ -89,6 +89,12 @@ int cmd_replay(int argc, char **argv)
     int64_t gap_us = 1000;
     int stats = 0, quiet = 0, progress = isatty(2);
     int rc = EXIT_USAGE;
+    /* Everything below is released at done:, whatever stage failed. */
+    vsoc_ruleset_t *rs = NULL;
+    vsoc_baseline_t *baseline = NULL;
+    vsoc_scorer_t *scorer = NULL;
+    vsoc_engine_t *eng = NULL;
+    replay_t rp = {.out = stdout, .bad = {0, 10}};
     if (!rules || !files) {
         fprintf(stderr, "vsoc replay: out of memory\n");
         goto done;
@@ -151,51 +157,38 @@ int cmd_replay(int argc, char **argv)
     if (quiet)
         progress = 0;
 
-    vsoc_ruleset_t *rs = cli_load_rules(rules, nrules, 0);
+    rs = cli_load_rules(rules, nrules, 0);
     if (!rs)
         goto done;
     if (vsoc_ruleset_count(rs) == 0)
         fprintf(stderr, "vsoc replay: warning: no rules found in %s: nothing can alert\n",
                 nrules ? "the --rules paths" : cli_default_rules());
-    replay_t rp = {.out = stdout, .bad = {0, max_errors}};
+    rp.bad.max_errors = max_errors;
+    rc = 1;
     if (outpath && strcmp(outpath, "-")) {
         rp.out = fopen(outpath, "w");
         if (!rp.out) {
             fprintf(stderr, "vsoc replay: cannot write %s: %s\n", outpath, strerror(errno));
-            vsoc_ruleset_unref(rs);
-            rc = 1;
+            rp.out = stdout;
             goto done;
         }
     }
     static char outbuf[1 << 16];
     setvbuf(rp.out, outbuf, _IOFBF, sizeof outbuf);
     char err[512];
-    vsoc_baseline_t *baseline = NULL;
-    vsoc_scorer_t *scorer = NULL;
     if (bpath) {
         baseline = vsoc_baseline_load(bpath, err, sizeof err);
         scorer = baseline ? vsoc_scorer_new(baseline) : NULL;
         if (!scorer) {
             fprintf(stderr, "vsoc replay: %s\n", baseline ? "out of memory" : err);
-            vsoc_baseline_free(baseline);
-            vsoc_ruleset_unref(rs);
-            if (rp.out != stdout)
-                fclose(rp.out);
-            rc = 1;
             goto done;
         }
     }
     vsoc_engine_opts_t eo = {.on_alert = on_alert, .ctx = &rp,
                              .clock_ns = stats ? cli_now_ns : NULL, .scorer = scorer};
-    vsoc_engine_t *eng = vsoc_engine_new(rs, &eo, err, sizeof err);
+    eng = vsoc_engine_new(rs, &eo, err, sizeof err);
     if (!eng) {
         fprintf(stderr, "vsoc replay: %s\n", err);
-        vsoc_scorer_free(scorer);
-        vsoc_baseline_free(baseline);
-        vsoc_ruleset_unref(rs);
-        if (rp.out != stdout)
-            fclose(rp.out);
-        rc = 1;
         goto done;
     }
     rc = 0;
@@ -292,13 +285,13 @@ int cmd_replay(int argc, char **argv)
         fprintf(stderr, "correlation groups live at the end: %llu\n",
                 (unsigned long long)vsoc_engine_groups(eng));
     }
+done:
     if (rp.out != stdout)
         fclose(rp.out);
     vsoc_engine_free(eng);
     vsoc_scorer_free(scorer);
     vsoc_baseline_free(baseline);
     vsoc_ruleset_unref(rs);
-done:
     free(rules);
     free(files);
     return rc;
