@@ -1450,7 +1450,9 @@ int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev)
             veh->speed_ts = ev->ts_us;
             veh->has_speed = 1;
         }
-        if (veh->score) {
+        /* Only CAN traffic tells that a CAN message is missing: IDS events of the vehicle
+         * go on after a capture of its bus ends. */
+        if (veh->score && ev->kind == VSOC_EVENT_CAN) {
             vsoc_scorer_score(e->opts.scorer, veh->score, ev);
             missing = match_missing(e, veh, ev);
         }
