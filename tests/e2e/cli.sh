@@ -159,6 +159,11 @@ baseline-learn)
   [ "$(wc -l <"$work/u.out")" -eq 1 ] || fail "baseline rule raised $(wc -l <"$work/u.out") alerts"
   "$VSOC" replay -q --rules "$work/u.yml" "$src/samples/demo.log" >"$work/u0.out"
   [ ! -s "$work/u0.out" ] || fail "baseline rule fired without a baseline"
+  # IDS events that go on after the CAN capture ends do not make CAN messages "missing".
+  "$VSOC" replay -q --vin 1VSCDEM0000000001 --baseline "$work/a.yaml" \
+    "$src/samples/demo.log" "$src/samples/demo-ids.jsonl" >"$work/all.out"
+  n=$(jq -r '.finding_info.analytic.uid' "$work/all.out" | grep -c missing-message || true)
+  [ "$n" -eq 0 ] || fail "$n missing-message alerts on a capture that just ended"
   ;;
 shared-dos)
   need_shared
