@@ -24,7 +24,7 @@ static void usage(FILE *out)
             "  replay      replay captures through the rules, write alerts (vsoc replay --help)\n"
             "  rules lint  check rule files and report every problem as file:line:col\n"
             "  rules test  run the tests embedded in rules\n"
-            "  baseline    learn a baseline of normal traffic (vsoc baseline --help)\n"
+            "  baseline    learn, show or score a baseline of normal traffic (vsoc baseline --help)\n"
             "  version     print the version\n"
             "  help        print this help\n"
             "\n"
