@@ -14,6 +14,7 @@
 int cmd_replay(int argc, char **argv);
 int cmd_rules(int argc, char **argv);
 int cmd_baseline(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
 
 /* The default rule pack's directory: $VSOC_RULES, else the pack installed beside the
  * binary (../share/vsoc/rules), else the source tree's rules/. */

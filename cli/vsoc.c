@@ -25,6 +25,7 @@ static void usage(FILE *out)
             "  rules lint  check rule files and report every problem as file:line:col\n"
             "  rules test  run the tests embedded in rules\n"
             "  baseline    learn, show or score a baseline of normal traffic (vsoc baseline --help)\n"
+            "  keygen      write an Ed25519 key pair for signing vehicle commands\n"
             "  version     print the version\n"
             "  help        print this help\n"
             "\n"
@@ -159,6 +160,8 @@ int main(int argc, char **argv)
         return cmd_rules(argc - 1, argv + 1);
     if (!strcmp(cmd, "baseline"))
         return cmd_baseline(argc - 1, argv + 1);
+    if (!strcmp(cmd, "keygen"))
+        return cmd_keygen(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("vsoc %s\n", VSOC_VERSION);
         return 0;

@@ -165,6 +165,35 @@ baseline-learn)
   n=$(jq -r '.finding_info.analytic.uid' "$work/all.out" | grep -c missing-message || true)
   [ "$n" -eq 0 ] || fail "$n missing-message alerts on a capture that just ended"
   ;;
+agent-verify)
+  # Each envelope of the corpus (signed with tests/data/keys/vsoc-test) gets its verdict.
+  c=$src/tests/fuzz/corpus/envelope
+  while read -r f want; do
+    set +e
+    got=$("$VSOC_AGENT" verify --pubkey "$src/tests/data/keys/vsoc-test.pub" \
+      --vin WVWZZZ1JZXW000001 --now 2026-11-25T10:01:00Z --last-seq 41 "$c/$f.json" 2>/dev/null)
+    rc=$?
+    set -e
+    [ "$got" = "$want" ] || fail "$f: '$got', expected '$want'"
+    case $want in accepted) [ $rc -eq 0 ] ;; *) [ $rc -eq 1 ] ;; esac || fail "$f: exit $rc"
+  done <<'EOT'
+valid_quarantine accepted
+forged_sig rejected: bad_signature
+tampered_seq rejected: bad_signature
+unknown_key rejected: unknown_key
+wrong_vin rejected: wrong_vin
+expired rejected: expired
+replayed rejected: replayed
+unknown_action rejected: unknown_action
+EOT
+  ;;
+keygen)
+  "$VSOC" keygen --out "$work/k" --key-id vsoc-e2e 2>/dev/null
+  [ "$(stat -c %a "$work/k/vsoc-e2e.key")" = 600 ] || fail "private key is not 0600"
+  grep -q "BEGIN PUBLIC KEY" "$work/k/vsoc-e2e.pub" || fail "no public key"
+  set +e; "$VSOC" keygen --out "$work/k" --key-id vsoc-e2e 2>/dev/null; rc=$?; set -e
+  [ $rc -ne 0 ] || fail "keygen overwrote an existing key"
+  ;;
 shared-dos)
   need_shared
   "$VSOC" replay --no-progress "$shared/j1939/dos_1ms.log" >"$work/a" 2>"$work/err"

@@ -2,9 +2,9 @@
 # mistakes (label e2e), and on the real captures in ../shared/data/can (label shared-data;
 # reported as skipped, not passed, where that directory is absent).
 set(VSOC_E2E ${CMAKE_CURRENT_LIST_DIR}/cli.sh)
-set(VSOC_E2E_ENV "VSOC=$<TARGET_FILE:vsoc>;VSOC_GEN=$<TARGET_FILE:vsoc-gen>;VSOC_SRC=${CMAKE_SOURCE_DIR}")
+set(VSOC_E2E_ENV "VSOC=$<TARGET_FILE:vsoc>;VSOC_GEN=$<TARGET_FILE:vsoc-gen>;VSOC_AGENT=$<TARGET_FILE:vsoc-agent>;VSOC_SRC=${CMAKE_SOURCE_DIR}")
 foreach(t help demo determinism stdin malformed lint-planted lint-pack rules-test generated-attacks
-          multi-file baseline-learn)
+          multi-file baseline-learn agent-verify keygen)
   add_test(NAME e2e.${t} COMMAND bash ${VSOC_E2E} ${t})
   set_tests_properties(e2e.${t} PROPERTIES LABELS e2e ENVIRONMENT "${VSOC_E2E_ENV}")
 endforeach()

@@ -1,0 +1,774 @@
+/* envelope.c: the signed command envelope (see envelope.h and docs/envelope.md).
+ *
+ * The canonical form is written by hand rather than by jansson, because the outer keys keep
+ * a fixed order while args' keys are sorted; strings go through jansson's own encoder so the
+ * escaping is exactly jansson's. */
+#include "envelope.h"
+
+#include <jansson.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct vsoc_key {
+    EVP_PKEY *pkey;
+    int is_private;
+    char id[VSOC_KEY_ID_MAX + 1];
+};
+
+static const char *const reason_names[] = {
+    "ok", "malformed", "unknown_key", "bad_signature", "wrong_vin", "expired", "replayed",
+    "unknown_action",
+};
+
+const char *vsoc_envelope_reason_name(vsoc_envelope_reason_t r)
+{
+    if ((unsigned)r >= sizeof reason_names / sizeof reason_names[0])
+        return "invalid";
+    return reason_names[r];
+}
+
+static const char *const actions[] = {
+    "quarantine", "release", "collect_logs", "rotate_credentials", "notify", "escalate",
+};
+
+int vsoc_envelope_action_known(const char *action)
+{
+    for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++)
+        if (strcmp(action, actions[i]) == 0)
+            return 1;
+    return 0;
+}
+
+__attribute__((format(printf, 3, 4)))
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* OpenSSL's message for its oldest queued error (or "unknown error"); clears the queue. */
+static const char *ossl_msg(char *buf, size_t n)
+{
+    unsigned long e = ERR_get_error();
+    if (e)
+        ERR_error_string_n(e, buf, n);
+    else
+        snprintf(buf, n, "unknown error");
+    ERR_clear_error();
+    return buf;
+}
+
+/* ---- time ---------------------------------------------------------------------------- */
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil). */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+/* Years 0000..9999 in epoch seconds. */
+#define TIME_MIN (-62167219200LL)
+#define TIME_MAX (253402300799LL)
+
+int vsoc_envelope_time_format(int64_t t, char buf[21])
+{
+    if (t < TIME_MIN || t > TIME_MAX)
+        return VSOC_EINVAL;
+    int64_t days = t / 86400, secs = t % 86400;
+    if (secs < 0) {
+        secs += 86400;
+        days--;
+    }
+    int64_t y;
+    int m, d;
+    civil_from_days(days, &y, &m, &d);
+    char tmp[64]; /* the ranges above keep it to 20 characters; the compiler cannot tell */
+    snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02dZ", (int)y, m, d,
+             (int)(secs / 3600), (int)(secs / 60 % 60), (int)(secs % 60));
+    memcpy(buf, tmp, 21);
+    return 0;
+}
+
+static int digits(const char *s, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+int vsoc_envelope_time_parse(const char *s, int64_t *out)
+{
+    static const char shape[] = "dddd-dd-ddTdd:dd:ddZ";
+    if (strlen(s) != sizeof shape - 1)
+        return VSOC_EPARSE;
+    for (size_t i = 0; i < sizeof shape - 1; i++)
+        if (shape[i] != 'd' && s[i] != shape[i])
+            return VSOC_EPARSE;
+    int y = digits(s, 4), mo = digits(s + 5, 2), d = digits(s + 8, 2);
+    int h = digits(s + 11, 2), mi = digits(s + 14, 2), se = digits(s + 17, 2);
+    if (y < 0 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 ||
+        se < 0 || se > 59)
+        return VSOC_EPARSE;
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d > mdays[mo - 1] + (mo == 2 && leap))
+        return VSOC_EPARSE;
+    *out = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se;
+    return 0;
+}
+
+/* ---- canonical form ------------------------------------------------------------------ */
+
+typedef struct buf {
+    char *p;
+    size_t n, cap;
+    int oom;
+} buf_t;
+
+static void put(buf_t *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->n + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+static void puts_(buf_t *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
+
+/* A JSON string exactly as jansson escapes it. */
+static void put_jstr(buf_t *b, const char *s)
+{
+    json_t *j = json_string(s);
+    char *t = j ? json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!t) {
+        b->oom = 1;
+        return;
+    }
+    puts_(b, t);
+    free(t);
+}
+
+static void put_i64(buf_t *b, const char *fmt_key, long long v)
+{
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, "%s%lld", fmt_key, v);
+    puts_(b, tmp);
+}
+
+static int build(const vsoc_envelope_t *e, int with_sig, char **out, size_t *len)
+{
+    char iss[21], exp[21];
+    if (vsoc_envelope_time_format(e->issued_at, iss) ||
+        vsoc_envelope_time_format(e->expires_at, exp))
+        return VSOC_EINVAL;
+    buf_t b = {0};
+    char tmp[64];
+    put_i64(&b, "{\"v\":", e->v);
+    puts_(&b, ",\"cmd_id\":");
+    put_jstr(&b, e->cmd_id);
+    puts_(&b, ",\"vin\":");
+    put_jstr(&b, e->vin);
+    snprintf(tmp, sizeof tmp, ",\"seq\":%llu", (unsigned long long)e->seq);
+    puts_(&b, tmp);
+    puts_(&b, ",\"action\":");
+    put_jstr(&b, e->action);
+    puts_(&b, ",\"args\":");
+    puts_(&b, e->args[0] ? e->args : "{}");
+    put_i64(&b, ",\"ttl_s\":", e->ttl_s);
+    puts_(&b, ",\"issued_at\":\"");
+    puts_(&b, iss);
+    puts_(&b, "\",\"expires_at\":\"");
+    puts_(&b, exp);
+    puts_(&b, "\",\"incident_id\":");
+    put_jstr(&b, e->incident_id);
+    puts_(&b, ",\"key_id\":");
+    put_jstr(&b, e->key_id);
+    if (with_sig) {
+        puts_(&b, ",\"sig\":");
+        put_jstr(&b, e->sig);
+    }
+    puts_(&b, "}");
+    if (b.oom) {
+        free(b.p);
+        return VSOC_ENOMEM;
+    }
+    *out = b.p;
+    if (len)
+        *len = b.n;
+    return 0;
+}
+
+int vsoc_envelope_canonical(const vsoc_envelope_t *e, char **out, size_t *len)
+{
+    return build(e, 0, out, len);
+}
+
+int vsoc_envelope_serialize(const vsoc_envelope_t *e, char **out, size_t *len)
+{
+    return build(e, 1, out, len);
+}
+
+static int set_args_json(vsoc_envelope_t *e, const json_t *args, char *err, size_t errlen)
+{
+    if (!json_is_object(args)) {
+        seterr(err, errlen, "args: not a JSON object");
+        return VSOC_EPARSE;
+    }
+    char *t = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!t) {
+        seterr(err, errlen, "args: out of memory");
+        return VSOC_ENOMEM;
+    }
+    size_t n = strlen(t);
+    if (n > VSOC_ENVELOPE_ARGS_MAX) {
+        seterr(err, errlen, "args: %zu bytes, more than %d", n, VSOC_ENVELOPE_ARGS_MAX);
+        free(t);
+        return VSOC_EPARSE;
+    }
+    memcpy(e->args, t, n + 1);
+    free(t);
+    return 0;
+}
+
+int vsoc_envelope_set_args(vsoc_envelope_t *e, const char *json, char *err, size_t errlen)
+{
+    json_error_t je;
+    json_t *j = json_loads(json, JSON_REJECT_DUPLICATES, &je);
+    if (!j) {
+        seterr(err, errlen, "args: %s at column %d", je.text, je.column);
+        return VSOC_EPARSE;
+    }
+    int rc = set_args_json(e, j, err, errlen);
+    json_decref(j);
+    return rc;
+}
+
+/* ---- parse --------------------------------------------------------------------------- */
+
+enum { F_INT, F_STR, F_TIME, F_OBJ };
+
+static const struct field {
+    const char *name;
+    int type;
+    size_t max; /* strings: bytes */
+} fields[] = {
+    {"v", F_INT, 0},
+    {"cmd_id", F_STR, VSOC_ENVELOPE_STR_MAX},
+    {"vin", F_STR, VSOC_ENVELOPE_VIN_MAX},
+    {"seq", F_INT, 0},
+    {"action", F_STR, VSOC_ENVELOPE_STR_MAX},
+    {"args", F_OBJ, 0},
+    {"ttl_s", F_INT, 0},
+    {"issued_at", F_TIME, 0},
+    {"expires_at", F_TIME, 0},
+    {"incident_id", F_STR, VSOC_ENVELOPE_STR_MAX},
+    {"key_id", F_STR, VSOC_ENVELOPE_STR_MAX},
+    {"sig", F_STR, VSOC_ENVELOPE_STR_MAX},
+};
+#define NFIELDS (sizeof fields / sizeof fields[0])
+
+static int is_uuid(const char *s)
+{
+    static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+    if (strlen(s) != sizeof shape - 1)
+        return 0;
+    for (size_t i = 0; i < sizeof shape - 1; i++) {
+        int c = (unsigned char)s[i];
+        int hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+        if (shape[i] == '-' ? c != '-' : !hex)
+            return 0;
+    }
+    return 1;
+}
+
+static char *str_dest(vsoc_envelope_t *e, const char *name)
+{
+    if (!strcmp(name, "cmd_id"))
+        return e->cmd_id;
+    if (!strcmp(name, "vin"))
+        return e->vin;
+    if (!strcmp(name, "action"))
+        return e->action;
+    if (!strcmp(name, "incident_id"))
+        return e->incident_id;
+    if (!strcmp(name, "key_id"))
+        return e->key_id;
+    return e->sig;
+}
+
+int vsoc_envelope_parse(const char *buf, size_t n, vsoc_envelope_t *out, char *reason,
+                        size_t reasonlen)
+{
+    if (n > VSOC_ENVELOPE_MAX) {
+        seterr(reason, reasonlen, "envelope: %zu bytes, more than %d", n, VSOC_ENVELOPE_MAX);
+        return VSOC_EPARSE;
+    }
+    json_error_t je;
+    json_t *root = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        seterr(reason, reasonlen, "envelope: %s at line %d column %d", je.text, je.line,
+               je.column);
+        return VSOC_EPARSE;
+    }
+    int rc = VSOC_EPARSE;
+    memset(out, 0, sizeof *out);
+    if (!json_is_object(root)) {
+        seterr(reason, reasonlen, "envelope: not a JSON object");
+        goto done;
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val) {
+        size_t i = 0;
+        while (i < NFIELDS && strcmp(key, fields[i].name) != 0)
+            i++;
+        if (i == NFIELDS) {
+            seterr(reason, reasonlen, "unknown field \"%.64s\"", key);
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < NFIELDS; i++) {
+        const struct field *f = &fields[i];
+        json_t *j = json_object_get(root, f->name);
+        if (!j) {
+            seterr(reason, reasonlen, "%s: missing", f->name);
+            goto done;
+        }
+        switch (f->type) {
+        case F_INT: {
+            if (!json_is_integer(j)) {
+                seterr(reason, reasonlen, "%s: not an integer", f->name);
+                goto done;
+            }
+            json_int_t v = json_integer_value(j);
+            if (v < 0) {
+                seterr(reason, reasonlen, "%s: negative (%lld)", f->name, (long long)v);
+                goto done;
+            }
+            if (!strcmp(f->name, "v")) {
+                if (v != VSOC_ENVELOPE_VERSION) {
+                    seterr(reason, reasonlen, "v: unsupported version %lld (expected %d)",
+                           (long long)v, VSOC_ENVELOPE_VERSION);
+                    goto done;
+                }
+                out->v = (int)v;
+            } else if (!strcmp(f->name, "seq")) {
+                out->seq = (uint64_t)v;
+            } else {
+                out->ttl_s = (int64_t)v;
+            }
+            break;
+        }
+        case F_OBJ: {
+            char err[128];
+            if (set_args_json(out, j, err, sizeof err) != 0) {
+                seterr(reason, reasonlen, "%s", err);
+                goto done;
+            }
+            break;
+        }
+        case F_STR:
+        case F_TIME: {
+            if (!json_is_string(j)) {
+                seterr(reason, reasonlen, "%s: not a string", f->name);
+                goto done;
+            }
+            const char *s = json_string_value(j);
+            size_t len = json_string_length(j);
+            if (f->type == F_TIME) {
+                int64_t t;
+                if (vsoc_envelope_time_parse(s, &t) != 0) {
+                    seterr(reason, reasonlen, "%s: \"%.32s\" is not YYYY-MM-DDTHH:MM:SSZ",
+                           f->name, s);
+                    goto done;
+                }
+                if (!strcmp(f->name, "issued_at"))
+                    out->issued_at = t;
+                else
+                    out->expires_at = t;
+                break;
+            }
+            if (len > f->max) {
+                seterr(reason, reasonlen, "%s: %zu bytes, more than %zu", f->name, len, f->max);
+                goto done;
+            }
+            if (strlen(s) != len) {
+                seterr(reason, reasonlen, "%s: contains NUL", f->name);
+                goto done;
+            }
+            if (len == 0 && strcmp(f->name, "incident_id") != 0) {
+                seterr(reason, reasonlen, "%s: empty", f->name);
+                goto done;
+            }
+            if (!strcmp(f->name, "cmd_id") && !is_uuid(s)) {
+                seterr(reason, reasonlen, "cmd_id: \"%.40s\" is not a UUID", s);
+                goto done;
+            }
+            memcpy(str_dest(out, f->name), s, len + 1);
+            break;
+        }
+        }
+    }
+    rc = 0;
+done:
+    json_decref(root);
+    return rc;
+}
+
+/* ---- keys ---------------------------------------------------------------------------- */
+
+int vsoc_key_id_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > VSOC_KEY_ID_MAX || id[0] == '.')
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        int c = (unsigned char)id[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+void vsoc_key_free(vsoc_key_t *k)
+{
+    if (!k)
+        return;
+    EVP_PKEY_free(k->pkey);
+    free(k);
+}
+
+const char *vsoc_key_id(const vsoc_key_t *k)
+{
+    return k->id;
+}
+
+/* Takes pkey (freed on failure). */
+static vsoc_key_t *key_wrap(EVP_PKEY *pkey, int is_private, const char *id, const char *what,
+                            char *err, size_t errlen)
+{
+    if (EVP_PKEY_id(pkey) != EVP_PKEY_ED25519) {
+        seterr(err, errlen, "%s: not an Ed25519 key", what);
+        EVP_PKEY_free(pkey);
+        return NULL;
+    }
+    if (!vsoc_key_id_valid(id)) {
+        seterr(err, errlen, "%s: invalid key id \"%.80s\" (1..%d of A-Z a-z 0-9 . _ -)", what,
+               id, VSOC_KEY_ID_MAX);
+        EVP_PKEY_free(pkey);
+        return NULL;
+    }
+    vsoc_key_t *k = calloc(1, sizeof *k);
+    if (!k) {
+        seterr(err, errlen, "%s: out of memory", what);
+        EVP_PKEY_free(pkey);
+        return NULL;
+    }
+    k->pkey = pkey;
+    k->is_private = is_private;
+    snprintf(k->id, sizeof k->id, "%s", id);
+    return k;
+}
+
+static vsoc_key_t *key_from_bio(BIO *bio, int is_private, const char *id, const char *what,
+                                char *err, size_t errlen)
+{
+    EVP_PKEY *pkey = is_private ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL)
+                                : PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+    if (!pkey) {
+        char m[256];
+        seterr(err, errlen, "%s: cannot read %s key: %s", what,
+               is_private ? "private" : "public", ossl_msg(m, sizeof m));
+        return NULL;
+    }
+    return key_wrap(pkey, is_private, id, what, err, errlen);
+}
+
+vsoc_key_t *vsoc_key_from_pem(const char *pem, size_t n, int is_private, const char *key_id,
+                              char *err, size_t errlen)
+{
+    if (!key_id || n > 65536) {
+        seterr(err, errlen, "PEM: %s", key_id ? "too large" : "no key id");
+        return NULL;
+    }
+    BIO *bio = BIO_new_mem_buf(pem, (int)n);
+    if (!bio) {
+        seterr(err, errlen, "PEM: out of memory");
+        return NULL;
+    }
+    vsoc_key_t *k = key_from_bio(bio, is_private, key_id, "PEM", err, errlen);
+    BIO_free(bio);
+    return k;
+}
+
+static vsoc_key_t *key_load(const char *path, int is_private, const char *key_id, char *err,
+                            size_t errlen)
+{
+    char id[VSOC_KEY_ID_MAX + 2];
+    if (!key_id) {
+        const char *base = strrchr(path, '/');
+        base = base ? base + 1 : path;
+        const char *dot = strrchr(base, '.');
+        size_t n = dot && dot != base ? (size_t)(dot - base) : strlen(base);
+        if (n > VSOC_KEY_ID_MAX)
+            n = VSOC_KEY_ID_MAX + 1; /* rejected as too long below */
+        memcpy(id, base, n);
+        id[n] = 0;
+        key_id = id;
+    }
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    BIO *bio = BIO_new_fp(f, BIO_NOCLOSE);
+    vsoc_key_t *k = NULL;
+    if (!bio)
+        seterr(err, errlen, "%s: out of memory", path);
+    else
+        k = key_from_bio(bio, is_private, key_id, path, err, errlen);
+    BIO_free(bio);
+    fclose(f);
+    return k;
+}
+
+vsoc_key_t *vsoc_key_load_private(const char *path, const char *key_id, char *err,
+                                  size_t errlen)
+{
+    return key_load(path, 1, key_id, err, errlen);
+}
+
+vsoc_key_t *vsoc_key_load_public(const char *path, const char *key_id, char *err,
+                                 size_t errlen)
+{
+    return key_load(path, 0, key_id, err, errlen);
+}
+
+/* Writes the PEM in bio to a new file (O_EXCL) with mode. Returns 0 or a VSOC_E* code. */
+static int write_new(const char *path, BIO *bio, mode_t mode, char *err, size_t errlen)
+{
+    char *data;
+    long n = BIO_get_mem_data(bio, &data);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0) {
+        seterr(err, errlen, "%s: %s", path,
+               errno == EEXIST ? "already exists; not overwriting a key" : strerror(errno));
+        return errno == EEXIST ? VSOC_EINVAL : VSOC_EIO;
+    }
+    /* open() applied the umask; the private key's mode must be exactly 0600. */
+    int ok = fchmod(fd, mode) == 0;
+    for (long off = 0; ok && off < n;) {
+        ssize_t w = write(fd, data + off, (size_t)(n - off));
+        if (w < 0 && errno == EINTR)
+            continue;
+        ok = w > 0;
+        off += w > 0 ? w : 0;
+    }
+    if (ok)
+        ok = fsync(fd) == 0;
+    int e = errno;
+    if (close(fd) != 0 && ok) {
+        ok = 0;
+        e = errno;
+    }
+    if (!ok) {
+        seterr(err, errlen, "%s: %s", path, strerror(e));
+        unlink(path);
+        return VSOC_EIO;
+    }
+    return 0;
+}
+
+int vsoc_key_generate(const char *dir, const char *key_id, char *err, size_t errlen)
+{
+    if (!vsoc_key_id_valid(key_id)) {
+        seterr(err, errlen, "invalid key id \"%.80s\" (1..%d of A-Z a-z 0-9 . _ -)", key_id,
+               VSOC_KEY_ID_MAX);
+        return VSOC_EINVAL;
+    }
+    char kpath[4096], ppath[4096];
+    if ((size_t)snprintf(kpath, sizeof kpath, "%s/%s.key", dir, key_id) >= sizeof kpath ||
+        (size_t)snprintf(ppath, sizeof ppath, "%s/%s.pub", dir, key_id) >= sizeof ppath) {
+        seterr(err, errlen, "%s: path too long", dir);
+        return VSOC_EINVAL;
+    }
+    if (access(ppath, F_OK) == 0) {
+        seterr(err, errlen, "%s: already exists; not overwriting a key", ppath);
+        return VSOC_EINVAL;
+    }
+    char m[256];
+    int rc = VSOC_EIO;
+    EVP_PKEY *pkey = NULL;
+    BIO *kb = NULL, *pb = NULL;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, NULL);
+    if (!ctx || EVP_PKEY_keygen_init(ctx) != 1 || EVP_PKEY_keygen(ctx, &pkey) != 1) {
+        seterr(err, errlen, "cannot generate an Ed25519 key: %s", ossl_msg(m, sizeof m));
+        goto done;
+    }
+    kb = BIO_new(BIO_s_mem());
+    pb = BIO_new(BIO_s_mem());
+    if (!kb || !pb || PEM_write_bio_PrivateKey(kb, pkey, NULL, NULL, 0, NULL, NULL) != 1 ||
+        PEM_write_bio_PUBKEY(pb, pkey) != 1) {
+        seterr(err, errlen, "cannot write the key as PEM: %s", ossl_msg(m, sizeof m));
+        goto done;
+    }
+    rc = write_new(kpath, kb, 0600, err, errlen);
+    if (rc != 0)
+        goto done;
+    rc = write_new(ppath, pb, 0644, err, errlen);
+    if (rc != 0)
+        unlink(kpath); /* both or neither */
+done:
+    BIO_free(kb);
+    BIO_free(pb);
+    EVP_PKEY_free(pkey);
+    EVP_PKEY_CTX_free(ctx);
+    return rc;
+}
+
+/* ---- sign and verify ----------------------------------------------------------------- */
+
+int vsoc_envelope_sign(vsoc_envelope_t *e, const vsoc_key_t *key, char *err, size_t errlen)
+{
+    if (!key->is_private) {
+        seterr(err, errlen, "key %s: a public key cannot sign", key->id);
+        return VSOC_EINVAL;
+    }
+    snprintf(e->key_id, sizeof e->key_id, "%s", key->id);
+    char *tbs;
+    size_t n;
+    int rc = vsoc_envelope_canonical(e, &tbs, &n);
+    if (rc != 0) {
+        seterr(err, errlen, "canonical form: %s", vsoc_strerror(rc));
+        return rc;
+    }
+    unsigned char sig[64];
+    size_t siglen = sizeof sig;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md || EVP_DigestSignInit(md, NULL, NULL, NULL, key->pkey) != 1 ||
+        EVP_DigestSign(md, sig, &siglen, (const unsigned char *)tbs, n) != 1 || siglen != 64) {
+        char m[256];
+        seterr(err, errlen, "key %s: signing failed: %s", key->id, ossl_msg(m, sizeof m));
+        rc = VSOC_EINVAL;
+    } else {
+        EVP_EncodeBlock((unsigned char *)e->sig, sig, 64);
+    }
+    EVP_MD_CTX_free(md);
+    free(tbs);
+    return rc;
+}
+
+/* Decodes sig into raw[64]: only the one canonical base64 spelling of 64 bytes is accepted,
+ * so a signature cannot be re-encoded into a second valid envelope. */
+static int sig_decode(const char *sig, unsigned char raw[64])
+{
+    if (strlen(sig) != VSOC_ENVELOPE_SIG_LEN)
+        return -1;
+    unsigned char tmp[66], back[VSOC_ENVELOPE_SIG_LEN + 1];
+    if (EVP_DecodeBlock(tmp, (const unsigned char *)sig, VSOC_ENVELOPE_SIG_LEN) != 66)
+        return -1;
+    memcpy(raw, tmp, 64);
+    EVP_EncodeBlock(back, raw, 64);
+    return memcmp(back, sig, VSOC_ENVELOPE_SIG_LEN) == 0 ? 0 : -1;
+}
+
+static int sig_ok(const vsoc_key_t *k, const unsigned char *tbs,
+                  size_t n, const unsigned char raw[64])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = md && EVP_DigestVerifyInit(md, NULL, NULL, NULL, k->pkey) == 1 &&
+             EVP_DigestVerify(md, raw, 64, tbs, n) == 1;
+    EVP_MD_CTX_free(md);
+    ERR_clear_error();
+    return ok;
+}
+
+vsoc_envelope_reason_t vsoc_envelope_verify(const vsoc_envelope_t *e,
+                                            const vsoc_key_t *const *trusted, size_t n,
+                                            const vsoc_envelope_check_t *chk)
+{
+    int known = 0, good = 0;
+    unsigned char raw[64];
+    int decoded = sig_decode(e->sig, raw) == 0;
+    char *tbs = NULL;
+    size_t len = 0;
+    for (size_t i = 0; i < n && !good; i++) {
+        if (strcmp(trusted[i]->id, e->key_id) != 0)
+            continue;
+        known = 1;
+        if (!decoded)
+            break;
+        /* Out of memory or an unwritable time cannot be verified: a bad signature. */
+        if (!tbs && vsoc_envelope_canonical(e, &tbs, &len) != 0)
+            break;
+        good = sig_ok(trusted[i], (const unsigned char *)tbs, len, raw);
+    }
+    free(tbs);
+    if (!known)
+        return VSOC_ENVELOPE_UNKNOWN_KEY;
+    if (!good)
+        return VSOC_ENVELOPE_BAD_SIGNATURE;
+    if (chk->vin && strcmp(chk->vin, e->vin) != 0)
+        return VSOC_ENVELOPE_WRONG_VIN;
+    if (chk->now >= e->expires_at)
+        return VSOC_ENVELOPE_EXPIRED;
+    if (e->seq <= chk->last_seq)
+        return VSOC_ENVELOPE_REPLAYED;
+    if (!vsoc_envelope_action_known(e->action))
+        return VSOC_ENVELOPE_UNKNOWN_ACTION;
+    return VSOC_ENVELOPE_OK;
+}
