@@ -4,6 +4,7 @@
  * a fixed order while args' keys are sorted; strings go through jansson's own encoder so the
  * escaping is exactly jansson's. */
 #include "envelope.h"
+#include "util.h"
 
 #include <jansson.h>
 #include <openssl/err.h>
@@ -74,29 +75,6 @@ static const char *ossl_msg(char *buf, size_t n)
 
 /* ---- time ---------------------------------------------------------------------------- */
 
-/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil). */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
-{
-    z += 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
-    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *y = yoe + era * 400 + (*m <= 2);
-}
 
 /* Years 0000..9999 in epoch seconds. */
 #define TIME_MIN (-62167219200LL)
@@ -113,7 +91,7 @@ int vsoc_envelope_time_format(int64_t t, char buf[21])
     }
     int64_t y;
     int m, d;
-    civil_from_days(days, &y, &m, &d);
+    vsoc_civil_from_days(days, &y, &m, &d);
     char tmp[64]; /* the ranges above keep it to 20 characters; the compiler cannot tell */
     snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02dZ", (int)y, m, d,
              (int)(secs / 3600), (int)(secs / 60 % 60), (int)(secs % 60));
@@ -149,7 +127,7 @@ int vsoc_envelope_time_parse(const char *s, int64_t *out)
     int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     if (d > mdays[mo - 1] + (mo == 2 && leap))
         return VSOC_EPARSE;
-    *out = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se;
+    *out = vsoc_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se;
     return 0;
 }
 

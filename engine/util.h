@@ -83,4 +83,9 @@ static inline int vsoc_eq_lower(const char *a, const char *p, size_t n)
     return 1;
 }
 
+/* Days since 1970-01-01 of a proleptic Gregorian date, and back: for RFC 3339 times in
+ * captures and command envelopes, without the process's time zone. */
+int64_t vsoc_days_from_civil(int64_t y, int m, int d);
+void vsoc_civil_from_days(int64_t days, int64_t *y, int *m, int *d);
+
 #endif

@@ -16,6 +16,8 @@
  *     the only formatting, and it only happens on the error path. */
 #include "reader.h"
 
+#include "../../engine/util.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -300,16 +302,6 @@ static size_t token_len(const char *p, const char *e)
 /* ---------------------------------------------------------------------------------------- */
 /* Timestamps */
 
-/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil). */
-static int64_t days_from_civil(int y, int m, int d)
-{
-    y -= m <= 2;
-    int era = (y >= 0 ? y : y - 399) / 400;
-    int yoe = y - era * 400;
-    int doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-    int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return (int64_t)era * 146097 + doe - 719468;
-}
 
 static int days_in_month(int y, int m)
 {
@@ -388,7 +380,7 @@ static const char *parse_datetime(const char *p, const char *e, int zone, int64_
             return NULL;
         }
     }
-    int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - off;
+    int64_t secs = vsoc_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - off;
     /* Event time is never before the epoch, as the numeric forms cannot be either. */
     if (secs < 0)
         return NULL;
