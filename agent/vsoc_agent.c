@@ -1,14 +1,28 @@
-/* vsoc_agent.c: the reference vehicle agent. So far it only judges a command envelope
- * (docs/envelope.md): `vsoc-agent verify` prints "accepted" or "rejected: <reason>".
+/* vsoc_agent.c: the reference vehicle agent (docs/vsoc-agent.md).
  *
- * Unlike engine/, the agent may read the wall clock: it is the default for --now. */
+ * `vsoc-agent run` connects out to the SOC's MQTT broker over TLS with the vehicle's client
+ * certificate, takes signed commands from vehicles/<vin>/commands, judges and applies them
+ * with agent_core (a model of the gateway's filter table and feature flags) and publishes
+ * signed acks on vehicles/<vin>/acks. It never listens. `vsoc-agent status` prints the
+ * persisted state, `vsoc-agent verify` judges one envelope offline and `vsoc-agent
+ * verify-ack` checks an ack's signature.
+ *
+ * Unlike engine/, the agent may read the wall clock: it is the vehicle's clock for `run`
+ * and the default for --now. */
+#include "ack.h"
+#include "agent_core.h"
 #include "envelope.h"
+#include "mqtt/mqtt.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define EXIT_REJECTED 1
 #define EXIT_USAGE 2
@@ -17,9 +31,31 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: vsoc-agent verify --pubkey FILE [--pubkey FILE ...] [--vin VIN]\n"
+            "usage: vsoc-agent run --vin VIN --broker HOST[:PORT] --cafile FILE --cert FILE\n"
+            "                      --key FILE --trust PUB [--trust PUB ...] --signing-key FILE\n"
+            "                      --state-dir DIR [--speed-file FILE] [--once-idle SECONDS]\n"
+            "       vsoc-agent status --state-dir DIR\n"
+            "       vsoc-agent verify --pubkey FILE [--pubkey FILE ...] [--vin VIN]\n"
             "                         [--now TIME] [--last-seq N] ENVELOPE.json\n"
+            "       vsoc-agent verify-ack --pubkey FILE [--pubkey FILE ...] [--vin VIN] ACK.json\n"
             "       vsoc-agent --help\n"
+            "\n"
+            "run: the vehicle agent. Connects out over MQTT with TLS (client certificate\n"
+            "--cert/--key, broker checked against --cafile; port 8883 by default), takes\n"
+            "commands from vehicles/VIN/commands, verifies them against the SOC keys given\n"
+            "with --trust (key id = file name without extension), applies them to its model\n"
+            "of the gateway, and publishes acks signed with --signing-key (the vehicle's\n"
+            "private Ed25519 key) on vehicles/VIN/acks. State (last seq, answered commands,\n"
+            "deferred commands, active quarantines) lives in --state-dir. --speed-file holds\n"
+            "the current speed in kph (re-read every second; missing: unknown) for commands\n"
+            "gated on vehicle_state. --once-idle exits 0 after that many seconds without a\n"
+            "message. One line per command goes to stderr. SIGTERM or SIGINT stops it.\n"
+            "\n"
+            "status: prints the persisted state of --state-dir as one JSON object.\n"
+            "\n"
+            "verify-ack: checks an ack's signature against the vehicle's public key(s) and,\n"
+            "with --vin, its VIN. Prints \"valid: STATUS\" (with the reason in parentheses)\n"
+            "or \"invalid: REASON\" (malformed, unknown_key, bad_signature, wrong_vin).\n"
             "\n"
             "verify: judges a signed command envelope as the vehicle would, in this order:\n"
             "key id among the trusted keys, signature, VIN, expiry, seq (replay), action.\n"
@@ -37,7 +73,9 @@ static void usage(FILE *out)
             "  --last-seq N    the last seq this vehicle accepted (default 0)\n"
             "  -h, --help      this help\n"
             "\n"
-            "exit status: 0 accepted, 1 rejected, 2 usage errors or unreadable files.\n",
+            "exit status: 0 accepted (valid; run: stopped by a signal or --once-idle),\n"
+            "1 rejected (invalid; run: cannot connect or subscribe), 2 usage errors or\n"
+            "unreadable files.\n",
             MAX_KEYS);
 }
 
@@ -201,6 +239,481 @@ done:
     return rc;
 }
 
+/* ---- verify-ack ---------------------------------------------------------------------- */
+
+static int cmd_verify_ack(int argc, char **argv)
+{
+    const char *pubs[MAX_KEYS], *vin = NULL, *file = NULL;
+    size_t npub = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (is_opt(a, "--pubkey")) {
+            if (!(v = value(argc, argv, &i, "--pubkey")))
+                return EXIT_USAGE;
+            if (npub == MAX_KEYS) {
+                fprintf(stderr, "vsoc-agent: more than %d --pubkey\n", MAX_KEYS);
+                return EXIT_USAGE;
+            }
+            pubs[npub++] = v;
+        } else if (is_opt(a, "--vin")) {
+            if (!(vin = value(argc, argv, &i, "--vin")))
+                return EXIT_USAGE;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "vsoc-agent: unknown option %s (see vsoc-agent --help)\n", a);
+            return EXIT_USAGE;
+        } else if (file) {
+            fprintf(stderr, "vsoc-agent: one ack at a time (%s, %s)\n", file, a);
+            return EXIT_USAGE;
+        } else {
+            file = a;
+        }
+    }
+    if (!npub || !file) {
+        fprintf(stderr, "vsoc-agent: verify-ack needs %s (see vsoc-agent --help)\n",
+                npub ? "an ack file" : "at least one --pubkey");
+        return EXIT_USAGE;
+    }
+    int rc = EXIT_USAGE;
+    vsoc_key_t *keys[MAX_KEYS] = {0};
+    char *buf = NULL;
+    vsoc_ack_t ack;
+    for (size_t i = 0; i < npub; i++) {
+        char err[512];
+        if (!(keys[i] = vsoc_key_load_public(pubs[i], NULL, err, sizeof err))) {
+            fprintf(stderr, "vsoc-agent: %s\n", err);
+            goto done;
+        }
+    }
+    size_t n = 0;
+    if (!(buf = read_all(file, &n)))
+        goto done;
+    /* mosquitto_sub and files written by hand end in a newline; it is not part of the ack. */
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    char reason[256];
+    if (vsoc_ack_parse(buf, n, &ack, reason, sizeof reason) != 0) {
+        fprintf(stderr, "vsoc-agent: %s: %s\n", file, reason);
+        printf("invalid: %s\n", vsoc_envelope_reason_name(VSOC_ENVELOPE_MALFORMED));
+        rc = EXIT_REJECTED;
+        goto done;
+    }
+    vsoc_envelope_reason_t r = vsoc_ack_verify(&ack, (const vsoc_key_t *const *)keys, npub,
+                                               vin);
+    if (r == VSOC_ENVELOPE_OK) {
+        if (ack.reason[0])
+            printf("valid: %s (%s)\n", vsoc_ack_status_name(ack.status), ack.reason);
+        else
+            printf("valid: %s\n", vsoc_ack_status_name(ack.status));
+        rc = 0;
+    } else {
+        printf("invalid: %s\n", vsoc_envelope_reason_name(r));
+        rc = EXIT_REJECTED;
+    }
+done:
+    free(buf);
+    for (size_t i = 0; i < npub; i++)
+        vsoc_key_free(keys[i]);
+    return rc;
+}
+
+/* ---- status -------------------------------------------------------------------------- */
+
+static int cmd_status(int argc, char **argv)
+{
+    const char *dir = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (is_opt(a, "--state-dir")) {
+            if (!(dir = value(argc, argv, &i, "--state-dir")))
+                return EXIT_USAGE;
+        } else {
+            fprintf(stderr, "vsoc-agent: status: unexpected %s (see vsoc-agent --help)\n", a);
+            return EXIT_USAGE;
+        }
+    }
+    if (!dir) {
+        fprintf(stderr, "vsoc-agent: status needs --state-dir\n");
+        return EXIT_USAGE;
+    }
+    /* Opening a state directory creates it; a mistyped path must not show an empty state. */
+    char path[4096];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/state.json", dir);
+    if (stat(path, &sb) != 0) {
+        fprintf(stderr, "vsoc-agent: %s: %s (no agent state in %s)\n", path, strerror(errno),
+                dir);
+        return EXIT_USAGE;
+    }
+    char err[512];
+    vsoc_vagent_opts_t o = {.state_dir = dir};
+    vsoc_vagent_t *a = vsoc_vagent_new(&o, err, sizeof err);
+    if (!a) {
+        fprintf(stderr, "vsoc-agent: %s\n", err);
+        return EXIT_USAGE;
+    }
+    char *j = vsoc_vagent_status_json(a);
+    vsoc_vagent_free(a);
+    if (!j) {
+        fprintf(stderr, "vsoc-agent: out of memory\n");
+        return EXIT_USAGE;
+    }
+    printf("%s\n", j);
+    free(j);
+    return 0;
+}
+
+/* ---- run ----------------------------------------------------------------------------- */
+
+#define QUEUE_MAX 1024   /* received messages waiting for the agent */
+#define NAMES_MAX 64     /* recent cmd_id -> action, for the log line */
+#define TICK_MS 1000
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+    stop_signal = sig;
+}
+
+typedef struct run_msg {
+    char *p;
+    size_t n;
+} run_msg_t;
+
+typedef struct run_ctx {
+    vsoc_mqtt_t *mq;
+    char ack_topic[128];
+    run_msg_t q[QUEUE_MAX];
+    size_t nq;
+    size_t dropped;
+    struct {
+        char cmd_id[40];
+        char action[32];
+    } names[NAMES_MAX];
+    size_t next_name;
+} run_ctx_t;
+
+__attribute__((format(printf, 1, 2)))
+static void logf_(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("vsoc-agent: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* Called from inside mosquitto_loop: only queue; the agent runs after the loop returns. */
+static void run_on_message(void *ctx, const char *topic, const void *payload, size_t n)
+{
+    run_ctx_t *c = ctx;
+    if (c->nq == QUEUE_MAX) {
+        c->dropped++;
+        return;
+    }
+    /* Longer than an envelope can be: keep one byte more so the parser still says so. */
+    if (n > VSOC_ENVELOPE_MAX + 1)
+        n = VSOC_ENVELOPE_MAX + 1;
+    char *p = malloc(n + 1);
+    if (!p) {
+        c->dropped++;
+        return;
+    }
+    memcpy(p, payload, n);
+    p[n] = 0;
+    c->q[c->nq].p = p;
+    c->q[c->nq].n = n;
+    c->nq++;
+}
+
+static const char *action_of(const run_ctx_t *c, const vsoc_ack_t *ack)
+{
+    for (size_t i = 0; i < NAMES_MAX; i++)
+        if (!strcmp(c->names[i].cmd_id, ack->cmd_id))
+            return c->names[i].action;
+    return ack->status == VSOC_ACK_RELEASED ? "quarantine" : "command";
+}
+
+static void run_on_ack(void *ctx, const vsoc_ack_t *ack, const char *json, size_t n)
+{
+    run_ctx_t *c = ctx;
+    logf_("cmd %s seq %llu %s: %s%s%s", ack->cmd_id, (unsigned long long)ack->seq,
+          action_of(c, ack), vsoc_ack_status_name(ack->status), ack->reason[0] ? ": " : "",
+          ack->reason);
+    char err[512];
+    if (vsoc_mqtt_publish(c->mq, c->ack_topic, json, n, 5000, err, sizeof err) != 0)
+        logf_("ack for %s not confirmed by the broker: %s", ack->cmd_id, err);
+}
+
+/* The current speed from the speed file: a number of kph; missing or unreadable: unknown. */
+static void read_speed(const char *path, vsoc_vagent_state_t *st, int *warned)
+{
+    st->speed_known = 0;
+    if (!path)
+        return;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    char buf[64];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *end;
+    errno = 0;
+    double v = strtod(buf, &end);
+    while (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t')
+        end++;
+    if (end == buf || *end || errno || v != v || v < 0) {
+        if (!*warned)
+            logf_("%s: \"%.20s\" is not a speed in kph; speed unknown", path, buf);
+        *warned = 1;
+        return;
+    }
+    *warned = 0;
+    st->speed_known = 1;
+    st->speed_kph = v;
+}
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Remembers which action a cmd_id is, for the log line of its later acks. */
+static void note_action(run_ctx_t *c, const char *buf, size_t n)
+{
+    static vsoc_envelope_t e;
+    if (vsoc_envelope_parse(buf, n, &e, NULL, 0) != 0)
+        return;
+    size_t i = c->next_name++ % NAMES_MAX;
+    snprintf(c->names[i].cmd_id, sizeof c->names[i].cmd_id, "%.36s", e.cmd_id);
+    snprintf(c->names[i].action, sizeof c->names[i].action, "%.31s", e.action);
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    const char *vin = NULL, *broker = NULL, *cafile = NULL, *cert = NULL, *key = NULL;
+    const char *signing = NULL, *state_dir = NULL, *speed_file = NULL, *trust[MAX_KEYS];
+    size_t ntrust = 0;
+    long long once_idle = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        const char **dst = NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (is_opt(a, "--vin"))
+            dst = &vin;
+        else if (is_opt(a, "--broker"))
+            dst = &broker;
+        else if (is_opt(a, "--cafile"))
+            dst = &cafile;
+        else if (is_opt(a, "--cert"))
+            dst = &cert;
+        else if (is_opt(a, "--key"))
+            dst = &key;
+        else if (is_opt(a, "--signing-key"))
+            dst = &signing;
+        else if (is_opt(a, "--state-dir"))
+            dst = &state_dir;
+        else if (is_opt(a, "--speed-file"))
+            dst = &speed_file;
+        if (dst) {
+            const char *name = a;
+            char opt[32];
+            snprintf(opt, sizeof opt, "%.*s", (int)strcspn(name, "="), name);
+            if (!(*dst = value(argc, argv, &i, opt)))
+                return EXIT_USAGE;
+            continue;
+        }
+        if (is_opt(a, "--trust")) {
+            if (!(v = value(argc, argv, &i, "--trust")))
+                return EXIT_USAGE;
+            if (ntrust == MAX_KEYS) {
+                fprintf(stderr, "vsoc-agent: more than %d --trust\n", MAX_KEYS);
+                return EXIT_USAGE;
+            }
+            trust[ntrust++] = v;
+        } else if (is_opt(a, "--once-idle")) {
+            uint64_t s;
+            if (!(v = value(argc, argv, &i, "--once-idle")))
+                return EXIT_USAGE;
+            if (parse_u64(v, &s) != 0 || s == 0 || s > 86400) {
+                fprintf(stderr, "vsoc-agent: --once-idle: \"%s\" is not 1..86400 seconds\n", v);
+                return EXIT_USAGE;
+            }
+            once_idle = (long long)s;
+        } else {
+            fprintf(stderr, "vsoc-agent: run: unexpected %s (see vsoc-agent --help)\n", a);
+            return EXIT_USAGE;
+        }
+    }
+    const char *missing = !vin ? "--vin" : !broker ? "--broker" : !cafile ? "--cafile"
+                        : !cert ? "--cert" : !key ? "--key" : !ntrust ? "--trust"
+                        : !signing ? "--signing-key" : !state_dir ? "--state-dir" : NULL;
+    if (missing) {
+        fprintf(stderr, "vsoc-agent: run needs %s (see vsoc-agent --help)\n", missing);
+        return EXIT_USAGE;
+    }
+    char host[256];
+    int port = 8883;
+    const char *colon = strrchr(broker, ':');
+    if (colon && strchr(broker, ':') == colon) {
+        uint64_t p;
+        if (parse_u64(colon + 1, &p) != 0 || p == 0 || p > 65535) {
+            fprintf(stderr, "vsoc-agent: --broker: bad port in \"%s\"\n", broker);
+            return EXIT_USAGE;
+        }
+        port = (int)p;
+        snprintf(host, sizeof host, "%.*s", (int)(colon - broker), broker);
+    } else {
+        snprintf(host, sizeof host, "%s", broker);
+    }
+
+    /* Unreadable TLS files are a configuration error, not a reason to retry. */
+    const char *tls_files[] = {cafile, cert, key};
+    for (size_t i = 0; i < 3; i++) {
+        if (access(tls_files[i], R_OK) != 0) {
+            fprintf(stderr, "vsoc-agent: %s: %s\n", tls_files[i], strerror(errno));
+            return EXIT_USAGE;
+        }
+    }
+    int rc = EXIT_USAGE;
+    char err[512];
+    vsoc_key_t *keys[MAX_KEYS] = {0}, *own = NULL;
+    vsoc_vagent_t *agent = NULL;
+    static run_ctx_t c; /* large (the queue); one per process */
+    memset(&c, 0, sizeof c);
+    for (size_t i = 0; i < ntrust; i++) {
+        if (!(keys[i] = vsoc_key_load_public(trust[i], NULL, err, sizeof err))) {
+            fprintf(stderr, "vsoc-agent: %s\n", err);
+            goto done;
+        }
+    }
+    if (!(own = vsoc_key_load_private(signing, NULL, err, sizeof err))) {
+        fprintf(stderr, "vsoc-agent: %s\n", err);
+        goto done;
+    }
+    snprintf(c.ack_topic, sizeof c.ack_topic, "vehicles/%s/acks", vin);
+    char cmd_topic[128];
+    snprintf(cmd_topic, sizeof cmd_topic, "vehicles/%s/commands", vin);
+    vsoc_vagent_opts_t ao = {
+        .vin = vin, .trusted = (const vsoc_key_t *const *)keys, .ntrusted = ntrust,
+        .key = own, .state_dir = state_dir, .on_ack = run_on_ack, .ctx = &c,
+    };
+    if (!(agent = vsoc_vagent_new(&ao, err, sizeof err))) {
+        fprintf(stderr, "vsoc-agent: %s\n", err);
+        goto done;
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal; /* no SA_RESTART: the network wait returns at once */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    /* The broker keeps the session (clean_session 0): commands sent while the vehicle is
+     * offline wait for it. */
+    vsoc_mqtt_opts_t mo = {
+        .host = host, .port = port, .client_id = vin, .cafile = cafile, .certfile = cert,
+        .keyfile = key, .clean_session = 0, .on_message = run_on_message, .ctx = &c,
+    };
+    int backoff_ms = 500;
+    while (!stop_signal && !(c.mq = vsoc_mqtt_connect(&mo, 10000, err, sizeof err))) {
+        logf_("%s; retrying in %d ms", err, backoff_ms);
+        struct timespec ts = {backoff_ms / 1000, (long)(backoff_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        backoff_ms = backoff_ms * 2 > 30000 ? 30000 : backoff_ms * 2;
+    }
+    if (!c.mq) {
+        rc = 0;
+        goto done;
+    }
+    if (vsoc_mqtt_subscribe(c.mq, cmd_topic, 10000, err, sizeof err) != 0) {
+        fprintf(stderr, "vsoc-agent: %s\n", err);
+        rc = EXIT_REJECTED;
+        goto done;
+    }
+    logf_("%s connected to %s:%d, waiting for commands on %s (last seq %llu)", vin, host,
+          port, cmd_topic, (unsigned long long)vsoc_vagent_last_seq(agent));
+
+    vsoc_vagent_state_t st = {0};
+    int warned = 0;
+    char last_err[512] = "";
+    read_speed(speed_file, &st, &warned);
+    long long last_msg = mono_ms(), next_tick = mono_ms();
+    while (!stop_signal) {
+        if (vsoc_mqtt_loop(c.mq, 200, err, sizeof err) != 0) {
+            if (strcmp(err, last_err) != 0) /* one line per change, not per retry */
+                logf_("%s", err);
+            snprintf(last_err, sizeof last_err, "%s", err);
+        } else if (last_err[0]) {
+            logf_("reconnected");
+            last_err[0] = 0;
+        }
+        if (c.dropped) {
+            logf_("%zu messages dropped: more than %d waiting", c.dropped, QUEUE_MAX);
+            c.dropped = 0;
+        }
+        /* Handling may publish (and so run the network, queueing more): take the queue
+         * one message at a time from the front. */
+        while (c.nq > 0) {
+            run_msg_t m = c.q[0];
+            memmove(c.q, c.q + 1, (c.nq - 1) * sizeof *c.q);
+            c.nq--;
+            last_msg = mono_ms();
+            st.now = (int64_t)time(NULL);
+            note_action(&c, m.p, m.n);
+            int r = vsoc_vagent_handle(agent, m.p, m.n, &st);
+            if (r == VSOC_EPARSE)
+                logf_("a %zu-byte message on %s is not a command for %s; ignored", m.n,
+                      cmd_topic, vin);
+            else if (r < 0)
+                logf_("handling a command failed: %s (its ack waits for the next write)",
+                      vsoc_strerror(r));
+            free(m.p);
+        }
+        long long t = mono_ms();
+        if (t >= next_tick) {
+            next_tick = t + TICK_MS;
+            read_speed(speed_file, &st, &warned);
+            st.now = (int64_t)time(NULL);
+            int r = vsoc_vagent_tick(agent, &st);
+            if (r < 0)
+                logf_("tick failed: %s", vsoc_strerror(r));
+        }
+        if (once_idle && t - last_msg >= once_idle * 1000) {
+            logf_("idle for %lld s; exiting", once_idle);
+            break;
+        }
+    }
+    if (stop_signal)
+        logf_("stopping on signal %d", (int)stop_signal);
+    rc = 0;
+done:
+    vsoc_mqtt_free(c.mq);
+    c.mq = NULL;
+    for (size_t i = 0; i < c.nq; i++)
+        free(c.q[i].p);
+    vsoc_vagent_free(agent);
+    vsoc_key_free(own);
+    for (size_t i = 0; i < ntrust; i++)
+        vsoc_key_free(keys[i]);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -213,6 +726,12 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "verify"))
         return cmd_verify(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "verify-ack"))
+        return cmd_verify_ack(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "run"))
+        return cmd_run(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "status"))
+        return cmd_status(argc - 1, argv + 1);
     fprintf(stderr, "vsoc-agent: unknown command \"%s\" (see vsoc-agent --help)\n", argv[1]);
     return EXIT_USAGE;
 }

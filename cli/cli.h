@@ -15,10 +15,18 @@ int cmd_replay(int argc, char **argv);
 int cmd_rules(int argc, char **argv);
 int cmd_baseline(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
+int cmd_playbooks(int argc, char **argv);
+int cmd_incidents(int argc, char **argv);
+int cmd_commands(int argc, char **argv);
+int cmd_respond(int argc, char **argv);
+int cmd_audit(int argc, char **argv);
 
 /* The default rule pack's directory: $VSOC_RULES, else the pack installed beside the
  * binary (../share/vsoc/rules), else the source tree's rules/. */
 const char *cli_default_rules(void);
+/* The same for the default playbooks ($VSOC_PLAYBOOKS, ../share/vsoc/playbooks, the source
+ * tree's playbooks/). */
+const char *cli_default_playbooks(void);
 
 /* Loads rules from paths (the default pack when n is 0). Prints errors (and warnings when
  * show_warnings) to stderr. Returns the ruleset, or NULL when any rule failed to compile. */
@@ -28,6 +36,9 @@ vsoc_ruleset_t *cli_load_rules(const char *const *paths, size_t n, int show_warn
 extern const vsoc_rule_load_opts_t cli_rule_load_opts;
 
 uint64_t cli_now_ns(void);
+
+/* us (epoch microseconds) as "YYYY-MM-DDTHH:MM:SS.mmmZ" into buf (at least 32 bytes). */
+void cli_fmt_time(int64_t us, char *buf, size_t n);
 
 /* Malformed-line reporting for commands that read captures: the first max_errors lines are
  * printed as "file:line: reason", the rest only counted. */

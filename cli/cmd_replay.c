@@ -7,6 +7,7 @@
 #include "engine.h"
 #include "score.h"
 #include "file/reader.h"
+#include "response.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -37,13 +38,33 @@ static void usage(FILE *out)
             "  --frame-gap DUR    event-time spacing for captures without timestamps\n"
             "                     (default 1ms)\n"
             "  --stats            print per-rule counters (evaluations, matches, time)\n"
+            "\n"
+            "response (docs/playbooks.md): alerts are grouped into incidents, which run the\n"
+            "playbooks; commands go to an in-process agent per vehicle (the loopback), all\n"
+            "on event time. The response log goes to stderr.\n"
+            "  --db FILE          keep alerts, incidents, runs, commands, acks and the audit\n"
+            "                     log in a SQLite store (replaying again adds nothing)\n"
+            "  --playbooks PATH   playbook file or directory (repeatable; default: the\n"
+            "                     default playbooks, %s)\n"
+            "  --no-playbooks     incidents only, no playbook runs\n"
+            "  --key FILE         Ed25519 private key that signs commands (vsoc keygen);\n"
+            "                     without one a throwaway key is made and the log says so\n"
+            "  --transport T      loopback (default) or none: leave approved commands queued\n"
+            "                     in --db for vsoc respond to deliver\n"
+            "  --dry-run          show the commands that would be sent; send and store\n"
+            "                     nothing of the response\n"
+            "  --approve-all      approve every command that asks for a person (demos only;\n"
+            "                     said loudly in the output)\n"
+            "  --incident-gap DUR alerts of a vehicle further apart start a new incident\n"
+            "                     (default 15m)\n"
             "  -q, --quiet        no summary\n"
             "  --no-progress      no progress line, even on a terminal\n"
             "  -h, --help         this help\n"
             "\n"
             "exit status: 0 done (with or without alerts), 1 a capture could not be read or\n"
-            "the alerts could not be written, 2 usage or rule errors.\n",
-            cli_default_rules());
+            "the alerts could not be written or the store failed, 2 usage, rule or playbook\n"
+            "errors.\n",
+            cli_default_rules(), cli_default_playbooks());
 }
 
 typedef struct replay {
@@ -51,6 +72,8 @@ typedef struct replay {
     int out_err;
     uint64_t alerts;
     cli_bad_t bad;
+    cli_response_t *resp; /* NULL: no response side */
+    int resp_err;
 } replay_t;
 
 static void on_alert(void *ctx, const vsoc_alert_t *a)
@@ -63,6 +86,8 @@ static void on_alert(void *ctx, const vsoc_alert_t *a)
     }
     if (fputs(s, rp->out) == EOF || fputc('\n', rp->out) == EOF)
         rp->out_err = errno;
+    if (rp->resp && cli_response_alert(rp->resp, a, s) != 0)
+        rp->resp_err = 1;
     free(s);
     rp->alerts++;
 }
@@ -88,6 +113,8 @@ int cmd_replay(int argc, char **argv)
     long max_errors = 10;
     int64_t gap_us = 1000;
     int stats = 0, quiet = 0, progress = isatty(2);
+    const char **pbs = calloc((size_t)argc + 1, sizeof *pbs);
+    cli_response_opts_t ropt = {.loopback = 1, .playbooks = pbs};
     int rc = EXIT_USAGE;
     /* Everything below is released at done:, whatever stage failed. */
     vsoc_ruleset_t *rs = NULL;
@@ -95,7 +122,7 @@ int cmd_replay(int argc, char **argv)
     vsoc_scorer_t *scorer = NULL;
     vsoc_engine_t *eng = NULL;
     replay_t rp = {.out = stdout, .bad = {0, 10}};
-    if (!rules || !files) {
+    if (!rules || !files || !pbs) {
         fprintf(stderr, "vsoc replay: out of memory\n");
         goto done;
     }
@@ -135,6 +162,44 @@ int cmd_replay(int argc, char **argv)
                 goto done;
             if (vsoc_parse_duration(val, &gap_us) != 0 || gap_us <= 0) {
                 fprintf(stderr, "vsoc replay: bad --frame-gap '%s' (e.g. 1ms, 500us)\n", val);
+                goto done;
+            }
+        } else if (cli_opt(a, "--db", &val)) {
+            if (!(val = cli_value(argc, argv, &i, val, "vsoc replay", "--db")))
+                goto done;
+            ropt.db = val;
+        } else if (cli_opt(a, "--playbooks", &val)) {
+            if (!(val = cli_value(argc, argv, &i, val, "vsoc replay", "--playbooks")))
+                goto done;
+            if (pbs)
+                pbs[ropt.nplaybooks++] = val;
+        } else if (!strcmp(a, "--no-playbooks")) {
+            ropt.no_playbooks = 1;
+        } else if (cli_opt(a, "--key", &val)) {
+            if (!(val = cli_value(argc, argv, &i, val, "vsoc replay", "--key")))
+                goto done;
+            ropt.keyfile = val;
+        } else if (cli_opt(a, "--transport", &val)) {
+            if (!(val = cli_value(argc, argv, &i, val, "vsoc replay", "--transport")))
+                goto done;
+            if (!strcmp(val, "loopback")) {
+                ropt.loopback = 1;
+            } else if (!strcmp(val, "none")) {
+                ropt.loopback = 0;
+            } else {
+                fprintf(stderr, "vsoc replay: --transport is loopback or none, not '%s'\n", val);
+                goto done;
+            }
+        } else if (!strcmp(a, "--dry-run")) {
+            ropt.dry_run = 1;
+        } else if (!strcmp(a, "--approve-all")) {
+            ropt.approve_all = 1;
+        } else if (cli_opt(a, "--incident-gap", &val)) {
+            if (!(val = cli_value(argc, argv, &i, val, "vsoc replay", "--incident-gap")))
+                goto done;
+            if (vsoc_parse_duration(val, &ropt.incident_gap_us) != 0 ||
+                ropt.incident_gap_us <= 0) {
+                fprintf(stderr, "vsoc replay: bad --incident-gap '%s' (e.g. 15m)\n", val);
                 goto done;
             }
         } else if (!strcmp(a, "--stats")) {
@@ -184,6 +249,15 @@ int cmd_replay(int argc, char **argv)
             goto done;
         }
     }
+    if (!ropt.no_playbooks || ropt.db) {
+        ropt.log = quiet ? NULL : stderr;
+        int code;
+        rp.resp = cli_response_new(&ropt, &code);
+        if (!rp.resp) {
+            rc = code;
+            goto done;
+        }
+    }
     vsoc_engine_opts_t eo = {.on_alert = on_alert, .ctx = &rp,
                              .clock_ns = stats ? cli_now_ns : NULL, .scorer = scorer};
     eng = vsoc_engine_new(rs, &eo, err, sizeof err);
@@ -215,6 +289,8 @@ int cmd_replay(int argc, char **argv)
                 ids++;
             if (vsoc_engine_process(eng, &ev) == VSOC_ENOMEM)
                 oom++;
+            if (rp.resp && cli_response_event(rp.resp, &ev) != 0)
+                rp.resp_err = 1;
             if (progress && (events & 0xFFFF) == 0) {
                 uint64_t now = cli_now_ns();
                 if (now - last_progress > 250000000ull) {
@@ -234,6 +310,10 @@ int cmd_replay(int argc, char **argv)
         lines += vsoc_reader_lines(r);
         vsoc_reader_close(r);
     }
+    if (rp.resp && cli_response_finish(rp.resp) != 0)
+        rp.resp_err = 1;
+    if (rp.resp_err)
+        rc = 1;
     if (fflush(rp.out) != 0 && !rp.out_err)
         rp.out_err = errno;
     if (rp.out_err) {
@@ -269,6 +349,8 @@ int cmd_replay(int argc, char **argv)
                 fprintf(stderr, "  (+%llu suppressed)", (unsigned long long)st->suppressed);
             fputc('\n', stderr);
         }
+        if (rp.resp)
+            cli_response_summary(rp.resp, stderr);
         fprintf(stderr, "elapsed %.3f s, %s events/s\n", secs,
                 human_rate(secs > 0 ? (double)events / secs : 0, rb, sizeof rb));
     }
@@ -286,6 +368,8 @@ int cmd_replay(int argc, char **argv)
                 (unsigned long long)vsoc_engine_groups(eng));
     }
 done:
+    cli_response_free(rp.resp);
+    free(pbs);
     if (rp.out != stdout)
         fclose(rp.out);
     vsoc_engine_free(eng);

@@ -1,6 +1,7 @@
 /* vsoc.c: the vsoc command: dispatches to subcommands (docs/vsoc.md). */
 #include "cli.h"
 #include "file/reader.h"
+#include "util.h"
 #include "vsoc.h"
 
 #include <jansson.h>
@@ -25,6 +26,11 @@ static void usage(FILE *out)
             "  rules lint  check rule files and report every problem as file:line:col\n"
             "  rules test  run the tests embedded in rules\n"
             "  baseline    learn, show or score a baseline of normal traffic (vsoc baseline --help)\n"
+            "  playbooks   lint the incident playbooks (vsoc playbooks --help)\n"
+            "  incidents   list, show, resolve incidents in a store (vsoc incidents --help)\n"
+            "  commands    list, approve, reject, export vehicle commands (vsoc commands --help)\n"
+            "  respond     deliver approved commands to vehicles and collect their acks\n"
+            "  audit       verify or show a store's hash-chained audit log\n"
             "  keygen      write an Ed25519 key pair for signing vehicle commands\n"
             "  version     print the version\n"
             "  help        print this help\n"
@@ -32,12 +38,14 @@ static void usage(FILE *out)
             "Each command has its own --help and a page in docs/.\n");
 }
 
-const char *cli_default_rules(void)
+/* $env, else ../share/vsoc/<what> beside the binary when installed, else the source tree's
+ * copy (fallback). */
+static const char *default_dir(const char *env_name, const char *what, char *installed,
+                               size_t cap, const char *fallback)
 {
-    const char *env = getenv("VSOC_RULES");
+    const char *env = getenv(env_name);
     if (env && *env)
         return env;
-    static char installed[PATH_MAX + 32];
     char exe[PATH_MAX - 32];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n > 0) {
@@ -45,12 +53,25 @@ const char *cli_default_rules(void)
         char *slash = strrchr(exe, '/');
         if (slash) {
             *slash = 0;
-            snprintf(installed, sizeof installed, "%s/../share/vsoc/rules", exe);
+            snprintf(installed, cap, "%s/../share/vsoc/%s", exe, what);
             if (access(installed, R_OK) == 0)
                 return installed;
         }
     }
-    return VSOC_DEFAULT_RULES;
+    return fallback;
+}
+
+const char *cli_default_rules(void)
+{
+    static char installed[PATH_MAX + 32];
+    return default_dir("VSOC_RULES", "rules", installed, sizeof installed, VSOC_DEFAULT_RULES);
+}
+
+const char *cli_default_playbooks(void)
+{
+    static char installed[PATH_MAX + 32];
+    return default_dir("VSOC_PLAYBOOKS", "playbooks", installed, sizeof installed,
+                       VSOC_DEFAULT_PLAYBOOKS);
 }
 
 vsoc_ruleset_t *cli_load_rules(const char *const *paths, size_t n, int show_warnings)
@@ -102,6 +123,25 @@ uint64_t cli_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void cli_fmt_time(int64_t us, char *buf, size_t n)
+{
+    int64_t s = us / 1000000, frac = us % 1000000;
+    if (frac < 0) {
+        frac += 1000000;
+        s--;
+    }
+    int64_t days = s / 86400, rem = s % 86400;
+    if (rem < 0) {
+        rem += 86400;
+        days--;
+    }
+    int64_t y;
+    int m, d;
+    vsoc_civil_from_days(days, &y, &m, &d);
+    snprintf(buf, n, "%04lld-%02d-%02dT%02d:%02d:%02d.%03dZ", (long long)y, m, d,
+             (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60), (int)(frac / 1000));
 }
 
 void cli_on_bad(void *ctx, const char *file, uint64_t lineno, const char *reason)
@@ -162,6 +202,16 @@ int main(int argc, char **argv)
         return cmd_baseline(argc - 1, argv + 1);
     if (!strcmp(cmd, "keygen"))
         return cmd_keygen(argc - 1, argv + 1);
+    if (!strcmp(cmd, "playbooks"))
+        return cmd_playbooks(argc - 1, argv + 1);
+    if (!strcmp(cmd, "incidents"))
+        return cmd_incidents(argc - 1, argv + 1);
+    if (!strcmp(cmd, "commands"))
+        return cmd_commands(argc - 1, argv + 1);
+    if (!strcmp(cmd, "respond"))
+        return cmd_respond(argc - 1, argv + 1);
+    if (!strcmp(cmd, "audit"))
+        return cmd_audit(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("vsoc %s\n", VSOC_VERSION);
         return 0;

@@ -4,6 +4,7 @@
  * a fixed order while args' keys are sorted; strings go through jansson's own encoder so the
  * escaping is exactly jansson's. */
 #include "envelope.h"
+#include "envelope_internal.h"
 #include "util.h"
 
 #include <jansson.h>
@@ -19,12 +20,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-struct vsoc_key {
-    EVP_PKEY *pkey;
-    int is_private;
-    char id[VSOC_KEY_ID_MAX + 1];
-};
 
 static const char *const reason_names[] = {
     "ok", "malformed", "unknown_key", "bad_signature", "wrong_vin", "expired", "replayed",
@@ -692,7 +687,7 @@ int vsoc_envelope_sign(vsoc_envelope_t *e, const vsoc_key_t *key, char *err, siz
 
 /* Decodes sig into raw[64]: only the one canonical base64 spelling of 64 bytes is accepted,
  * so a signature cannot be re-encoded into a second valid envelope. */
-static int sig_decode(const char *sig, unsigned char raw[64])
+int vsoc_envelope_sig_decode(const char *sig, unsigned char raw[64])
 {
     if (strlen(sig) != VSOC_ENVELOPE_SIG_LEN)
         return -1;
@@ -704,8 +699,8 @@ static int sig_decode(const char *sig, unsigned char raw[64])
     return memcmp(back, sig, VSOC_ENVELOPE_SIG_LEN) == 0 ? 0 : -1;
 }
 
-static int sig_ok(const vsoc_key_t *k, const unsigned char *tbs,
-                  size_t n, const unsigned char raw[64])
+int vsoc_envelope_sig_ok(const vsoc_key_t *k, const unsigned char *tbs,
+                         size_t n, const unsigned char raw[64])
 {
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     int ok = md && EVP_DigestVerifyInit(md, NULL, NULL, NULL, k->pkey) == 1 &&
@@ -721,7 +716,7 @@ vsoc_envelope_reason_t vsoc_envelope_verify(const vsoc_envelope_t *e,
 {
     int known = 0, good = 0;
     unsigned char raw[64];
-    int decoded = sig_decode(e->sig, raw) == 0;
+    int decoded = vsoc_envelope_sig_decode(e->sig, raw) == 0;
     char *tbs = NULL;
     size_t len = 0;
     for (size_t i = 0; i < n && !good; i++) {
@@ -733,7 +728,7 @@ vsoc_envelope_reason_t vsoc_envelope_verify(const vsoc_envelope_t *e,
         /* Out of memory or an unwritable time cannot be verified: a bad signature. */
         if (!tbs && vsoc_envelope_canonical(e, &tbs, &len) != 0)
             break;
-        good = sig_ok(trusted[i], (const unsigned char *)tbs, len, raw);
+        good = vsoc_envelope_sig_ok(trusted[i], (const unsigned char *)tbs, len, raw);
     }
     free(tbs);
     if (!known)

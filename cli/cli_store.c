@@ -1,0 +1,116 @@
+/* cli_store.c: the store helpers shared by vsoc incidents, commands, audit and the commands
+ * that run the responder (cli_store.h). */
+#include "cli_store.h"
+
+#include "envelope.h"
+
+#include <stdio.h>
+#include <time.h>
+
+vsoc_store_t *cli_store_open(const char *path, int must_exist)
+{
+    char err[600];
+    vsoc_store_t *s = must_exist ? vsoc_store_open_existing(path, err, sizeof err)
+                                 : vsoc_store_open(path, err, sizeof err);
+    if (!s)
+        fprintf(stderr, "vsoc: %s\n", err);
+    return s;
+}
+
+int cli_store_on_change(void *store, const vsoc_change_t *c)
+{
+    vsoc_store_t *s = store;
+    int rc = vsoc_store_apply_change(s, c);
+    if (rc != 0) {
+        fprintf(stderr, "vsoc: %s\n", vsoc_store_errmsg(s));
+        return rc < 0 ? rc : -1;
+    }
+    return 0;
+}
+
+/* The restore callbacks keep the first failure's message here and stop the iteration. */
+typedef struct restore_ctx {
+    vsoc_responder_t *r;
+    vsoc_incidents_t *g;
+    char what[160];
+    int rc;
+} restore_ctx_t;
+
+static int on_run(void *ctx, const vsoc_run_t *run)
+{
+    restore_ctx_t *x = ctx;
+    if ((x->rc = vsoc_responder_restore_run(x->r, run)) != 0)
+        snprintf(x->what, sizeof x->what, "run %s", run->id);
+    return x->rc;
+}
+
+/* cmd->envelope points at the stored envelope text for the duration of the call. */
+static int on_cmd(void *ctx, const vsoc_command_t *cmd)
+{
+    restore_ctx_t *x = ctx;
+    if ((x->rc = vsoc_responder_restore_command(x->r, cmd)) != 0)
+        snprintf(x->what, sizeof x->what, "command %s", cmd->cmd_id);
+    return x->rc;
+}
+
+static int on_seq(void *ctx, const char *vin, uint64_t last_seq)
+{
+    restore_ctx_t *x = ctx;
+    if ((x->rc = vsoc_responder_restore_seq(x->r, vin, last_seq)) != 0)
+        snprintf(x->what, sizeof x->what, "the seq of vehicle %s", vin);
+    return x->rc;
+}
+
+static int on_incident(void *ctx, const vsoc_incident_t *inc)
+{
+    restore_ctx_t *x = ctx;
+    if ((x->rc = vsoc_incidents_restore(x->g, inc)) != 0)
+        snprintf(x->what, sizeof x->what, "incident %s", inc->id);
+    return x->rc;
+}
+
+/* rc from an each_ call: the store's error, or the callback's (x->rc). */
+static int restore_done(vsoc_store_t *s, const restore_ctx_t *x, int rc)
+{
+    if (rc == 0)
+        return 0;
+    if (x->rc != 0)
+        fprintf(stderr, "vsoc: restoring %s: %s\n", x->what, vsoc_strerror(x->rc));
+    else
+        fprintf(stderr, "vsoc: %s\n", vsoc_store_errmsg(s));
+    return -1;
+}
+
+int cli_responder_restore(vsoc_responder_t *r, vsoc_store_t *s)
+{
+    restore_ctx_t x = {.r = r};
+    int rc = vsoc_store_each_run(s, on_run, &x);
+    if (rc == 0)
+        rc = vsoc_store_each_command(s, 1, on_cmd, &x);
+    if (rc == 0)
+        rc = vsoc_store_each_seq(s, on_seq, &x);
+    return restore_done(s, &x, rc);
+}
+
+int cli_incidents_restore(vsoc_incidents_t *g, vsoc_store_t *s)
+{
+    restore_ctx_t x = {.g = g};
+    return restore_done(s, &x, vsoc_store_each_latest_incident(s, on_incident, &x));
+}
+
+int64_t cli_wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+const char *cli_time_us(int64_t us, char buf[32])
+{
+    int64_t sec = us / 1000000;
+    if (us % 1000000 < 0)
+        sec--; /* floor: a time before 1970 belongs to the second before */
+    if (vsoc_envelope_time_format(sec, buf) != 0)
+        snprintf(buf, 32, "-");
+    return buf;
+}

@@ -1,0 +1,45 @@
+/* response.h: vsoc replay's response side: alerts into the store and into incidents,
+ * incidents into playbook runs, commands signed and delivered to an in-process loopback
+ * agent per vehicle, acks back to the runs. Everything runs on event time.
+ *
+ * Owned by one replay; it owns the store handle, the incident grouper, the responder, the
+ * signing key and the loopback agents. */
+#ifndef VSOC_CLI_RESPONSE_H
+#define VSOC_CLI_RESPONSE_H
+
+#include "engine.h"
+
+#include <stdio.h>
+
+typedef struct cli_response_opts {
+    const char *db;                 /* store file; NULL: nothing is kept */
+    const char *const *playbooks;   /* paths; none: the default playbooks */
+    size_t nplaybooks;
+    int no_playbooks;               /* incidents only */
+    const char *keyfile;            /* signing key; NULL: a throwaway key */
+    int dry_run;
+    int approve_all;
+    int loopback;                   /* 1: deliver to in-process agents; 0: leave commands
+                                       queued in the store for `vsoc respond` */
+    int64_t incident_gap_us;        /* 0: the default */
+    FILE *log;                      /* the response log (stderr), NULL: silent */
+} cli_response_opts_t;
+
+typedef struct cli_response cli_response_t;
+
+/* Prints what went wrong and returns NULL (with *exit_code 1 or 2). */
+cli_response_t *cli_response_new(const cli_response_opts_t *o, int *exit_code);
+void cli_response_free(cli_response_t *r);
+
+/* An alert (and its JSON as written): store, incident, runs. Returns 0 or -1 when the
+ * store failed (the message was printed). */
+int cli_response_alert(cli_response_t *r, const vsoc_alert_t *a, const char *json);
+/* Every event after the engine saw it: advances timers each second of event time and
+ * keeps each vehicle's last speed for its loopback agent. */
+int cli_response_event(cli_response_t *r, const vsoc_event_t *ev);
+/* End of input: last timers, commit. Returns 0 or -1. */
+int cli_response_finish(cli_response_t *r);
+/* A summary for the replay's stderr summary. */
+void cli_response_summary(const cli_response_t *r, FILE *out);
+
+#endif
