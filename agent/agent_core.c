@@ -88,6 +88,7 @@ struct vsoc_vagent {
     outmsg_t *out;
     size_t nout, capout;
     int dirty;                /* memory differs from state.json */
+    vsoc_envelope_t scratch;  /* the envelope being judged (6 KB: not on the stack) */
 };
 
 __attribute__((format(printf, 3, 4)))
@@ -379,8 +380,9 @@ static int send_ack(vsoc_vagent_t *a, const char *cmd_id, uint64_t seq, vsoc_ack
         return rc;
     }
     static const int counter_of[] = {C_APPLIED, C_REJECTED, C_DEFERRED, C_RELEASED};
+    /* An answer not stored (a forgery, a malformed text) changes only a counter: it is
+     * written with the next change rather than costing a disk write of its own. */
     a->counters[counter_of[s]]++;
-    a->dirty = 1;
     return outbox_push(a, &ack, json, n);
 }
 
@@ -668,10 +670,10 @@ int vsoc_vagent_handle(vsoc_vagent_t *a, const char *buf, size_t n,
 {
     if (!a->o.key || !a->vin[0])
         return VSOC_EINVAL;
-    static vsoc_envelope_t e; /* 6 KB; one thread (agent_core.h) */
+    vsoc_envelope_t *e = &a->scratch;
     char cmd_id[UUID_LEN + 1];
     int status;
-    if (vsoc_envelope_parse(buf, n, &e, NULL, 0) != 0) {
+    if (vsoc_envelope_parse(buf, n, e, NULL, 0) != 0) {
         if (!peek_cmd_id(a, buf, n, cmd_id))
             return VSOC_EPARSE;
         answered_t *x = find_answered(a, cmd_id);
@@ -679,16 +681,16 @@ int vsoc_vagent_handle(vsoc_vagent_t *a, const char *buf, size_t n,
                    : send_ack(a, cmd_id, 0, VSOC_ACK_REJECTED, "malformed", st->now, 0);
         if (status == 0 && !x)
             status = VSOC_ACK_REJECTED;
-    } else if (find_answered(a, e.cmd_id)) {
-        status = resend(a, find_answered(a, e.cmd_id));
+    } else if (find_answered(a, e->cmd_id)) {
+        status = resend(a, find_answered(a, e->cmd_id));
     } else {
         vsoc_envelope_check_t chk = {.vin = a->vin, .now = st->now, .last_seq = a->last_seq};
-        vsoc_envelope_reason_t r = vsoc_envelope_verify(&e, a->o.trusted, a->o.ntrusted, &chk);
+        vsoc_envelope_reason_t r = vsoc_envelope_verify(e, a->o.trusted, a->o.ntrusted, &chk);
         if (r == VSOC_ENVELOPE_OK) {
-            status = judge(a, &e, st);
+            status = judge(a, e, st);
         } else {
             int authentic = r != VSOC_ENVELOPE_UNKNOWN_KEY && r != VSOC_ENVELOPE_BAD_SIGNATURE;
-            status = send_ack(a, e.cmd_id, e.seq, VSOC_ACK_REJECTED,
+            status = send_ack(a, e->cmd_id, e->seq, VSOC_ACK_REJECTED,
                               vsoc_envelope_reason_name(r), st->now, authentic);
             if (status == 0)
                 status = VSOC_ACK_REJECTED;
@@ -704,18 +706,18 @@ int vsoc_vagent_tick(vsoc_vagent_t *a, const vsoc_vagent_state_t *st)
 {
     if (!a->o.key || !a->vin[0])
         return VSOC_EINVAL;
-    static vsoc_envelope_t e;
+    vsoc_envelope_t *e = &a->scratch;
     int rc = 0;
     char why[VSOC_ENVELOPE_STR_MAX + 1];
     for (size_t i = 0; i < a->ndef && rc == 0;) {
         deferred_t *d = &a->def[i];
         vsoc_gate_t g = {0};
         vsoc_envelope_reason_t r = VSOC_ENVELOPE_MALFORMED;
-        if (vsoc_envelope_parse(d->text, strlen(d->text), &e, NULL, 0) == 0) {
+        if (vsoc_envelope_parse(d->text, strlen(d->text), e, NULL, 0) == 0) {
             vsoc_envelope_check_t chk = {.vin = a->vin, .now = st->now,
                                          .last_seq = a->last_seq};
-            r = vsoc_envelope_verify(&e, a->o.trusted, a->o.ntrusted, &chk);
-            if (r == VSOC_ENVELOPE_OK && vsoc_gate_from_args(e.args, &g) != 0)
+            r = vsoc_envelope_verify(e, a->o.trusted, a->o.ntrusted, &chk);
+            if (r == VSOC_ENVELOPE_OK && vsoc_gate_from_args(e->args, &g) != 0)
                 r = VSOC_ENVELOPE_MALFORMED;
         }
         if (r == VSOC_ENVELOPE_OK && !gate_open(&g, st, why, sizeof why)) {
@@ -727,7 +729,7 @@ int vsoc_vagent_tick(vsoc_vagent_t *a, const vsoc_vagent_state_t *st)
         a->ndef--;
         a->dirty = 1;
         if (r == VSOC_ENVELOPE_OK)
-            rc = apply(a, &e, st->now);
+            rc = apply(a, e, st->now);
         else
             rc = send_ack(a, taken.cmd_id, taken.seq, VSOC_ACK_REJECTED,
                           vsoc_envelope_reason_name(r), st->now, 1);
@@ -819,9 +821,9 @@ static int load(vsoc_vagent_t *a, char *err, size_t errlen)
         goto bad;
     }
     json_array_foreach(def, i, v) {
-        static vsoc_envelope_t e;
+        vsoc_envelope_t *e = &a->scratch;
         if (!json_is_string(v) ||
-            vsoc_envelope_parse(json_string_value(v), json_string_length(v), &e, NULL, 0)) {
+            vsoc_envelope_parse(json_string_value(v), json_string_length(v), e, NULL, 0)) {
             what = "deferred";
             goto bad;
         }
@@ -830,10 +832,10 @@ static int load(vsoc_vagent_t *a, char *err, size_t errlen)
             what = "deferred (out of memory)";
             goto bad;
         }
-        copy_id(d->cmd_id, e.cmd_id);
-        snprintf(d->action, sizeof d->action, "%s", e.action);
-        d->seq = e.seq;
-        d->expires_at = e.expires_at;
+        copy_id(d->cmd_id, e->cmd_id);
+        snprintf(d->action, sizeof d->action, "%s", e->action);
+        d->seq = e->seq;
+        d->expires_at = e->expires_at;
         a->ndef++;
     }
     if (!json_is_array(qs) || json_array_size(qs) > QUARANTINES_MAX) {

@@ -370,8 +370,8 @@ static int cmd_status(int argc, char **argv)
 
 /* ---- run ----------------------------------------------------------------------------- */
 
-#define QUEUE_MAX 1024   /* received messages waiting for the agent */
 #define NAMES_MAX 64     /* recent cmd_id -> action, for the log line */
+#define SENT_MAX 1024    /* recent ack signatures, to log resent answers as such */
 #define TICK_MS 1000
 
 static volatile sig_atomic_t stop_signal;
@@ -381,22 +381,23 @@ static void on_signal(int sig)
     stop_signal = sig;
 }
 
-typedef struct run_msg {
-    char *p;
-    size_t n;
-} run_msg_t;
-
 typedef struct run_ctx {
     vsoc_mqtt_t *mq;
+    vsoc_vagent_t *agent;
+    vsoc_vagent_state_t st;  /* the clock and the speed, refreshed by the main loop */
+    const char *vin;
+    char cmd_topic[128];
     char ack_topic[128];
-    run_msg_t q[QUEUE_MAX];
-    size_t nq;
-    size_t dropped;
+    long long last_msg_ms;
     struct {
         char cmd_id[40];
         char action[32];
     } names[NAMES_MAX];
     size_t next_name;
+    int in_handle;           /* inside vsoc_vagent_handle for a message received at... */
+    int64_t handle_now;      /* ...this time */
+    char sent[SENT_MAX][VSOC_ENVELOPE_SIG_LEN + 1]; /* signatures of acks sent lately */
+    size_t next_sent;
 } run_ctx_t;
 
 __attribute__((format(printf, 1, 2)))
@@ -410,27 +411,45 @@ static void logf_(const char *fmt, ...)
     va_end(ap);
 }
 
-/* Called from inside mosquitto_loop: only queue; the agent runs after the loop returns. */
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Remembers which action a cmd_id is, for the log line of its later acks. */
+static void note_action(run_ctx_t *c, const char *buf, size_t n)
+{
+    static vsoc_envelope_t e;
+    if (vsoc_envelope_parse(buf, n, &e, NULL, 0) != 0)
+        return;
+    size_t i = c->next_name++ % NAMES_MAX;
+    snprintf(c->names[i].cmd_id, sizeof c->names[i].cmd_id, "%.36s", e.cmd_id);
+    snprintf(c->names[i].action, sizeof c->names[i].action, "%.31s", e.action);
+}
+
+/* A message from the broker (called by vsoc_mqtt_loop, outside libmosquitto's callbacks:
+ * the agent's acks may be published from here). */
 static void run_on_message(void *ctx, const char *topic, const void *payload, size_t n)
 {
     run_ctx_t *c = ctx;
-    if (c->nq == QUEUE_MAX) {
-        c->dropped++;
+    c->last_msg_ms = mono_ms();
+    if (strcmp(topic, c->cmd_topic) != 0) {
+        logf_("a message on %s ignored: not this vehicle's command topic", topic);
         return;
     }
-    /* Longer than an envelope can be: keep one byte more so the parser still says so. */
-    if (n > VSOC_ENVELOPE_MAX + 1)
-        n = VSOC_ENVELOPE_MAX + 1;
-    char *p = malloc(n + 1);
-    if (!p) {
-        c->dropped++;
-        return;
-    }
-    memcpy(p, payload, n);
-    p[n] = 0;
-    c->q[c->nq].p = p;
-    c->q[c->nq].n = n;
-    c->nq++;
+    c->st.now = (int64_t)time(NULL);
+    note_action(c, payload, n);
+    c->in_handle = 1;
+    c->handle_now = c->st.now;
+    int r = vsoc_vagent_handle(c->agent, payload, n, &c->st);
+    c->in_handle = 0;
+    if (r == VSOC_EPARSE)
+        logf_("a %zu-byte message on %s is not a command for %s; ignored", n, topic, c->vin);
+    else if (r < 0)
+        logf_("handling a command failed: %s (its ack waits for the next write)",
+              vsoc_strerror(r));
 }
 
 static const char *action_of(const run_ctx_t *c, const vsoc_ack_t *ack)
@@ -444,9 +463,21 @@ static const char *action_of(const run_ctx_t *c, const vsoc_ack_t *ack)
 static void run_on_ack(void *ctx, const vsoc_ack_t *ack, const char *json, size_t n)
 {
     run_ctx_t *c = ctx;
-    logf_("cmd %s seq %llu %s: %s%s%s", ack->cmd_id, (unsigned long long)ack->seq,
-          action_of(c, ack), vsoc_ack_status_name(ack->status), ack->reason[0] ? ": " : "",
-          ack->reason);
+    /* A stored answer sent again for a resent command keeps its first time and signature;
+     * it is logged apart so that the log counts each application once. */
+    int again = c->in_handle && ack->at < c->handle_now;
+    for (size_t i = 0; i < SENT_MAX && !again; i++)
+        again = strcmp(c->sent[i], ack->sig) == 0;
+    if (again) {
+        logf_("cmd %s seq %llu %s: answered again (%s%s%s)", ack->cmd_id,
+              (unsigned long long)ack->seq, action_of(c, ack),
+              vsoc_ack_status_name(ack->status), ack->reason[0] ? ": " : "", ack->reason);
+    } else {
+        logf_("cmd %s seq %llu %s: %s%s%s", ack->cmd_id, (unsigned long long)ack->seq,
+              action_of(c, ack), vsoc_ack_status_name(ack->status),
+              ack->reason[0] ? ": " : "", ack->reason);
+        snprintf(c->sent[c->next_sent++ % SENT_MAX], sizeof c->sent[0], "%.88s", ack->sig);
+    }
     char err[512];
     if (vsoc_mqtt_publish(c->mq, c->ack_topic, json, n, 5000, err, sizeof err) != 0)
         logf_("ack for %s not confirmed by the broker: %s", ack->cmd_id, err);
@@ -479,24 +510,6 @@ static void read_speed(const char *path, vsoc_vagent_state_t *st, int *warned)
     *warned = 0;
     st->speed_known = 1;
     st->speed_kph = v;
-}
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Remembers which action a cmd_id is, for the log line of its later acks. */
-static void note_action(run_ctx_t *c, const char *buf, size_t n)
-{
-    static vsoc_envelope_t e;
-    if (vsoc_envelope_parse(buf, n, &e, NULL, 0) != 0)
-        return;
-    size_t i = c->next_name++ % NAMES_MAX;
-    snprintf(c->names[i].cmd_id, sizeof c->names[i].cmd_id, "%.36s", e.cmd_id);
-    snprintf(c->names[i].action, sizeof c->names[i].action, "%.31s", e.action);
 }
 
 static int cmd_run(int argc, char **argv)
@@ -591,9 +604,9 @@ static int cmd_run(int argc, char **argv)
     int rc = EXIT_USAGE;
     char err[512];
     vsoc_key_t *keys[MAX_KEYS] = {0}, *own = NULL;
-    vsoc_vagent_t *agent = NULL;
-    static run_ctx_t c; /* large (the queue); one per process */
+    static run_ctx_t c; /* one per process */
     memset(&c, 0, sizeof c);
+    c.vin = vin;
     for (size_t i = 0; i < ntrust; i++) {
         if (!(keys[i] = vsoc_key_load_public(trust[i], NULL, err, sizeof err))) {
             fprintf(stderr, "vsoc-agent: %s\n", err);
@@ -605,13 +618,12 @@ static int cmd_run(int argc, char **argv)
         goto done;
     }
     snprintf(c.ack_topic, sizeof c.ack_topic, "vehicles/%s/acks", vin);
-    char cmd_topic[128];
-    snprintf(cmd_topic, sizeof cmd_topic, "vehicles/%s/commands", vin);
+    snprintf(c.cmd_topic, sizeof c.cmd_topic, "vehicles/%s/commands", vin);
     vsoc_vagent_opts_t ao = {
         .vin = vin, .trusted = (const vsoc_key_t *const *)keys, .ntrusted = ntrust,
         .key = own, .state_dir = state_dir, .on_ack = run_on_ack, .ctx = &c,
     };
-    if (!(agent = vsoc_vagent_new(&ao, err, sizeof err))) {
+    if (!(c.agent = vsoc_vagent_new(&ao, err, sizeof err))) {
         fprintf(stderr, "vsoc-agent: %s\n", err);
         goto done;
     }
@@ -641,20 +653,21 @@ static int cmd_run(int argc, char **argv)
         rc = 0;
         goto done;
     }
-    if (vsoc_mqtt_subscribe(c.mq, cmd_topic, 10000, err, sizeof err) != 0) {
+    if (vsoc_mqtt_subscribe(c.mq, c.cmd_topic, 10000, err, sizeof err) != 0) {
         fprintf(stderr, "vsoc-agent: %s\n", err);
         rc = EXIT_REJECTED;
         goto done;
     }
     logf_("%s connected to %s:%d, waiting for commands on %s (last seq %llu)", vin, host,
-          port, cmd_topic, (unsigned long long)vsoc_vagent_last_seq(agent));
+          port, c.cmd_topic, (unsigned long long)vsoc_vagent_last_seq(c.agent));
 
-    vsoc_vagent_state_t st = {0};
     int warned = 0;
     char last_err[512] = "";
-    read_speed(speed_file, &st, &warned);
-    long long last_msg = mono_ms(), next_tick = mono_ms();
+    read_speed(speed_file, &c.st, &warned);
+    long long next_tick = mono_ms();
+    c.last_msg_ms = mono_ms();
     while (!stop_signal) {
+        /* Messages are handled inside this call (run_on_message). */
         if (vsoc_mqtt_loop(c.mq, 200, err, sizeof err) != 0) {
             if (strcmp(err, last_err) != 0) /* one line per change, not per retry */
                 logf_("%s", err);
@@ -663,38 +676,16 @@ static int cmd_run(int argc, char **argv)
             logf_("reconnected");
             last_err[0] = 0;
         }
-        if (c.dropped) {
-            logf_("%zu messages dropped: more than %d waiting", c.dropped, QUEUE_MAX);
-            c.dropped = 0;
-        }
-        /* Handling may publish (and so run the network, queueing more): take the queue
-         * one message at a time from the front. */
-        while (c.nq > 0) {
-            run_msg_t m = c.q[0];
-            memmove(c.q, c.q + 1, (c.nq - 1) * sizeof *c.q);
-            c.nq--;
-            last_msg = mono_ms();
-            st.now = (int64_t)time(NULL);
-            note_action(&c, m.p, m.n);
-            int r = vsoc_vagent_handle(agent, m.p, m.n, &st);
-            if (r == VSOC_EPARSE)
-                logf_("a %zu-byte message on %s is not a command for %s; ignored", m.n,
-                      cmd_topic, vin);
-            else if (r < 0)
-                logf_("handling a command failed: %s (its ack waits for the next write)",
-                      vsoc_strerror(r));
-            free(m.p);
-        }
         long long t = mono_ms();
         if (t >= next_tick) {
             next_tick = t + TICK_MS;
-            read_speed(speed_file, &st, &warned);
-            st.now = (int64_t)time(NULL);
-            int r = vsoc_vagent_tick(agent, &st);
+            read_speed(speed_file, &c.st, &warned);
+            c.st.now = (int64_t)time(NULL);
+            int r = vsoc_vagent_tick(c.agent, &c.st);
             if (r < 0)
                 logf_("tick failed: %s", vsoc_strerror(r));
         }
-        if (once_idle && t - last_msg >= once_idle * 1000) {
+        if (once_idle && t - c.last_msg_ms >= once_idle * 1000) {
             logf_("idle for %lld s; exiting", once_idle);
             break;
         }
@@ -705,9 +696,7 @@ static int cmd_run(int argc, char **argv)
 done:
     vsoc_mqtt_free(c.mq);
     c.mq = NULL;
-    for (size_t i = 0; i < c.nq; i++)
-        free(c.q[i].p);
-    vsoc_vagent_free(agent);
+    vsoc_vagent_free(c.agent);
     vsoc_key_free(own);
     for (size_t i = 0; i < ntrust; i++)
         vsoc_key_free(keys[i]);

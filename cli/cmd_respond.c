@@ -403,6 +403,20 @@ int cmd_respond(int argc, char **argv)
     rs.store = cli_store_open(db, 1);
     if (!rs.store)
         goto done;
+    /* The responder exists and holds every open command before the transport connects: a
+     * persistent MQTT session delivers waiting acks as soon as the connection is up. */
+    vsoc_responder_opts_t ro = {.playbooks = pbs, .key = key, .on_change = on_change,
+                                .send = send_cmd, .ctx = &rs};
+    rs.resp = vsoc_responder_new(&ro, err, sizeof err);
+    if (!rs.resp) {
+        fprintf(stderr, "vsoc respond: %s\n", err);
+        goto done;
+    }
+    if (cli_responder_restore(rs.resp, rs.store) != 0 ||
+        vsoc_store_each_approval(rs.store, 0, max_rowid, &rs.approvals_after) < 0) {
+        fprintf(stderr, "vsoc respond: %s\n", vsoc_store_errmsg(rs.store));
+        goto done;
+    }
     if (mqtt) {
         char host[256];
         int port = 8883;
@@ -431,18 +445,6 @@ int cmd_respond(int argc, char **argv)
             fprintf(stderr, "vsoc respond: kafka %s: %s\n", kafka, err);
             goto done;
         }
-    }
-    vsoc_responder_opts_t ro = {.playbooks = pbs, .key = key, .on_change = on_change,
-                                .send = send_cmd, .ctx = &rs};
-    rs.resp = vsoc_responder_new(&ro, err, sizeof err);
-    if (!rs.resp) {
-        fprintf(stderr, "vsoc respond: %s\n", err);
-        goto done;
-    }
-    if (cli_responder_restore(rs.resp, rs.store) != 0 ||
-        vsoc_store_each_approval(rs.store, 0, max_rowid, &rs.approvals_after) < 0) {
-        fprintf(stderr, "vsoc respond: %s\n", vsoc_store_errmsg(rs.store));
-        goto done;
     }
     logline(&rs, "respond.started", "%zu open commands in %s, %zu in flight, via %s",
             vsoc_responder_open_commands(rs.resp), db, vsoc_responder_in_flight(rs.resp),

@@ -2,9 +2,11 @@
  *
  * libmosquitto is driven without its thread: every wait (CONNACK, SUBACK, PUBACK) loops
  * mosquitto_loop on the caller's thread until the callback has set the flag it waits for, or
- * the time is up. Callbacks only record what happened; messages go to the user's on_message
- * from inside mosquitto_loop, so on_message must not call back into this handle (queue the
- * message and handle it after vsoc_mqtt_loop returns). The handle remembers its
+ * the time is up. Callbacks only record what happened: a received message is copied to a
+ * queue, whatever wait it arrives in (a persistent session delivers right after CONNACK,
+ * before the caller is ready), and vsoc_mqtt_loop hands the queue to on_message after
+ * mosquitto_loop has returned. So on_message may publish (and wait for the PUBACK) on this
+ * handle; messages arriving meanwhile join the queue. The handle remembers its
  * subscriptions and renews them after a reconnect. */
 #include "mqtt.h"
 
@@ -40,6 +42,15 @@ struct vsoc_mqtt {
     int backoff_ms;
     char lastlog[256];     /* libmosquitto's last error-level log line (TLS details) */
     char down[512];        /* why the connection is down, repeated while backing off */
+    struct qmsg *head, *tail; /* received, not yet delivered, oldest first */
+    int delivering;
+};
+
+struct qmsg {
+    struct qmsg *next;
+    char *topic;
+    size_t n;
+    char payload[]; /* n bytes and a NUL */
 };
 
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
@@ -130,8 +141,46 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid)
 static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *msg)
 {
     vsoc_mqtt_t *m = obj;
-    if (m->o.on_message)
-        m->o.on_message(m->o.ctx, msg->topic, msg->payload, (size_t)msg->payloadlen);
+    if (!m->o.on_message || msg->payloadlen < 0)
+        return;
+    size_t n = (size_t)msg->payloadlen;
+    struct qmsg *q = malloc(sizeof *q + n + 1);
+    if (!q || !(q->topic = strdup(msg->topic))) {
+        /* Out of memory: the message is lost (already acknowledged to the broker), as it
+         * would be by a client that crashed. */
+        snprintf(m->lastlog, sizeof m->lastlog, "out of memory: a message on %s was lost",
+                 msg->topic);
+        free(q);
+        return;
+    }
+    q->next = NULL;
+    q->n = n;
+    memcpy(q->payload, msg->payload, n);
+    q->payload[n] = 0;
+    if (m->tail)
+        m->tail->next = q;
+    else
+        m->head = q;
+    m->tail = q;
+}
+
+/* Hands the queued messages to on_message, oldest first, including those that arrive while
+ * on_message runs. Not re-entered from inside on_message. */
+static void deliver(vsoc_mqtt_t *m)
+{
+    if (m->delivering)
+        return;
+    m->delivering = 1;
+    while (m->head) {
+        struct qmsg *q = m->head;
+        m->head = q->next;
+        if (!m->head)
+            m->tail = NULL;
+        m->o.on_message(m->o.ctx, q->topic, q->payload, q->n);
+        free(q->topic);
+        free(q);
+    }
+    m->delivering = 0;
 }
 
 /* Runs the network until *flag is set or timeout_ms passes. Returns 0 when set, 1 on
@@ -164,6 +213,12 @@ void vsoc_mqtt_free(vsoc_mqtt_t *m)
     }
     for (size_t i = 0; i < m->nsubs; i++)
         free(m->subs[i]);
+    while (m->head) {
+        struct qmsg *q = m->head;
+        m->head = q->next;
+        free(q->topic);
+        free(q);
+    }
     free(m->host);
     free(m);
 }
@@ -330,6 +385,7 @@ int vsoc_mqtt_publish(vsoc_mqtt_t *m, const char *topic, const void *payload, si
 int vsoc_mqtt_loop(vsoc_mqtt_t *m, int timeout_ms, char *err, size_t errlen)
 {
     char msg[256];
+    deliver(m); /* what arrived during connect, subscribe or publish waits */
     if (!m->connected) {
         long long t = now_ms();
         if (t < m->next_retry_ms) {
@@ -373,10 +429,12 @@ int vsoc_mqtt_loop(vsoc_mqtt_t *m, int timeout_ms, char *err, size_t errlen)
             seterr(err, errlen, "%s", m->down);
             return -1;
         }
+        deliver(m); /* a persistent session may have delivered at once */
         return 0;
     }
     int rc = mosquitto_loop(m->mosq, timeout_ms, 1);
     if (rc != MOSQ_ERR_SUCCESS || !m->connected) {
+        deliver(m); /* what came before the connection broke */
         m->connected = 0;
         m->next_retry_ms = now_ms() + m->backoff_ms;
         mosq_err(m, rc == MOSQ_ERR_SUCCESS ? MOSQ_ERR_CONN_LOST : rc, msg, sizeof msg);
@@ -385,6 +443,7 @@ int vsoc_mqtt_loop(vsoc_mqtt_t *m, int timeout_ms, char *err, size_t errlen)
         seterr(err, errlen, "%s", m->down);
         return -1;
     }
+    deliver(m);
     if (m->resub_refused) {
         m->resub_refused = 0;
         seterr(err, errlen, "mqtt: a renewed subscription was refused by the broker");

@@ -14,3 +14,8 @@ foreach(t shared-dos shared-fuzz shared-normal shared-request-overload shared-la
   set_tests_properties(e2e.${t} PROPERTIES LABELS shared-data ENVIRONMENT "${VSOC_E2E_ENV}"
                        SKIP_RETURN_CODE 77)
 endforeach()
+# The response side of vsoc replay and the commands that read its store.
+foreach(t loop approve idempotent determinism approve-all dry-run no-key bad-playbook tamper)
+  add_test(NAME e2e.response.${t} COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/response.sh ${t})
+  set_tests_properties(e2e.response.${t} PROPERTIES LABELS e2e ENVIRONMENT "${VSOC_E2E_ENV}")
+endforeach()

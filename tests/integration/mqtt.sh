@@ -293,6 +293,10 @@ test_dedupe() {
   grep -q '"counters":{"applied":1,' <<<"$s" || fail "applied more than once: $s"
   [ "$(grep -o '"cmd_id":"'"$id"'","seq":3' <<<"$s" | wc -l)" -eq 1 ] ||
     fail "the quarantine is not active exactly once: $s"
+  [ "$(grep -c "cmd $id .*: applied" "$work/agent.err")" -eq 1 ] ||
+    fail "the agent logged more than one application"
+  grep -q "cmd $id seq 3 quarantine: answered again (applied)" "$work/agent.err" ||
+    fail "the resend is not logged as answered again"
 }
 
 test_gate() {
