@@ -1,7 +1,9 @@
 /* agent_core.c: the vehicle agent's logic (see agent_core.h and docs/vsoc-agent.md).
  *
  * Invariants:
- * - last_seq only grows, and only when a command is applied; a command is applied at most
+ * - last_seq only grows: it is the last accepted seq, recorded when a command is applied or
+ *   deferred (a deferred command has passed every check but the gate and keeps its place:
+ *   commands accepted after it do not turn it into a replay). A command is applied at most
  *   once: its cmd_id is answered before anything else is judged, and a resend gets the
  *   stored ack again.
  * - Every change is written to state_dir/state.json (temp file, fsync, rename) before the
@@ -569,7 +571,8 @@ static int apply(vsoc_vagent_t *a, const vsoc_envelope_t *e, int64_t now)
     } else {
         a->counters[C_ESCALATE]++;
     }
-    a->last_seq = e->seq;
+    if (e->seq > a->last_seq)
+        a->last_seq = e->seq; /* a deferred command applied late does not move it back */
     return send_ack(a, e->cmd_id, e->seq, VSOC_ACK_APPLIED, "", now, 1);
 }
 
@@ -599,6 +602,10 @@ static int defer(vsoc_vagent_t *a, const vsoc_envelope_t *e, const char *why, in
     memmove(a->def + at + 1, a->def + at, (a->ndef - at) * sizeof *a->def);
     a->def[at] = d;
     a->ndef++;
+    /* Accepted: its seq is used up, so neither a resent copy nor a forged replay of an
+     * older envelope can be taken for it. */
+    if (e->seq > a->last_seq)
+        a->last_seq = e->seq;
     return send_ack(a, e->cmd_id, e->seq, VSOC_ACK_DEFERRED, why, now, 1);
 }
 
@@ -714,8 +721,9 @@ int vsoc_vagent_tick(vsoc_vagent_t *a, const vsoc_vagent_state_t *st)
         vsoc_gate_t g = {0};
         vsoc_envelope_reason_t r = VSOC_ENVELOPE_MALFORMED;
         if (vsoc_envelope_parse(d->text, strlen(d->text), e, NULL, 0) == 0) {
+            /* Its seq was checked when it arrived; only time and the gate can change. */
             vsoc_envelope_check_t chk = {.vin = a->vin, .now = st->now,
-                                         .last_seq = a->last_seq};
+                                         .last_seq = d->seq - 1};
             r = vsoc_envelope_verify(e, a->o.trusted, a->o.ntrusted, &chk);
             if (r == VSOC_ENVELOPE_OK && vsoc_gate_from_args(e->args, &g) != 0)
                 r = VSOC_ENVELOPE_MALFORMED;

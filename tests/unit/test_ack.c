@@ -105,6 +105,15 @@ static void test_sign_verify(void)
     ASSERT_EQ(vsoc_ack_sign(&again, priv, err, sizeof err), 0);
     ASSERT_STREQ(again.sig, a.sig);
 
+    /* The signature docs/envelope.md shows for its example ack. */
+    vsoc_ack_t doc;
+    example(&doc);
+    doc.status = VSOC_ACK_APPLIED;
+    doc.reason[0] = 0;
+    ASSERT_EQ(vsoc_ack_sign(&doc, priv, err, sizeof err), 0);
+    ASSERT_STREQ(doc.sig, "/zEDc9Om88xB9qxQNbm9xbn9kowBBFMVtCaaaKYXsgiCM56NaRsZ110bSMNIToPW6lMUe"
+                          "DPhp68lXFG4Cxh4DA==");
+
     /* The serialized ack is the canonical bytes with sig last; it parses back to the same
      * bytes. */
     ASSERT_EQ(vsoc_ack_serialize(&a, &s, &n), 0);

@@ -345,7 +345,7 @@ static void test_defer_then_apply(void)
     char *g = envelope(gated_id, 5, "quarantine", GATED, 0);
     ASSERT_EQ(handle(a, g, T0 + 1, 1, 42), VSOC_ACK_DEFERRED);
     ASSERT_STREQ(last_ack()->reason, "vehicle_state: speed 42.0 kph, needs <= 0");
-    ASSERT_EQ(vsoc_vagent_last_seq(a), 0);
+    ASSERT_EQ(vsoc_vagent_last_seq(a), 5); /* accepted: its seq is used up */
     status_has(a, "\"deferred\":[{\"cmd_id\":\"");
     status_has(a, "\"action\":\"quarantine\",\"expires_at\":\"2026-11-25T10:05:00Z\"");
     status_has(a, "\"segments\":{}");
@@ -359,7 +359,7 @@ static void test_defer_then_apply(void)
     ASSERT_EQ(tick(a, T0 + 3, 1, 5), 0);
     ASSERT_EQ(tick(a, T0 + 4, 0, 0), 0);
     ASSERT_EQ(nacks, 2);
-    /* Stopped: applied on the next tick, seq recorded then. */
+    /* Stopped: applied on the next tick. */
     ASSERT_EQ(tick(a, T0 + 5, 1, 0), 0);
     ASSERT_EQ(nacks, 3);
     ASSERT_EQ(last_ack()->status, VSOC_ACK_APPLIED);
@@ -383,13 +383,14 @@ static void test_defer_then_apply(void)
     g = envelope(id, 7, "collect_logs", "{\"vehicle_state\":{\"speed_kph\":{\"gte\":10}}}", 0);
     ASSERT_EQ(handle(a, g, T0 + 8, 1, 30), VSOC_ACK_APPLIED);
     free(g);
-    /* The deferred seq 6 was overtaken by seq 7: replayed when its gate opens. */
+    /* The deferred seq 6 keeps its place although seq 7 was applied after it: applied when
+     * its gate opens, and the last seq stays 7. */
     ASSERT_EQ(tick(a, T0 + 9, 1, 0), 0);
-    ASSERT_EQ(last_ack()->status, VSOC_ACK_REJECTED);
-    ASSERT_STREQ(last_ack()->reason, "replayed");
+    ASSERT_EQ(last_ack()->status, VSOC_ACK_APPLIED);
     ASSERT_EQ(last_ack()->seq, 6);
+    ASSERT_EQ(vsoc_vagent_last_seq(a), 7);
     status_has(a, "\"deferred\":[]");
-    status_has(a, "\"disabled_features\":{}");
+    status_has(a, "\"disabled_features\":{\"remote_start\"");
 
     /* A deferred command that expires while waiting is rejected as expired. */
     g = envelope(id, 8, "quarantine", GATED, 0);
@@ -399,16 +400,22 @@ static void test_defer_then_apply(void)
     ASSERT_EQ(tick(a, T0 + 300, 1, 0), 0);
     ASSERT_EQ(last_ack()->status, VSOC_ACK_REJECTED);
     ASSERT_STREQ(last_ack()->reason, "expired");
-    ASSERT_EQ(vsoc_vagent_last_seq(a), 7);
+    ASSERT_EQ(vsoc_vagent_last_seq(a), 8); /* accepted when deferred, even if never applied */
     free(g);
 
-    /* Two deferred commands apply in seq order, whatever order they came in. */
+    /* Two deferred commands apply in seq order; one that arrives after a higher seq was
+     * accepted is a replay, deferred or not. */
     char id9[37], id10[37];
     char *g10 = envelope(id10, 10, "quarantine", GATED, 0);
     char *g9 = envelope(id9, 9, "quarantine", "{\"can_ids\":[\"0x0cf\"],\"vehicle_state\":"
                                               "{\"speed_kph\":{\"eq\":0}}}", 0);
-    ASSERT_EQ(handle(a, g10, T0 + 20, 1, 3), VSOC_ACK_DEFERRED);
-    ASSERT_EQ(handle(a, g9, T0 + 21, 1, 3), VSOC_ACK_DEFERRED);
+    ASSERT_EQ(handle(a, g9, T0 + 20, 1, 3), VSOC_ACK_DEFERRED);
+    ASSERT_EQ(handle(a, g10, T0 + 21, 1, 3), VSOC_ACK_DEFERRED);
+    char id85[37];
+    char *g85 = envelope(id85, 8, "collect_logs", "{}", 0);
+    ASSERT_EQ(handle(a, g85, T0 + 21, 1, 3), VSOC_ACK_REJECTED);
+    ASSERT_STREQ(last_ack()->reason, "replayed");
+    free(g85);
     size_t before = nacks;
     ASSERT_EQ(tick(a, T0 + 22, 1, 0), 0);
     ASSERT_EQ(nacks, before + 2);
@@ -555,7 +562,7 @@ static void test_persistence(void)
     ASSERT(access(tmp, F_OK) != 0);
 
     a = agent_new(sub);
-    ASSERT_EQ(vsoc_vagent_last_seq(a), 3);
+    ASSERT_EQ(vsoc_vagent_last_seq(a), 4); /* the deferred one's seq was accepted */
     status_has(a, "\"quarantines\":[{\"cmd_id\":\"");
     status_has(a, "\"until\":\"2026-11-25T10:01:00Z\"");
     status_has(a, "\"deferred\":[{\"cmd_id\":\"");
