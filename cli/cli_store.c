@@ -1,10 +1,14 @@
 /* cli_store.c: the store helpers shared by vsoc incidents, commands, audit and the commands
  * that run the responder (cli_store.h). */
 #include "cli_store.h"
+#include "cli.h"
 
 #include "envelope.h"
 
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 vsoc_store_t *cli_store_open(const char *path, int must_exist)
@@ -15,6 +19,103 @@ vsoc_store_t *cli_store_open(const char *path, int must_exist)
     if (!s)
         fprintf(stderr, "vsoc: %s\n", err);
     return s;
+}
+
+/* The options taking a value, in the order they are tried. */
+static const struct {
+    unsigned flag; /* 0: always accepted */
+    const char *name;
+    size_t off; /* of the field in cli_store_opts_t */
+} value_opts[] = {
+    {0, "--db", offsetof(cli_store_opts_t, db)},
+    {CLI_O_STATE, "--state", offsetof(cli_store_opts_t, state)},
+    {CLI_O_VIN, "--vin", offsetof(cli_store_opts_t, vin)},
+    {CLI_O_BY, "--by", offsetof(cli_store_opts_t, by)},
+    {CLI_O_WHY, "--why", offsetof(cli_store_opts_t, why)},
+    {CLI_O_PLAYBOOKS, "--playbooks", offsetof(cli_store_opts_t, playbooks)},
+    {CLI_O_HEAD, "--head", offsetof(cli_store_opts_t, head)},
+};
+
+int cli_store_parse(int argc, char **argv, const char *prog, const cli_store_cmd_t *cmd,
+                    unsigned allowed, cli_store_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *iv = NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            cmd->usage(stdout);
+            return 0;
+        }
+        size_t k, nk = sizeof value_opts / sizeof value_opts[0];
+        for (k = 0; k < nk; k++)
+            if ((!value_opts[k].flag || (allowed & value_opts[k].flag)) &&
+                cli_opt(a, value_opts[k].name, &iv))
+                break;
+        if (k < nk) {
+            const char **dst = (const char **)((char *)o + value_opts[k].off);
+            if (!(*dst = cli_value(argc, argv, &i, iv, prog, value_opts[k].name)))
+                return EXIT_USAGE;
+        } else if ((allowed & CLI_O_JSON) && !strcmp(a, "--json")) {
+            o->json = 1;
+        } else if ((allowed & CLI_O_ID) && !o->id && (a[0] != '-' || !a[1])) {
+            o->id = a;
+        } else {
+            fprintf(stderr, "%s: unexpected argument %s (see %s --help)\n", prog, a,
+                    cmd->name);
+            return EXIT_USAGE;
+        }
+    }
+    if (!o->db) {
+        fprintf(stderr, "%s: --db FILE is required (see %s --help)\n", prog, cmd->name);
+        return EXIT_USAGE;
+    }
+    if ((allowed & CLI_O_ID) && !o->id) {
+        fprintf(stderr, "%s: which %s? give its ID (see %s --help)\n", prog, cmd->noun,
+                cmd->name);
+        return EXIT_USAGE;
+    }
+    if ((allowed & CLI_O_BY) && (!o->by || !*o->by)) {
+        fprintf(stderr, "%s: --by NAME is required: %s\n", prog, cmd->by_to);
+        return EXIT_USAGE;
+    }
+    return -1;
+}
+
+vsoc_store_t *cli_store_start(int argc, char **argv, const char *prog,
+                              const cli_store_cmd_t *cmd, unsigned allowed,
+                              cli_store_opts_t *o, int *status)
+{
+    int rc = cli_store_parse(argc, argv, prog, cmd, allowed, o);
+    if (rc < 0 && cmd->check)
+        rc = cmd->check(prog, o);
+    if (rc >= 0) {
+        *status = rc;
+        return NULL;
+    }
+    vsoc_store_t *s = cli_store_open(o->db, 1);
+    *status = s ? 0 : 1;
+    return s;
+}
+
+int cli_store_end(vsoc_store_t *s, int rc)
+{
+    if (rc < 0)
+        fprintf(stderr, "vsoc: %s\n", vsoc_store_errmsg(s));
+    vsoc_store_close(s);
+    return rc ? 1 : 0;
+}
+
+int cli_print_json(json_t *j)
+{
+    char *t = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII) : NULL;
+    json_decref(j);
+    if (!t) {
+        fprintf(stderr, "vsoc: out of memory\n");
+        return 1;
+    }
+    printf("%s\n", t);
+    free(t);
+    return 0;
 }
 
 int cli_store_on_change(void *store, const vsoc_change_t *c)

@@ -1,6 +1,8 @@
-/* cli_store.h: what the commands that use a store share: opening it with the CLI's messages,
- * the responder's on_change that writes to it, giving a responder or an incident grouper
- * back what the store kept, and the wall clock that stamps people's actions. */
+/* cli_store.h: what the commands that use a store share: their options (--db, --state,
+ * --vin, --json...) and usage messages, opening the store with the CLI's messages, ending a
+ * listing, printing JSON lines, the responder's on_change that writes to the store, giving a
+ * responder or an incident grouper back what the store kept, and the wall clock that stamps
+ * people's actions. */
 #ifndef VSOC_CLI_STORE_H
 #define VSOC_CLI_STORE_H
 
@@ -8,11 +10,61 @@
 #include "respond.h"
 #include "store/store.h"
 
+#include <jansson.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* Opens path (must_exist: refuse to create it, for commands that only read or change an
  * existing store). Prints "vsoc: <message>" to stderr and returns NULL on failure. */
 vsoc_store_t *cli_store_open(const char *path, int must_exist);
+
+/* Options of the commands that read a store (vsoc incidents, commands, audit); which of them
+ * a subcommand accepts is a mask of CLI_O_* (--db is always accepted, and required). */
+enum {
+    CLI_O_STATE = 1, CLI_O_VIN = 2, CLI_O_JSON = 4, CLI_O_BY = 8, CLI_O_WHY = 16, CLI_O_ID = 32,
+    CLI_O_PLAYBOOKS = 64, CLI_O_HEAD = 128
+};
+
+/* The parsed options: pointers into argv, NULL when not given. */
+typedef struct cli_store_opts {
+    const char *db, *state, *vin, *by, *why, *id, *playbooks, *head;
+    int json;
+} cli_store_opts_t;
+
+/* What a command says in the messages its subcommands share. */
+typedef struct cli_store_cmd {
+    const char *name;  /* "vsoc commands", as in "(see vsoc commands --help)" */
+    const char *noun;  /* "command", as in "which command? give its ID" (with CLI_O_ID) */
+    const char *by_to; /* "say who decides", after "--by NAME is required: " (CLI_O_BY) */
+    void (*usage)(FILE *out);
+    /* Checks the values once parsed, or NULL. Returns -1 to go on, else the exit status
+     * after printing why. */
+    int (*check)(const char *prog, const cli_store_opts_t *o);
+} cli_store_cmd_t;
+
+/* Parses argv[1..] for prog (e.g. "vsoc commands list") into o, accepting the options in
+ * allowed and a positional ID with CLI_O_ID (then required, as --by is with CLI_O_BY).
+ * Returns -1 to go on, else the exit status: 0 after printing --help, EXIT_USAGE after
+ * printing the error. */
+int cli_store_parse(int argc, char **argv, const char *prog, const cli_store_cmd_t *cmd,
+                    unsigned allowed, cli_store_opts_t *o);
+
+/* cli_store_parse, cmd->check, then cli_store_open(o->db, 1): usage errors are reported
+ * before a missing store. Returns the store (caller closes), or NULL with *status set to
+ * the exit status (0 after --help, EXIT_USAGE, 1 when the store cannot be opened). */
+vsoc_store_t *cli_store_start(int argc, char **argv, const char *prog,
+                              const cli_store_cmd_t *cmd, unsigned allowed,
+                              cli_store_opts_t *o, int *status);
+
+/* Ends a command that walked s: rc is what the vsoc_store_each_* call returned (negative:
+ * the store's error, which is printed; positive: a callback stopped it after printing why).
+ * Closes s and returns the exit status, 0 when rc is 0, else 1. */
+int cli_store_end(vsoc_store_t *s, int rc);
+
+/* Prints j on one line (compact, keys in insertion order, ASCII) and frees it; j may be
+ * NULL, from a failed json_pack. Returns 0, or 1 (a callback's "stop") after printing that
+ * memory ran out. */
+int cli_print_json(json_t *j);
 
 /* The responder's on_change: store is the vsoc_store_t. Writes the change with
  * vsoc_store_apply_change; on failure prints "vsoc: <store message>" to stderr and returns

@@ -6,7 +6,6 @@
 #include <ctype.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <stdlib.h>
 #include <string.h>
 
 static void usage(FILE *out)
@@ -32,37 +31,10 @@ static void usage(FILE *out)
             "store could not be read, 2 usage errors.\n");
 }
 
-typedef struct opts {
-    const char *db, *head;
-    int json;
-} opts_t;
+typedef cli_store_opts_t opts_t;
 
-/* Returns -1 to go on, else the exit status. */
-static int parse(int argc, char **argv, const char *prog, int verify, opts_t *o)
+static int check(const char *prog, const opts_t *o)
 {
-    memset(o, 0, sizeof *o);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *iv = NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (cli_opt(a, "--db", &iv)) {
-            if (!(o->db = cli_value(argc, argv, &i, iv, prog, "--db")))
-                return EXIT_USAGE;
-        } else if (verify && cli_opt(a, "--head", &iv)) {
-            if (!(o->head = cli_value(argc, argv, &i, iv, prog, "--head")))
-                return EXIT_USAGE;
-        } else if (!verify && !strcmp(a, "--json")) {
-            o->json = 1;
-        } else {
-            fprintf(stderr, "%s: unexpected argument %s (see vsoc audit --help)\n", prog, a);
-            return EXIT_USAGE;
-        }
-    }
-    if (!o->db) {
-        fprintf(stderr, "%s: --db FILE is required (see vsoc audit --help)\n", prog);
-        return EXIT_USAGE;
-    }
     if (o->head) {
         size_t n = strlen(o->head), i = 0;
         while (i < n && isxdigit((unsigned char)o->head[i]))
@@ -76,16 +48,15 @@ static int parse(int argc, char **argv, const char *prog, int verify, opts_t *o)
     return -1;
 }
 
+static const cli_store_cmd_t cmd = {"vsoc audit", NULL, NULL, usage, check};
+
 static int verify(int argc, char **argv)
 {
-    const char *prog = "vsoc audit verify";
     opts_t o;
-    int rc = parse(argc, argv, prog, 1, &o);
-    if (rc >= 0)
-        return rc;
-    vsoc_store_t *s = cli_store_open(o.db, 1);
+    int rc;
+    vsoc_store_t *s = cli_store_start(argc, argv, "vsoc audit verify", &cmd, CLI_O_HEAD, &o, &rc);
     if (!s)
-        return 1;
+        return rc;
     vsoc_audit_report_t r;
     rc = vsoc_store_audit_verify(s, o.head, &r);
     if (rc == 0)
@@ -110,16 +81,7 @@ static int show_row(void *ctx, int64_t seq, int64_t time_us, const char *actor,
                               "time", cli_time_us(time_us, t), "time_us", (json_int_t)time_us,
                               "actor", actor, "event", event, "subject", subject, "detail",
                               detail, "hash", hash);
-        char *text = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII)
-                       : NULL;
-        json_decref(j);
-        if (!text) {
-            fprintf(stderr, "vsoc: out of memory\n");
-            return 1;
-        }
-        printf("%s\n", text);
-        free(text);
-        return 0;
+        return cli_print_json(j);
     }
     printf("%6" PRId64 "  %-20s  %-17s  %-24s  %-36s  %s\n", seq, cli_time_us(time_us, t), actor,
            event, subject, detail);
@@ -128,22 +90,15 @@ static int show_row(void *ctx, int64_t seq, int64_t time_us, const char *actor,
 
 static int show(int argc, char **argv)
 {
-    const char *prog = "vsoc audit show";
     opts_t o;
-    int rc = parse(argc, argv, prog, 0, &o);
-    if (rc >= 0)
-        return rc;
-    vsoc_store_t *s = cli_store_open(o.db, 1);
+    int rc;
+    vsoc_store_t *s = cli_store_start(argc, argv, "vsoc audit show", &cmd, CLI_O_JSON, &o, &rc);
     if (!s)
-        return 1;
+        return rc;
     if (!o.json)
         printf("%6s  %-20s  %-17s  %-24s  %-36s  %s\n", "SEQ", "TIME", "ACTOR", "EVENT",
                "SUBJECT", "DETAIL");
-    rc = vsoc_store_each_audit(s, show_row, &o);
-    if (rc < 0)
-        fprintf(stderr, "vsoc: %s\n", vsoc_store_errmsg(s));
-    vsoc_store_close(s);
-    return rc ? 1 : 0;
+    return cli_store_end(s, vsoc_store_each_audit(s, show_row, &o));
 }
 
 int cmd_audit(int argc, char **argv)

@@ -53,62 +53,19 @@ static void usage(FILE *out)
             cli_default_playbooks());
 }
 
-typedef struct opts {
-    const char *db, *state, *vin, *by, *why, *id, *playbooks;
-    int json;
-} opts_t;
+typedef cli_store_opts_t opts_t;
 
-enum { O_STATE = 1, O_VIN = 2, O_JSON = 4, O_BY = 8, O_WHY = 16, O_ID = 32, O_PB = 64 };
-
-/* Returns -1 to go on, else the exit status (help printed: 0, usage error: 2). */
-static int parse(int argc, char **argv, const char *prog, unsigned allowed, opts_t *o)
+static int check(const char *prog, const opts_t *o)
 {
-    memset(o, 0, sizeof *o);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *iv = NULL, **dst = NULL, *name = NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        }
-        if (cli_opt(a, "--db", &iv))
-            dst = &o->db, name = "--db";
-        else if ((allowed & O_STATE) && cli_opt(a, "--state", &iv))
-            dst = &o->state, name = "--state";
-        else if ((allowed & O_VIN) && cli_opt(a, "--vin", &iv))
-            dst = &o->vin, name = "--vin";
-        else if ((allowed & O_BY) && cli_opt(a, "--by", &iv))
-            dst = &o->by, name = "--by";
-        else if ((allowed & O_WHY) && cli_opt(a, "--why", &iv))
-            dst = &o->why, name = "--why";
-        else if ((allowed & O_PB) && cli_opt(a, "--playbooks", &iv))
-            dst = &o->playbooks, name = "--playbooks";
-        else if ((allowed & O_JSON) && !strcmp(a, "--json")) {
-            o->json = 1;
-            continue;
-        } else if ((allowed & O_ID) && !o->id && (a[0] != '-' || !a[1])) {
-            o->id = a;
-            continue;
-        } else {
-            fprintf(stderr, "%s: unexpected argument %s (see vsoc commands --help)\n", prog, a);
-            return EXIT_USAGE;
-        }
-        if (!(*dst = cli_value(argc, argv, &i, iv, prog, name)))
-            return EXIT_USAGE;
-    }
-    if (!o->db) {
-        fprintf(stderr, "%s: --db FILE is required (see vsoc commands --help)\n", prog);
-        return EXIT_USAGE;
-    }
-    if ((allowed & O_ID) && !o->id) {
-        fprintf(stderr, "%s: which command? give its ID (see vsoc commands --help)\n", prog);
-        return EXIT_USAGE;
-    }
-    if ((allowed & O_BY) && (!o->by || !*o->by)) {
-        fprintf(stderr, "%s: --by NAME is required: say who decides\n", prog);
+    vsoc_cmd_state_t st;
+    if (o->state && vsoc_cmd_state_from_name(o->state, &st) != 0) {
+        fprintf(stderr, "%s: unknown state '%s' (see vsoc commands --help)\n", prog, o->state);
         return EXIT_USAGE;
     }
     return -1;
 }
+
+static const cli_store_cmd_t cmd = {"vsoc commands", "command", "say who decides", usage, check};
 
 /* Approvals a command needs before it is sent. */
 static int needed(const vsoc_command_t *c)
@@ -129,21 +86,6 @@ static const char *approvals_text(const vsoc_command_t *c, char buf[16])
 static const char *str_or(const char *s, const char *dflt)
 {
     return s ? s : dflt;
-}
-
-/* Prints a JSON value on one line and frees it. Returns 0, or 1 after printing that memory
- * ran out. */
-static int print_json(json_t *j)
-{
-    char *t = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII) : NULL;
-    json_decref(j);
-    if (!t) {
-        fprintf(stderr, "vsoc: out of memory\n");
-        return 1;
-    }
-    printf("%s\n", t);
-    free(t);
-    return 0;
 }
 
 static const char *approval_text(vsoc_approval_t a)
@@ -188,7 +130,7 @@ static int list_one(void *ctx, const vsoc_command_t *c)
     if (o->state && strcmp(o->state, str_or(vsoc_cmd_state_name(c->state), "")) != 0)
         return 0;
     if (o->json)
-        return print_json(command_json(c, c->envelope));
+        return cli_print_json(command_json(c, c->envelope));
     char ap[16], seq[24];
     if (c->seq)
         snprintf(seq, sizeof seq, "%llu", (unsigned long long)c->seq);
@@ -202,27 +144,16 @@ static int list_one(void *ctx, const vsoc_command_t *c)
 
 static int list(int argc, char **argv)
 {
-    const char *prog = "vsoc commands list";
     opts_t o;
-    int rc = parse(argc, argv, prog, O_STATE | O_VIN | O_JSON, &o);
-    if (rc >= 0)
-        return rc;
-    vsoc_cmd_state_t st;
-    if (o.state && vsoc_cmd_state_from_name(o.state, &st) != 0) {
-        fprintf(stderr, "%s: unknown state '%s' (see vsoc commands --help)\n", prog, o.state);
-        return EXIT_USAGE;
-    }
-    vsoc_store_t *s = cli_store_open(o.db, 1);
+    int rc;
+    vsoc_store_t *s = cli_store_start(argc, argv, "vsoc commands list", &cmd,
+                                      CLI_O_STATE | CLI_O_VIN | CLI_O_JSON, &o, &rc);
     if (!s)
-        return 1;
+        return rc;
     if (!o.json)
         printf("%-8s  %-17s  %-18s  %-16s  %-9s  %6s  %-8s  %s\n", "CMD_ID", "VIN", "ACTION",
                "STATE", "APPROVALS", "SEQ", "INCIDENT", "STEP");
-    rc = vsoc_store_each_command(s, 0, list_one, &o);
-    if (rc < 0)
-        fprintf(stderr, "vsoc: %s\n", vsoc_store_errmsg(s));
-    vsoc_store_close(s);
-    return rc ? 1 : 0;
+    return cli_store_end(s, vsoc_store_each_command(s, 0, list_one, &o));
 }
 
 /* ---- show -------------------------------------------------------------------------------- */
@@ -257,12 +188,10 @@ static int show(int argc, char **argv)
 {
     const char *prog = "vsoc commands show";
     opts_t o;
-    int rc = parse(argc, argv, prog, O_JSON | O_ID, &o);
-    if (rc >= 0)
-        return rc;
-    vsoc_store_t *s = cli_store_open(o.db, 1);
+    int rc;
+    vsoc_store_t *s = cli_store_start(argc, argv, prog, &cmd, CLI_O_JSON | CLI_O_ID, &o, &rc);
     if (!s)
-        return 1;
+        return rc;
     vsoc_command_t *c = calloc(1, sizeof *c);
     char *env = NULL;
     json_t *doc = NULL;
@@ -324,7 +253,7 @@ static int show(int argc, char **argv)
     if (rc < 0)
         fprintf(stderr, "vsoc: %s\n", vsoc_store_errmsg(s));
     else if (rc == 0)
-        ret = o.json ? print_json(doc) : 0;
+        ret = o.json ? cli_print_json(doc) : 0;
     if (o.json && rc == 0)
         doc = NULL; /* print_json freed it */
 done:
@@ -371,17 +300,18 @@ static int decide(int argc, char **argv, int approve)
 {
     const char *prog = approve ? "vsoc commands approve" : "vsoc commands reject";
     opts_t o;
-    int rc = parse(argc, argv, prog, O_BY | O_ID | O_PB | (approve ? 0 : O_WHY), &o);
-    if (rc >= 0)
+    int rc;
+    vsoc_store_t *s = cli_store_start(argc, argv, prog, &cmd,
+                                      CLI_O_BY | CLI_O_ID | CLI_O_PLAYBOOKS |
+                                          (approve ? 0 : CLI_O_WHY),
+                                      &o, &rc);
+    if (!s)
         return rc;
-    vsoc_store_t *s = cli_store_open(o.db, 1);
     vsoc_playbooks_t *pb = NULL;
     vsoc_responder_t *r = NULL;
     vsoc_command_t *c = calloc(1, sizeof *c);
     int ret = 1, in_tx = 0;
     char err[512];
-    if (!s)
-        goto done;
     if (!c) {
         fprintf(stderr, "vsoc: out of memory\n");
         goto done;
@@ -454,12 +384,10 @@ static int export_env(int argc, char **argv)
 {
     const char *prog = "vsoc commands export";
     opts_t o;
-    int rc = parse(argc, argv, prog, O_ID, &o);
-    if (rc >= 0)
-        return rc;
-    vsoc_store_t *s = cli_store_open(o.db, 1);
+    int rc;
+    vsoc_store_t *s = cli_store_start(argc, argv, prog, &cmd, CLI_O_ID, &o, &rc);
     if (!s)
-        return 1;
+        return rc;
     vsoc_command_t *c = calloc(1, sizeof *c);
     char *env = NULL;
     int ret = 1;

@@ -6,7 +6,6 @@
 
 #include <jansson.h>
 
-#include <stdlib.h>
 #include <string.h>
 
 static void usage(FILE *out)
@@ -43,61 +42,21 @@ static void usage(FILE *out)
             "2 usage errors.\n");
 }
 
-typedef struct opts {
-    const char *db, *state, *vin, *by, *why, *id;
-    int json;
-} opts_t;
+typedef cli_store_opts_t opts_t;
 
-/* Option flags a subcommand accepts. */
-enum { O_STATE = 1, O_VIN = 2, O_JSON = 4, O_BY = 8, O_WHY = 16, O_ID = 32 };
-
-/* Returns -1 to go on, else the exit status (help printed: 0, usage error: 2). */
-static int parse(int argc, char **argv, const char *prog, unsigned allowed, opts_t *o)
+static int check(const char *prog, const opts_t *o)
 {
-    memset(o, 0, sizeof *o);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *iv = NULL, **dst = NULL, *name = NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        }
-        if (cli_opt(a, "--db", &iv))
-            dst = &o->db, name = "--db";
-        else if ((allowed & O_STATE) && cli_opt(a, "--state", &iv))
-            dst = &o->state, name = "--state";
-        else if ((allowed & O_VIN) && cli_opt(a, "--vin", &iv))
-            dst = &o->vin, name = "--vin";
-        else if ((allowed & O_BY) && cli_opt(a, "--by", &iv))
-            dst = &o->by, name = "--by";
-        else if ((allowed & O_WHY) && cli_opt(a, "--why", &iv))
-            dst = &o->why, name = "--why";
-        else if ((allowed & O_JSON) && !strcmp(a, "--json")) {
-            o->json = 1;
-            continue;
-        } else if ((allowed & O_ID) && !o->id && (a[0] != '-' || !a[1])) {
-            o->id = a;
-            continue;
-        } else {
-            fprintf(stderr, "%s: unexpected argument %s (see vsoc incidents --help)\n", prog, a);
-            return EXIT_USAGE;
-        }
-        if (!(*dst = cli_value(argc, argv, &i, iv, prog, name)))
-            return EXIT_USAGE;
-    }
-    if (!o->db) {
-        fprintf(stderr, "%s: --db FILE is required (see vsoc incidents --help)\n", prog);
-        return EXIT_USAGE;
-    }
-    if ((allowed & O_ID) && !o->id) {
-        fprintf(stderr, "%s: which incident? give its ID (see vsoc incidents --help)\n", prog);
-        return EXIT_USAGE;
-    }
-    if ((allowed & O_BY) && (!o->by || !*o->by)) {
-        fprintf(stderr, "%s: --by NAME is required: say who makes the change\n", prog);
+    vsoc_incident_state_t st;
+    if (o->state && vsoc_incident_state_from_name(o->state, &st) != 0) {
+        fprintf(stderr, "%s: unknown state '%s' (open, contained, resolved, false_positive)\n",
+                prog, o->state);
         return EXIT_USAGE;
     }
     return -1;
 }
+
+static const cli_store_cmd_t cmd = {"vsoc incidents", "incident", "say who makes the change",
+                                    usage, check};
 
 static json_t *incident_json(const vsoc_incident_t *inc)
 {
@@ -112,28 +71,13 @@ static json_t *incident_json(const vsoc_incident_t *inc)
                      "first_alert", inc->first_alert, "tactics", (json_int_t)inc->tactics);
 }
 
-/* Prints a JSON value on one line and frees it. Returns 0, or 1 (a callback's "stop")
- * after printing that memory ran out. */
-static int print_json(json_t *j)
-{
-    char *t = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII) : NULL;
-    json_decref(j);
-    if (!t) {
-        fprintf(stderr, "vsoc: out of memory\n");
-        return 1;
-    }
-    printf("%s\n", t);
-    free(t);
-    return 0;
-}
-
 /* ---- list -------------------------------------------------------------------------------- */
 
 static int list_one(void *ctx, const vsoc_incident_t *inc)
 {
     const opts_t *o = ctx;
     if (o->json)
-        return print_json(incident_json(inc));
+        return cli_print_json(incident_json(inc));
     char f[32], l[32];
     const char *lv = vsoc_level_name(inc->level);
     printf("%-8.8s  %-17s  %-13s  %-14s  %6llu  %-20s  %-20s  %s\n", inc->id, inc->vin,
@@ -145,28 +89,21 @@ static int list_one(void *ctx, const vsoc_incident_t *inc)
 
 static int list(int argc, char **argv)
 {
-    const char *prog = "vsoc incidents list";
     opts_t o;
-    int rc = parse(argc, argv, prog, O_STATE | O_VIN | O_JSON, &o);
-    if (rc >= 0)
-        return rc;
-    vsoc_incident_state_t st = VSOC_INC_OPEN;
-    if (o.state && vsoc_incident_state_from_name(o.state, &st) != 0) {
-        fprintf(stderr, "%s: unknown state '%s' (open, contained, resolved, false_positive)\n",
-                prog, o.state);
-        return EXIT_USAGE;
-    }
-    vsoc_store_t *s = cli_store_open(o.db, 1);
+    int rc;
+    vsoc_store_t *s = cli_store_start(argc, argv, "vsoc incidents list", &cmd,
+                                      CLI_O_STATE | CLI_O_VIN | CLI_O_JSON, &o, &rc);
     if (!s)
-        return 1;
+        return rc;
+    /* check() has accepted the name. */
+    vsoc_incident_state_t st = VSOC_INC_OPEN;
+    if (o.state)
+        vsoc_incident_state_from_name(o.state, &st);
     if (!o.json)
         printf("%-8s  %-17s  %-13s  %-14s  %6s  %-20s  %-20s  %s\n", "ID", "VIN", "LEVEL",
                "STATE", "ALERTS", "FIRST", "LAST", "RULE");
-    rc = vsoc_store_each_incident(s, o.state ? (int)st : -1, o.vin, list_one, &o);
-    if (rc < 0)
-        fprintf(stderr, "vsoc: %s\n", vsoc_store_errmsg(s));
-    vsoc_store_close(s);
-    return rc ? 1 : 0;
+    return cli_store_end(s, vsoc_store_each_incident(s, o.state ? (int)st : -1, o.vin,
+                                                     list_one, &o));
 }
 
 /* ---- show -------------------------------------------------------------------------------- */
@@ -243,12 +180,10 @@ static int show(int argc, char **argv)
 {
     const char *prog = "vsoc incidents show";
     opts_t o;
-    int rc = parse(argc, argv, prog, O_JSON | O_ID, &o);
-    if (rc >= 0)
-        return rc;
-    vsoc_store_t *s = cli_store_open(o.db, 1);
+    int rc;
+    vsoc_store_t *s = cli_store_start(argc, argv, prog, &cmd, CLI_O_JSON | CLI_O_ID, &o, &rc);
     if (!s)
-        return 1;
+        return rc;
     vsoc_incident_t inc;
     json_t *doc = NULL;
     if ((rc = vsoc_store_get_incident(s, o.id, &inc)) != 0) {
@@ -299,7 +234,7 @@ static int show(int argc, char **argv)
     }
     vsoc_store_close(s);
     if (o.json)
-        return print_json(doc) ? 1 : 0;
+        return cli_print_json(doc) ? 1 : 0;
     return 0;
 oom:
     fprintf(stderr, "vsoc: out of memory\n");
@@ -315,12 +250,11 @@ static int set_state(int argc, char **argv, vsoc_incident_state_t to)
     char prog[64];
     snprintf(prog, sizeof prog, "vsoc incidents %s", argv[0]);
     opts_t o;
-    int rc = parse(argc, argv, prog, O_BY | O_WHY | O_ID, &o);
-    if (rc >= 0)
-        return rc;
-    vsoc_store_t *s = cli_store_open(o.db, 1);
+    int rc;
+    vsoc_store_t *s = cli_store_start(argc, argv, prog, &cmd, CLI_O_BY | CLI_O_WHY | CLI_O_ID,
+                                      &o, &rc);
     if (!s)
-        return 1;
+        return rc;
     vsoc_incident_t inc;
     rc = vsoc_store_get_incident(s, o.id, &inc);
     if (rc == 0)

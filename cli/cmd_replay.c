@@ -57,7 +57,7 @@ static void usage(FILE *out)
             "                     said loudly in the output)\n"
             "  --incident-gap DUR alerts of a vehicle further apart start a new incident\n"
             "                     (default 15m)\n"
-            "  -q, --quiet        no summary\n"
+            "  -q, --quiet        no summary and no response log\n"
             "  --no-progress      no progress line, even on a terminal\n"
             "  -h, --help         this help\n"
             "\n"
@@ -221,6 +221,11 @@ int cmd_replay(int argc, char **argv)
     }
     if (quiet)
         progress = 0;
+    if (!ropt.loopback && !ropt.db && !ropt.dry_run) {
+        fprintf(stderr, "vsoc replay: --transport none leaves commands in the store for vsoc "
+                        "respond: it needs --db\n");
+        goto done;
+    }
 
     rs = cli_load_rules(rules, nrules, 0);
     if (!rs)

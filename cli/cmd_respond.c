@@ -157,14 +157,8 @@ static const vsoc_key_t *vehicle_key(respond_t *rs, const char *vin)
     for (size_t i = 0; i < rs->nvkeys; i++)
         if (!strcmp(rs->vkeys[i].vin, vin))
             return rs->vkeys[i].key;
-    if (rs->nvkeys == rs->capvkeys) {
-        size_t cap = rs->capvkeys ? rs->capvkeys * 2 : 16;
-        vkey_t *v = realloc(rs->vkeys, cap * sizeof *v);
-        if (!v)
-            return NULL;
-        rs->vkeys = v;
-        rs->capvkeys = cap;
-    }
+    if (vsoc_array_grow((void **)&rs->vkeys, &rs->capvkeys, rs->nvkeys, sizeof *rs->vkeys))
+        return NULL;
     vkey_t *v = &rs->vkeys[rs->nvkeys++];
     snprintf(v->vin, sizeof v->vin, "%s", vin);
     v->key = NULL;

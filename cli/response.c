@@ -83,14 +83,8 @@ static void logf_(cli_response_t *r, const char *event, const char *fmt, ...)
 
 static int push(queue_t *q, const char *vin, const char *text, size_t n)
 {
-    if (q->n == q->cap) {
-        size_t cap = q->cap ? q->cap * 2 : 16;
-        msg_t *m = realloc(q->m, cap * sizeof *m);
-        if (!m)
-            return VSOC_ENOMEM;
-        q->m = m;
-        q->cap = cap;
-    }
+    if (vsoc_array_grow((void **)&q->m, &q->cap, q->n, sizeof *q->m) != 0)
+        return VSOC_ENOMEM;
     msg_t *m = &q->m[q->n];
     snprintf(m->vin, sizeof m->vin, "%s", vin);
     if (!(m->text = strndup(text, n)))
@@ -120,14 +114,8 @@ static vehicle_t *vehicle_of(cli_response_t *r, const char *vin, size_t n)
             r->last_veh = i;
             return &r->veh[i];
         }
-    if (r->nveh == r->capveh) {
-        size_t cap = r->capveh ? r->capveh * 2 : 8;
-        vehicle_t *v = realloc(r->veh, cap * sizeof *v);
-        if (!v)
-            return NULL;
-        r->veh = v;
-        r->capveh = cap;
-    }
+    if (vsoc_array_grow((void **)&r->veh, &r->capveh, r->nveh, sizeof *r->veh) != 0)
+        return NULL;
     vehicle_t *v = &r->veh[r->nveh];
     memset(v, 0, sizeof *v);
     memcpy(v->vin, vin, n);
@@ -337,7 +325,7 @@ cli_response_t *cli_response_new(const cli_response_opts_t *o, int *exit_code)
     vsoc_diags_free(d);
     if (!r->pbs)
         goto oom;
-    if (o->loopback || o->dry_run) {
+    if ((o->loopback || o->dry_run) && !o->no_playbooks) {
         if (o->keyfile) {
             r->key = vsoc_key_load_private(o->keyfile, NULL, err, sizeof err);
             if (!r->key) {
@@ -360,8 +348,9 @@ cli_response_t *cli_response_new(const cli_response_opts_t *o, int *exit_code)
             goto fail;
         }
     }
-    if (o->db) {
-        r->store = cli_store_open(o->db, 0);
+    /* A dry run writes nothing: it reads a store to resume from, if there is one. */
+    if (o->db && !(o->dry_run && access(o->db, F_OK) != 0)) {
+        r->store = cli_store_open(o->db, o->dry_run);
         if (!r->store)
             goto fail;
     }

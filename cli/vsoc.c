@@ -26,7 +26,7 @@ static void usage(FILE *out)
             "  rules lint  check rule files and report every problem as file:line:col\n"
             "  rules test  run the tests embedded in rules\n"
             "  baseline    learn, show or score a baseline of normal traffic (vsoc baseline --help)\n"
-            "  playbooks   lint the incident playbooks (vsoc playbooks --help)\n"
+            "  playbooks   lint, list or show the incident playbooks (vsoc playbooks --help)\n"
             "  incidents   list, show, resolve incidents in a store (vsoc incidents --help)\n"
             "  commands    list, approve, reject, export vehicle commands (vsoc commands --help)\n"
             "  respond     deliver approved commands to vehicles and collect their acks\n"

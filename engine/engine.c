@@ -793,17 +793,7 @@ static void make_uid(const vsoc_rule_t *r, const char *key, size_t keylen, int64
     EVP_DigestFinal_ex(c, md, &mdlen);
     EVP_MD_CTX_free(c);
     /* Formatted as a UUID (version 8: vendor-defined) so that OCSF tools accept it. */
-    md[6] = (unsigned char)((md[6] & 0x0F) | 0x80);
-    md[8] = (unsigned char)((md[8] & 0x3F) | 0x80);
-    static const char hx[] = "0123456789abcdef";
-    size_t o = 0;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = hx[md[i] >> 4];
-        out[o++] = hx[md[i] & 15];
-    }
-    out[o] = 0;
+    vsoc_uuid_format(md, out);
 }
 
 /* Applies suppression and emits. Returns 1 when an alert went out. */

@@ -1,4 +1,6 @@
-/* envelope.c: the signed command envelope (see envelope.h and docs/envelope.md).
+/* envelope.c: the signed command envelope (see envelope.h and docs/envelope.md), and what
+ * the other signed messages share with it (envelope_internal.h): acks are written, parsed,
+ * signed and checked by the same code, so the two cannot drift apart.
  *
  * The canonical form is written by hand rather than by jansson, because the outer keys keep
  * a fixed order while args' keys are sorted; strings go through jansson's own encoder so the
@@ -15,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,8 +48,7 @@ int vsoc_envelope_action_known(const char *action)
     return 0;
 }
 
-__attribute__((format(printf, 3, 4)))
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
+void vsoc_envelope_seterr(char *err, size_t errlen, const char *fmt, ...)
 {
     if (!err || !errlen)
         return;
@@ -66,6 +68,34 @@ static const char *ossl_msg(char *buf, size_t n)
         snprintf(buf, n, "unknown error");
     ERR_clear_error();
     return buf;
+}
+
+int vsoc_envelope_is_uuid(const char *s)
+{
+    static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+    if (strlen(s) != sizeof shape - 1)
+        return 0;
+    for (size_t i = 0; i < sizeof shape - 1; i++) {
+        int c = (unsigned char)s[i];
+        int hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+        if (shape[i] == '-' ? c != '-' : !hex)
+            return 0;
+    }
+    return 1;
+}
+
+int vsoc_envelope_is_name(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        int c = (unsigned char)s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
 }
 
 /* ---- time ---------------------------------------------------------------------------- */
@@ -126,16 +156,24 @@ int vsoc_envelope_time_parse(const char *s, int64_t *out)
     return 0;
 }
 
+int vsoc_envelope_time_arg(const char *s, int64_t *out)
+{
+    if (vsoc_envelope_time_parse(s, out) == 0)
+        return 0;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || errno)
+        return -1;
+    *out = v;
+    return 0;
+}
+
 /* ---- canonical form ------------------------------------------------------------------ */
 
-typedef struct buf {
-    char *p;
-    size_t n, cap;
-    int oom;
-} buf_t;
-
-static void put(buf_t *b, const char *s, size_t n)
+void vsoc_json_put(vsoc_json_buf_t *b, const char *s)
 {
+    size_t n = strlen(s);
     if (b->oom)
         return;
     if (b->n + n + 1 > b->cap) {
@@ -155,13 +193,7 @@ static void put(buf_t *b, const char *s, size_t n)
     b->p[b->n] = 0;
 }
 
-static void puts_(buf_t *b, const char *s)
-{
-    put(b, s, strlen(s));
-}
-
-/* A JSON string exactly as jansson escapes it. */
-static void put_jstr(buf_t *b, const char *s)
+void vsoc_json_put_str(vsoc_json_buf_t *b, const char *s)
 {
     json_t *j = json_string(s);
     char *t = j ? json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
@@ -170,58 +202,71 @@ static void put_jstr(buf_t *b, const char *s)
         b->oom = 1;
         return;
     }
-    puts_(b, t);
+    vsoc_json_put(b, t);
     free(t);
 }
 
-static void put_i64(buf_t *b, const char *fmt_key, long long v)
+void vsoc_envelope_put_head(vsoc_json_buf_t *b, int v, const char *cmd_id, const char *vin,
+                            uint64_t seq)
 {
     char tmp[64];
-    snprintf(tmp, sizeof tmp, "%s%lld", fmt_key, v);
-    puts_(b, tmp);
+    snprintf(tmp, sizeof tmp, "{\"v\":%d,\"cmd_id\":", v);
+    vsoc_json_put(b, tmp);
+    vsoc_json_put_str(b, cmd_id);
+    vsoc_json_put(b, ",\"vin\":");
+    vsoc_json_put_str(b, vin);
+    snprintf(tmp, sizeof tmp, ",\"seq\":%llu", (unsigned long long)seq);
+    vsoc_json_put(b, tmp);
+}
+
+int vsoc_envelope_put_tail(vsoc_json_buf_t *b, const char *key_id, const char *sig,
+                           char **out, size_t *len)
+{
+    vsoc_json_put(b, ",\"key_id\":");
+    vsoc_json_put_str(b, key_id);
+    if (sig) {
+        vsoc_json_put(b, ",\"sig\":");
+        vsoc_json_put_str(b, sig);
+    }
+    vsoc_json_put(b, "}");
+    if (b->oom) {
+        free(b->p);
+        return VSOC_ENOMEM;
+    }
+    *out = b->p;
+    if (len)
+        *len = b->n;
+    return 0;
 }
 
 static int build(const vsoc_envelope_t *e, int with_sig, char **out, size_t *len)
 {
-    char iss[21], exp[21];
+    char iss[21], exp[21], ttl[64];
     if (vsoc_envelope_time_format(e->issued_at, iss) ||
         vsoc_envelope_time_format(e->expires_at, exp))
         return VSOC_EINVAL;
-    buf_t b = {0};
-    char tmp[64];
-    put_i64(&b, "{\"v\":", e->v);
-    puts_(&b, ",\"cmd_id\":");
-    put_jstr(&b, e->cmd_id);
-    puts_(&b, ",\"vin\":");
-    put_jstr(&b, e->vin);
-    snprintf(tmp, sizeof tmp, ",\"seq\":%llu", (unsigned long long)e->seq);
-    puts_(&b, tmp);
-    puts_(&b, ",\"action\":");
-    put_jstr(&b, e->action);
-    puts_(&b, ",\"args\":");
-    puts_(&b, e->args[0] ? e->args : "{}");
-    put_i64(&b, ",\"ttl_s\":", e->ttl_s);
-    puts_(&b, ",\"issued_at\":\"");
-    puts_(&b, iss);
-    puts_(&b, "\",\"expires_at\":\"");
-    puts_(&b, exp);
-    puts_(&b, "\",\"incident_id\":");
-    put_jstr(&b, e->incident_id);
-    puts_(&b, ",\"key_id\":");
-    put_jstr(&b, e->key_id);
-    if (with_sig) {
-        puts_(&b, ",\"sig\":");
-        put_jstr(&b, e->sig);
-    }
-    puts_(&b, "}");
-    if (b.oom) {
-        free(b.p);
-        return VSOC_ENOMEM;
-    }
-    *out = b.p;
-    if (len)
-        *len = b.n;
-    return 0;
+    vsoc_json_buf_t b = {0};
+    vsoc_envelope_put_head(&b, e->v, e->cmd_id, e->vin, e->seq);
+    vsoc_json_put(&b, ",\"action\":");
+    vsoc_json_put_str(&b, e->action);
+    vsoc_json_put(&b, ",\"args\":");
+    vsoc_json_put(&b, e->args[0] ? e->args : "{}");
+    snprintf(ttl, sizeof ttl, ",\"ttl_s\":%lld", (long long)e->ttl_s);
+    vsoc_json_put(&b, ttl);
+    vsoc_json_put(&b, ",\"issued_at\":\"");
+    vsoc_json_put(&b, iss);
+    vsoc_json_put(&b, "\",\"expires_at\":\"");
+    vsoc_json_put(&b, exp);
+    vsoc_json_put(&b, "\",\"incident_id\":");
+    vsoc_json_put_str(&b, e->incident_id);
+    return vsoc_envelope_put_tail(&b, e->key_id, with_sig ? e->sig : NULL, out, len);
+}
+
+/* The canonical form as a vsoc_envelope_canon_fn (a call through a pointer of another
+ * function type would be undefined). */
+static int canonical_fn(const void *e, char **out, size_t *len)
+{
+    return vsoc_envelope_canonical(e, out, len);
 }
 
 int vsoc_envelope_canonical(const vsoc_envelope_t *e, char **out, size_t *len)
@@ -237,17 +282,18 @@ int vsoc_envelope_serialize(const vsoc_envelope_t *e, char **out, size_t *len)
 static int set_args_json(vsoc_envelope_t *e, const json_t *args, char *err, size_t errlen)
 {
     if (!json_is_object(args)) {
-        seterr(err, errlen, "args: not a JSON object");
+        vsoc_envelope_seterr(err, errlen, "args: not a JSON object");
         return VSOC_EPARSE;
     }
     char *t = json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS);
     if (!t) {
-        seterr(err, errlen, "args: out of memory");
+        vsoc_envelope_seterr(err, errlen, "args: out of memory");
         return VSOC_ENOMEM;
     }
     size_t n = strlen(t);
     if (n > VSOC_ENVELOPE_ARGS_MAX) {
-        seterr(err, errlen, "args: %zu bytes, more than %d", n, VSOC_ENVELOPE_ARGS_MAX);
+        vsoc_envelope_seterr(err, errlen, "args: %zu bytes, more than %d", n,
+                             VSOC_ENVELOPE_ARGS_MAX);
         free(t);
         return VSOC_EPARSE;
     }
@@ -261,7 +307,7 @@ int vsoc_envelope_set_args(vsoc_envelope_t *e, const char *json, char *err, size
     json_error_t je;
     json_t *j = json_loads(json, JSON_REJECT_DUPLICATES, &je);
     if (!j) {
-        seterr(err, errlen, "args: %s at column %d", je.text, je.column);
+        vsoc_envelope_seterr(err, errlen, "args: %s at column %d", je.text, je.column);
         return VSOC_EPARSE;
     }
     int rc = set_args_json(e, j, err, errlen);
@@ -271,169 +317,112 @@ int vsoc_envelope_set_args(vsoc_envelope_t *e, const char *json, char *err, size
 
 /* ---- parse --------------------------------------------------------------------------- */
 
-enum { F_INT, F_STR, F_TIME, F_OBJ };
-
-static const struct field {
-    const char *name;
-    int type;
-    size_t max; /* strings: bytes */
-} fields[] = {
-    {"v", F_INT, 0},
-    {"cmd_id", F_STR, VSOC_ENVELOPE_STR_MAX},
-    {"vin", F_STR, VSOC_ENVELOPE_VIN_MAX},
-    {"seq", F_INT, 0},
-    {"action", F_STR, VSOC_ENVELOPE_STR_MAX},
-    {"args", F_OBJ, 0},
-    {"ttl_s", F_INT, 0},
-    {"issued_at", F_TIME, 0},
-    {"expires_at", F_TIME, 0},
-    {"incident_id", F_STR, VSOC_ENVELOPE_STR_MAX},
-    {"key_id", F_STR, VSOC_ENVELOPE_STR_MAX},
-    {"sig", F_STR, VSOC_ENVELOPE_STR_MAX},
-};
-#define NFIELDS (sizeof fields / sizeof fields[0])
-
-static int is_uuid(const char *s)
+/* One field of a strict parse (see vsoc_json_parse_strict). Returns 0, or -1 with reason. */
+static int parse_field(const vsoc_json_field_t *f, json_t *j, vsoc_json_other_fn other,
+                       void *out, char *reason, size_t reasonlen)
 {
-    static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
-    if (strlen(s) != sizeof shape - 1)
+    char *dst = (char *)out + f->off;
+    if (f->type == VSOC_JSON_OTHER)
+        return other(out, f, j, reason, reasonlen);
+    if (f->type == VSOC_JSON_VERSION || f->type == VSOC_JSON_U64 || f->type == VSOC_JSON_I64) {
+        if (!json_is_integer(j)) {
+            vsoc_envelope_seterr(reason, reasonlen, "%s: not an integer", f->name);
+            return -1;
+        }
+        json_int_t v = json_integer_value(j);
+        if (v < 0) {
+            vsoc_envelope_seterr(reason, reasonlen, "%s: negative (%lld)", f->name, (long long)v);
+            return -1;
+        }
+        if (f->type == VSOC_JSON_U64)
+            *(uint64_t *)(void *)dst = (uint64_t)v;
+        else if (f->type == VSOC_JSON_I64)
+            *(int64_t *)(void *)dst = (int64_t)v;
+        else if ((unsigned long long)v == f->max)
+            *(int *)(void *)dst = (int)v;
+        else {
+            vsoc_envelope_seterr(reason, reasonlen, "%s: unsupported version %lld (expected %zu)",
+                                 f->name, (long long)v, f->max);
+            return -1;
+        }
         return 0;
-    for (size_t i = 0; i < sizeof shape - 1; i++) {
-        int c = (unsigned char)s[i];
-        int hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-        if (shape[i] == '-' ? c != '-' : !hex)
-            return 0;
     }
-    return 1;
+    if (!json_is_string(j)) {
+        vsoc_envelope_seterr(reason, reasonlen, "%s: not a string", f->name);
+        return -1;
+    }
+    const char *s = json_string_value(j);
+    size_t len = json_string_length(j);
+    if (f->type == VSOC_JSON_TIME) {
+        if (vsoc_envelope_time_parse(s, (int64_t *)(void *)dst) != 0) {
+            vsoc_envelope_seterr(reason, reasonlen, "%s: \"%.32s\" is not YYYY-MM-DDTHH:MM:SSZ",
+                                 f->name, s);
+            return -1;
+        }
+        return 0;
+    }
+    if (len > f->max) {
+        vsoc_envelope_seterr(reason, reasonlen, "%s: %zu bytes, more than %zu", f->name, len,
+                             f->max);
+        return -1;
+    }
+    if (strlen(s) != len) {
+        vsoc_envelope_seterr(reason, reasonlen, "%s: contains NUL", f->name);
+        return -1;
+    }
+    if (len == 0 && !(f->flags & VSOC_JSON_EMPTY_OK)) {
+        vsoc_envelope_seterr(reason, reasonlen, "%s: empty", f->name);
+        return -1;
+    }
+    if ((f->flags & VSOC_JSON_UUID) && !vsoc_envelope_is_uuid(s)) {
+        vsoc_envelope_seterr(reason, reasonlen, "%s: \"%.40s\" is not a UUID", f->name, s);
+        return -1;
+    }
+    memcpy(dst, s, len + 1);
+    return 0;
 }
 
-static char *str_dest(vsoc_envelope_t *e, const char *name)
+int vsoc_json_parse_strict(const char *what, const char *buf, size_t n, size_t max,
+                           const vsoc_json_field_t *fields, size_t nfields,
+                           vsoc_json_other_fn other, void *out, size_t outsize, char *reason,
+                           size_t reasonlen)
 {
-    if (!strcmp(name, "cmd_id"))
-        return e->cmd_id;
-    if (!strcmp(name, "vin"))
-        return e->vin;
-    if (!strcmp(name, "action"))
-        return e->action;
-    if (!strcmp(name, "incident_id"))
-        return e->incident_id;
-    if (!strcmp(name, "key_id"))
-        return e->key_id;
-    return e->sig;
-}
-
-int vsoc_envelope_parse(const char *buf, size_t n, vsoc_envelope_t *out, char *reason,
-                        size_t reasonlen)
-{
-    if (n > VSOC_ENVELOPE_MAX) {
-        seterr(reason, reasonlen, "envelope: %zu bytes, more than %d", n, VSOC_ENVELOPE_MAX);
+    if (n > max) {
+        vsoc_envelope_seterr(reason, reasonlen, "%s: %zu bytes, more than %zu", what, n, max);
         return VSOC_EPARSE;
     }
     json_error_t je;
     json_t *root = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
-        seterr(reason, reasonlen, "envelope: %s at line %d column %d", je.text, je.line,
-               je.column);
+        vsoc_envelope_seterr(reason, reasonlen, "%s: %s at line %d column %d", what, je.text,
+                             je.line, je.column);
         return VSOC_EPARSE;
     }
     int rc = VSOC_EPARSE;
-    memset(out, 0, sizeof *out);
+    memset(out, 0, outsize);
     if (!json_is_object(root)) {
-        seterr(reason, reasonlen, "envelope: not a JSON object");
+        vsoc_envelope_seterr(reason, reasonlen, "%s: not a JSON object", what);
         goto done;
     }
     const char *key;
     json_t *val;
     json_object_foreach(root, key, val) {
         size_t i = 0;
-        while (i < NFIELDS && strcmp(key, fields[i].name) != 0)
+        while (i < nfields && strcmp(key, fields[i].name) != 0)
             i++;
-        if (i == NFIELDS) {
-            seterr(reason, reasonlen, "unknown field \"%.64s\"", key);
+        if (i == nfields) {
+            vsoc_envelope_seterr(reason, reasonlen, "unknown field \"%.64s\"", key);
             goto done;
         }
     }
-    for (size_t i = 0; i < NFIELDS; i++) {
-        const struct field *f = &fields[i];
-        json_t *j = json_object_get(root, f->name);
+    for (size_t i = 0; i < nfields; i++) {
+        json_t *j = json_object_get(root, fields[i].name);
         if (!j) {
-            seterr(reason, reasonlen, "%s: missing", f->name);
+            vsoc_envelope_seterr(reason, reasonlen, "%s: missing", fields[i].name);
             goto done;
         }
-        switch (f->type) {
-        case F_INT: {
-            if (!json_is_integer(j)) {
-                seterr(reason, reasonlen, "%s: not an integer", f->name);
-                goto done;
-            }
-            json_int_t v = json_integer_value(j);
-            if (v < 0) {
-                seterr(reason, reasonlen, "%s: negative (%lld)", f->name, (long long)v);
-                goto done;
-            }
-            if (!strcmp(f->name, "v")) {
-                if (v != VSOC_ENVELOPE_VERSION) {
-                    seterr(reason, reasonlen, "v: unsupported version %lld (expected %d)",
-                           (long long)v, VSOC_ENVELOPE_VERSION);
-                    goto done;
-                }
-                out->v = (int)v;
-            } else if (!strcmp(f->name, "seq")) {
-                out->seq = (uint64_t)v;
-            } else {
-                out->ttl_s = (int64_t)v;
-            }
-            break;
-        }
-        case F_OBJ: {
-            char err[128];
-            if (set_args_json(out, j, err, sizeof err) != 0) {
-                seterr(reason, reasonlen, "%s", err);
-                goto done;
-            }
-            break;
-        }
-        case F_STR:
-        case F_TIME: {
-            if (!json_is_string(j)) {
-                seterr(reason, reasonlen, "%s: not a string", f->name);
-                goto done;
-            }
-            const char *s = json_string_value(j);
-            size_t len = json_string_length(j);
-            if (f->type == F_TIME) {
-                int64_t t;
-                if (vsoc_envelope_time_parse(s, &t) != 0) {
-                    seterr(reason, reasonlen, "%s: \"%.32s\" is not YYYY-MM-DDTHH:MM:SSZ",
-                           f->name, s);
-                    goto done;
-                }
-                if (!strcmp(f->name, "issued_at"))
-                    out->issued_at = t;
-                else
-                    out->expires_at = t;
-                break;
-            }
-            if (len > f->max) {
-                seterr(reason, reasonlen, "%s: %zu bytes, more than %zu", f->name, len, f->max);
-                goto done;
-            }
-            if (strlen(s) != len) {
-                seterr(reason, reasonlen, "%s: contains NUL", f->name);
-                goto done;
-            }
-            if (len == 0 && strcmp(f->name, "incident_id") != 0) {
-                seterr(reason, reasonlen, "%s: empty", f->name);
-                goto done;
-            }
-            if (!strcmp(f->name, "cmd_id") && !is_uuid(s)) {
-                seterr(reason, reasonlen, "cmd_id: \"%.40s\" is not a UUID", s);
-                goto done;
-            }
-            memcpy(str_dest(out, f->name), s, len + 1);
-            break;
-        }
-        }
+        if (parse_field(&fields[i], j, other, out, reason, reasonlen) != 0)
+            goto done;
     }
     rc = 0;
 done:
@@ -441,20 +430,43 @@ done:
     return rc;
 }
 
+#define FIELD(name, type, max, flags) {#name, type, offsetof(vsoc_envelope_t, name), max, flags}
+static const vsoc_json_field_t fields[] = {
+    FIELD(v, VSOC_JSON_VERSION, VSOC_ENVELOPE_VERSION, 0),
+    FIELD(cmd_id, VSOC_JSON_STR, VSOC_ENVELOPE_STR_MAX, VSOC_JSON_UUID),
+    FIELD(vin, VSOC_JSON_STR, VSOC_ENVELOPE_VIN_MAX, 0),
+    FIELD(seq, VSOC_JSON_U64, 0, 0),
+    FIELD(action, VSOC_JSON_STR, VSOC_ENVELOPE_STR_MAX, 0),
+    FIELD(args, VSOC_JSON_OTHER, 0, 0),
+    FIELD(ttl_s, VSOC_JSON_I64, 0, 0),
+    FIELD(issued_at, VSOC_JSON_TIME, 0, 0),
+    FIELD(expires_at, VSOC_JSON_TIME, 0, 0),
+    FIELD(incident_id, VSOC_JSON_STR, VSOC_ENVELOPE_STR_MAX, VSOC_JSON_EMPTY_OK),
+    FIELD(key_id, VSOC_JSON_STR, VSOC_ENVELOPE_STR_MAX, 0),
+    FIELD(sig, VSOC_JSON_STR, VSOC_ENVELOPE_STR_MAX, 0),
+};
+#undef FIELD
+
+/* args, the one field that is an object. */
+static int parse_args(void *out, const vsoc_json_field_t *f, json_t *j, char *reason,
+                      size_t reasonlen)
+{
+    return set_args_json(out, j, reason, reasonlen) == 0 ? 0 : -1;
+}
+
+int vsoc_envelope_parse(const char *buf, size_t n, vsoc_envelope_t *out, char *reason,
+                        size_t reasonlen)
+{
+    return vsoc_json_parse_strict("envelope", buf, n, VSOC_ENVELOPE_MAX, fields,
+                                  sizeof fields / sizeof fields[0], parse_args, out, sizeof *out,
+                                  reason, reasonlen);
+}
+
 /* ---- keys ---------------------------------------------------------------------------- */
 
 int vsoc_key_id_valid(const char *id)
 {
-    size_t n = strlen(id);
-    if (n == 0 || n > VSOC_KEY_ID_MAX || id[0] == '.')
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        int c = (unsigned char)id[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
+    return id[0] != '.' && vsoc_envelope_is_name(id, VSOC_KEY_ID_MAX);
 }
 
 void vsoc_key_free(vsoc_key_t *k)
@@ -475,19 +487,20 @@ static vsoc_key_t *key_wrap(EVP_PKEY *pkey, int is_private, const char *id, cons
                             char *err, size_t errlen)
 {
     if (EVP_PKEY_id(pkey) != EVP_PKEY_ED25519) {
-        seterr(err, errlen, "%s: not an Ed25519 key", what);
+        vsoc_envelope_seterr(err, errlen, "%s: not an Ed25519 key", what);
         EVP_PKEY_free(pkey);
         return NULL;
     }
     if (!vsoc_key_id_valid(id)) {
-        seterr(err, errlen, "%s: invalid key id \"%.80s\" (1..%d of A-Z a-z 0-9 . _ -)", what,
-               id, VSOC_KEY_ID_MAX);
+        vsoc_envelope_seterr(err, errlen,
+                             "%s: invalid key id \"%.80s\" (1..%d of A-Z a-z 0-9 . _ -)", what, id,
+                             VSOC_KEY_ID_MAX);
         EVP_PKEY_free(pkey);
         return NULL;
     }
     vsoc_key_t *k = calloc(1, sizeof *k);
     if (!k) {
-        seterr(err, errlen, "%s: out of memory", what);
+        vsoc_envelope_seterr(err, errlen, "%s: out of memory", what);
         EVP_PKEY_free(pkey);
         return NULL;
     }
@@ -504,8 +517,8 @@ static vsoc_key_t *key_from_bio(BIO *bio, int is_private, const char *id, const 
                                 : PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
     if (!pkey) {
         char m[256];
-        seterr(err, errlen, "%s: cannot read %s key: %s", what,
-               is_private ? "private" : "public", ossl_msg(m, sizeof m));
+        vsoc_envelope_seterr(err, errlen, "%s: cannot read %s key: %s", what,
+                             is_private ? "private" : "public", ossl_msg(m, sizeof m));
         return NULL;
     }
     return key_wrap(pkey, is_private, id, what, err, errlen);
@@ -515,12 +528,12 @@ vsoc_key_t *vsoc_key_from_pem(const char *pem, size_t n, int is_private, const c
                               char *err, size_t errlen)
 {
     if (!key_id || n > 65536) {
-        seterr(err, errlen, "PEM: %s", key_id ? "too large" : "no key id");
+        vsoc_envelope_seterr(err, errlen, "PEM: %s", key_id ? "too large" : "no key id");
         return NULL;
     }
     BIO *bio = BIO_new_mem_buf(pem, (int)n);
     if (!bio) {
-        seterr(err, errlen, "PEM: out of memory");
+        vsoc_envelope_seterr(err, errlen, "PEM: out of memory");
         return NULL;
     }
     vsoc_key_t *k = key_from_bio(bio, is_private, key_id, "PEM", err, errlen);
@@ -545,13 +558,13 @@ static vsoc_key_t *key_load(const char *path, int is_private, const char *key_id
     }
     FILE *f = fopen(path, "r");
     if (!f) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        vsoc_envelope_seterr(err, errlen, "%s: %s", path, strerror(errno));
         return NULL;
     }
     BIO *bio = BIO_new_fp(f, BIO_NOCLOSE);
     vsoc_key_t *k = NULL;
     if (!bio)
-        seterr(err, errlen, "%s: out of memory", path);
+        vsoc_envelope_seterr(err, errlen, "%s: out of memory", path);
     else
         k = key_from_bio(bio, is_private, key_id, path, err, errlen);
     BIO_free(bio);
@@ -578,8 +591,9 @@ static int write_new(const char *path, BIO *bio, mode_t mode, char *err, size_t 
     long n = BIO_get_mem_data(bio, &data);
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
     if (fd < 0) {
-        seterr(err, errlen, "%s: %s", path,
-               errno == EEXIST ? "already exists; not overwriting a key" : strerror(errno));
+        vsoc_envelope_seterr(err, errlen, "%s: %s", path,
+                             errno == EEXIST ? "already exists; not overwriting a key"
+                                             : strerror(errno));
         return errno == EEXIST ? VSOC_EINVAL : VSOC_EIO;
     }
     /* open() applied the umask; the private key's mode must be exactly 0600. */
@@ -599,7 +613,7 @@ static int write_new(const char *path, BIO *bio, mode_t mode, char *err, size_t 
         e = errno;
     }
     if (!ok) {
-        seterr(err, errlen, "%s: %s", path, strerror(e));
+        vsoc_envelope_seterr(err, errlen, "%s: %s", path, strerror(e));
         unlink(path);
         return VSOC_EIO;
     }
@@ -609,18 +623,18 @@ static int write_new(const char *path, BIO *bio, mode_t mode, char *err, size_t 
 int vsoc_key_generate(const char *dir, const char *key_id, char *err, size_t errlen)
 {
     if (!vsoc_key_id_valid(key_id)) {
-        seterr(err, errlen, "invalid key id \"%.80s\" (1..%d of A-Z a-z 0-9 . _ -)", key_id,
-               VSOC_KEY_ID_MAX);
+        vsoc_envelope_seterr(err, errlen, "invalid key id \"%.80s\" (1..%d of A-Z a-z 0-9 . _ -)",
+                             key_id, VSOC_KEY_ID_MAX);
         return VSOC_EINVAL;
     }
     char kpath[4096], ppath[4096];
     if ((size_t)snprintf(kpath, sizeof kpath, "%s/%s.key", dir, key_id) >= sizeof kpath ||
         (size_t)snprintf(ppath, sizeof ppath, "%s/%s.pub", dir, key_id) >= sizeof ppath) {
-        seterr(err, errlen, "%s: path too long", dir);
+        vsoc_envelope_seterr(err, errlen, "%s: path too long", dir);
         return VSOC_EINVAL;
     }
     if (access(ppath, F_OK) == 0) {
-        seterr(err, errlen, "%s: already exists; not overwriting a key", ppath);
+        vsoc_envelope_seterr(err, errlen, "%s: already exists; not overwriting a key", ppath);
         return VSOC_EINVAL;
     }
     char m[256];
@@ -629,14 +643,16 @@ int vsoc_key_generate(const char *dir, const char *key_id, char *err, size_t err
     BIO *kb = NULL, *pb = NULL;
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, NULL);
     if (!ctx || EVP_PKEY_keygen_init(ctx) != 1 || EVP_PKEY_keygen(ctx, &pkey) != 1) {
-        seterr(err, errlen, "cannot generate an Ed25519 key: %s", ossl_msg(m, sizeof m));
+        vsoc_envelope_seterr(err, errlen, "cannot generate an Ed25519 key: %s",
+                             ossl_msg(m, sizeof m));
         goto done;
     }
     kb = BIO_new(BIO_s_mem());
     pb = BIO_new(BIO_s_mem());
     if (!kb || !pb || PEM_write_bio_PrivateKey(kb, pkey, NULL, NULL, 0, NULL, NULL) != 1 ||
         PEM_write_bio_PUBKEY(pb, pkey) != 1) {
-        seterr(err, errlen, "cannot write the key as PEM: %s", ossl_msg(m, sizeof m));
+        vsoc_envelope_seterr(err, errlen, "cannot write the key as PEM: %s",
+                             ossl_msg(m, sizeof m));
         goto done;
     }
     rc = write_new(kpath, kb, 0600, err, errlen);
@@ -655,39 +671,47 @@ done:
 
 /* ---- sign and verify ----------------------------------------------------------------- */
 
-int vsoc_envelope_sign(vsoc_envelope_t *e, const vsoc_key_t *key, char *err, size_t errlen)
+int vsoc_envelope_sign_msg(const void *msg, vsoc_envelope_canon_fn canonical, char *key_id,
+                           char *sig, const vsoc_key_t *key, const char *what, char *err,
+                           size_t errlen)
 {
     if (!key->is_private) {
-        seterr(err, errlen, "key %s: a public key cannot sign", key->id);
+        vsoc_envelope_seterr(err, errlen, "key %s: a public key cannot sign", key->id);
         return VSOC_EINVAL;
     }
-    snprintf(e->key_id, sizeof e->key_id, "%s", key->id);
+    snprintf(key_id, VSOC_ENVELOPE_STR_MAX + 1, "%s", key->id);
     char *tbs;
     size_t n;
-    int rc = vsoc_envelope_canonical(e, &tbs, &n);
+    int rc = canonical(msg, &tbs, &n);
     if (rc != 0) {
-        seterr(err, errlen, "canonical form: %s", vsoc_strerror(rc));
+        vsoc_envelope_seterr(err, errlen, "%scanonical form: %s", what, vsoc_strerror(rc));
         return rc;
     }
-    unsigned char sig[64];
-    size_t siglen = sizeof sig;
+    unsigned char raw[64];
+    size_t siglen = sizeof raw;
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     if (!md || EVP_DigestSignInit(md, NULL, NULL, NULL, key->pkey) != 1 ||
-        EVP_DigestSign(md, sig, &siglen, (const unsigned char *)tbs, n) != 1 || siglen != 64) {
+        EVP_DigestSign(md, raw, &siglen, (const unsigned char *)tbs, n) != 1 || siglen != 64) {
         char m[256];
-        seterr(err, errlen, "key %s: signing failed: %s", key->id, ossl_msg(m, sizeof m));
+        vsoc_envelope_seterr(err, errlen, "key %s: signing failed: %s", key->id,
+                             ossl_msg(m, sizeof m));
         rc = VSOC_EINVAL;
     } else {
-        EVP_EncodeBlock((unsigned char *)e->sig, sig, 64);
+        EVP_EncodeBlock((unsigned char *)sig, raw, 64);
     }
     EVP_MD_CTX_free(md);
     free(tbs);
     return rc;
 }
 
+int vsoc_envelope_sign(vsoc_envelope_t *e, const vsoc_key_t *key, char *err, size_t errlen)
+{
+    return vsoc_envelope_sign_msg(e, canonical_fn, e->key_id, e->sig, key, "", err, errlen);
+}
+
 /* Decodes sig into raw[64]: only the one canonical base64 spelling of 64 bytes is accepted,
- * so a signature cannot be re-encoded into a second valid envelope. */
-int vsoc_envelope_sig_decode(const char *sig, unsigned char raw[64])
+ * so a signature cannot be re-encoded into a second valid envelope. Returns 0 or -1. */
+static int sig_decode(const char *sig, unsigned char raw[64])
 {
     if (strlen(sig) != VSOC_ENVELOPE_SIG_LEN)
         return -1;
@@ -699,8 +723,9 @@ int vsoc_envelope_sig_decode(const char *sig, unsigned char raw[64])
     return memcmp(back, sig, VSOC_ENVELOPE_SIG_LEN) == 0 ? 0 : -1;
 }
 
-int vsoc_envelope_sig_ok(const vsoc_key_t *k, const unsigned char *tbs,
-                         size_t n, const unsigned char raw[64])
+/* 1 when raw is k's Ed25519 signature of tbs[0..n). Clears OpenSSL's error queue. */
+static int sig_ok(const vsoc_key_t *k, const unsigned char *tbs, size_t n,
+                  const unsigned char raw[64])
 {
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     int ok = md && EVP_DigestVerifyInit(md, NULL, NULL, NULL, k->pkey) == 1 &&
@@ -710,31 +735,40 @@ int vsoc_envelope_sig_ok(const vsoc_key_t *k, const unsigned char *tbs,
     return ok;
 }
 
-vsoc_envelope_reason_t vsoc_envelope_verify(const vsoc_envelope_t *e,
-                                            const vsoc_key_t *const *trusted, size_t n,
-                                            const vsoc_envelope_check_t *chk)
+vsoc_envelope_reason_t vsoc_envelope_check_sig(const void *msg, vsoc_envelope_canon_fn canonical,
+                                               const char *key_id, const char *sig,
+                                               const vsoc_key_t *const *trusted, size_t n)
 {
     int known = 0, good = 0;
     unsigned char raw[64];
-    int decoded = vsoc_envelope_sig_decode(e->sig, raw) == 0;
+    int decoded = sig_decode(sig, raw) == 0;
     char *tbs = NULL;
     size_t len = 0;
     for (size_t i = 0; i < n && !good; i++) {
-        if (strcmp(trusted[i]->id, e->key_id) != 0)
+        if (strcmp(trusted[i]->id, key_id) != 0)
             continue;
         known = 1;
         if (!decoded)
             break;
         /* Out of memory or an unwritable time cannot be verified: a bad signature. */
-        if (!tbs && vsoc_envelope_canonical(e, &tbs, &len) != 0)
+        if (!tbs && canonical(msg, &tbs, &len) != 0)
             break;
-        good = vsoc_envelope_sig_ok(trusted[i], (const unsigned char *)tbs, len, raw);
+        good = sig_ok(trusted[i], (const unsigned char *)tbs, len, raw);
     }
     free(tbs);
     if (!known)
         return VSOC_ENVELOPE_UNKNOWN_KEY;
-    if (!good)
-        return VSOC_ENVELOPE_BAD_SIGNATURE;
+    return good ? VSOC_ENVELOPE_OK : VSOC_ENVELOPE_BAD_SIGNATURE;
+}
+
+vsoc_envelope_reason_t vsoc_envelope_verify(const vsoc_envelope_t *e,
+                                            const vsoc_key_t *const *trusted, size_t n,
+                                            const vsoc_envelope_check_t *chk)
+{
+    vsoc_envelope_reason_t r =
+        vsoc_envelope_check_sig(e, canonical_fn, e->key_id, e->sig, trusted, n);
+    if (r != VSOC_ENVELOPE_OK)
+        return r;
     if (chk->vin && strcmp(chk->vin, e->vin) != 0)
         return VSOC_ENVELOPE_WRONG_VIN;
     if (chk->now >= e->expires_at)

@@ -16,19 +16,19 @@
 
 static const char *const state_names[] = {"open", "contained", "resolved", "false_positive"};
 
+#define NSTATES (sizeof state_names / sizeof *state_names)
+
 const char *vsoc_incident_state_name(vsoc_incident_state_t s)
 {
-    return (unsigned)s < sizeof state_names / sizeof *state_names ? state_names[s] : NULL;
+    return vsoc_name_of(state_names, NSTATES, (unsigned)s);
 }
 
 int vsoc_incident_state_from_name(const char *name, vsoc_incident_state_t *out)
 {
-    for (size_t i = 0; i < sizeof state_names / sizeof *state_names; i++)
-        if (!strcmp(name, state_names[i])) {
-            *out = (vsoc_incident_state_t)i;
-            return 0;
-        }
-    return -1;
+    int i = vsoc_name_index(state_names, NSTATES, name);
+    if (i >= 0)
+        *out = (vsoc_incident_state_t)i;
+    return i >= 0 ? 0 : -1;
 }
 
 int vsoc_incident_transition_ok(vsoc_incident_state_t from, vsoc_incident_state_t to)
@@ -80,18 +80,7 @@ void vsoc_uuid_derive(const char *const *parts, size_t nparts, char out[37])
     }
     EVP_DigestFinal_ex(c, md, &mdlen);
     EVP_MD_CTX_free(c);
-    /* Version 8 (vendor-defined), RFC 9562 variant: what OCSF tools expect of a UUID. */
-    md[6] = (unsigned char)((md[6] & 0x0F) | 0x80);
-    md[8] = (unsigned char)((md[8] & 0x3F) | 0x80);
-    static const char hx[] = "0123456789abcdef";
-    size_t o = 0;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = hx[md[i] >> 4];
-        out[o++] = hx[md[i] & 15];
-    }
-    out[o] = 0;
+    vsoc_uuid_format(md, out);
 }
 
 struct vsoc_incidents {

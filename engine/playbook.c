@@ -9,8 +9,8 @@
 #include "playbook.h"
 #include "incident.h"
 #include "util.h"
+#include "yamlfile.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <yaml.h>
 
 /* Canonical args may use this much of the envelope's VSOC_ENVELOPE_ARGS_MAX (4096): the
@@ -417,6 +416,21 @@ static void each_pair(ctx_t *c, yaml_node_t *map, const char *const *known, size
         }
         fn(c, i, k, v, arg);
     }
+}
+
+/* A map's key and value nodes by key index, for the maps (step, playbook) that are read
+ * after all their keys are known: each_pair with collect_pair fills it. */
+#define KEYS_MAX 11
+typedef struct key_nodes {
+    yaml_node_t *k[KEYS_MAX], *v[KEYS_MAX];
+} key_nodes_t;
+
+static void collect_pair(ctx_t *c, size_t ki, yaml_node_t *k, yaml_node_t *v, void *arg)
+{
+    (void)c;
+    key_nodes_t *kn = arg;
+    kn->k[ki] = k;
+    kn->v[ki] = v;
 }
 
 /* Formats seconds in the largest unit that divides them: 7200 -> "2h", 90 -> "90s". */
@@ -1000,17 +1014,7 @@ static const char *const step_keys[SK_N] = {
 static const char *const approval_names[] = {"auto", "required", "two_person"};
 static const char *const onfail_names[] = {"abort", "continue", "escalate"};
 
-typedef struct step_nodes {
-    yaml_node_t *k[SK_N], *v[SK_N];
-} step_nodes_t;
-
-static void step_pair(ctx_t *c, size_t ki, yaml_node_t *k, yaml_node_t *v, void *arg)
-{
-    (void)c;
-    step_nodes_t *sn = arg;
-    sn->k[ki] = k;
-    sn->v[ki] = v;
-}
+_Static_assert(SK_N <= KEYS_MAX, "a step's keys fit in key_nodes_t");
 
 /* Per-playbook facts the playbook-level checks need. */
 typedef struct step_facts {
@@ -1031,10 +1035,10 @@ static void compile_step(ctx_t *c, yaml_node_t *m, step_facts_t *facts)
         err_at(c, m, "a step must be a map with id and action, not %s", type_name(m));
         return;
     }
-    step_nodes_t sn;
+    key_nodes_t sn;
     memset(&sn, 0, sizeof sn);
     int before = c->errors;
-    each_pair(c, m, step_keys, SK_N, "step", step_pair, &sn);
+    each_pair(c, m, step_keys, SK_N, "step", collect_pair, &sn);
 
     const char *id = NULL;
     if (!sn.v[SK_ID]) {
@@ -1171,17 +1175,7 @@ static const char *const limits_keys[] = {"max_vehicles_per_hour"};
 static const char *const level_names[] = {"informational", "low", "medium", "high",
                                           "critical"};
 
-typedef struct pb_nodes {
-    yaml_node_t *k[PK_N], *v[PK_N];
-} pb_nodes_t;
-
-static void pb_pair(ctx_t *c, size_t ki, yaml_node_t *k, yaml_node_t *v, void *arg)
-{
-    (void)c;
-    pb_nodes_t *pn = arg;
-    pn->k[ki] = k;
-    pn->v[ki] = v;
-}
+_Static_assert(PK_N <= KEYS_MAX, "a playbook's keys fit in key_nodes_t");
 
 static void trigger_rules(ctx_t *c, yaml_node_t *v)
 {
@@ -1272,9 +1266,9 @@ static int compile_playbook(ctx_t *c, yaml_node_t *root)
         err_at(c, root, "a playbook must be a map, not %s", type_name(root));
         return -1;
     }
-    pb_nodes_t pn;
+    key_nodes_t pn;
     memset(&pn, 0, sizeof pn);
-    each_pair(c, root, pb_keys, PK_N, "playbook", pb_pair, &pn);
+    each_pair(c, root, pb_keys, PK_N, "playbook", collect_pair, &pn);
 
     yaml_node_t *v;
     if (!(v = pn.v[PK_ID])) {
@@ -1370,195 +1364,63 @@ static int compile_playbook(ctx_t *c, yaml_node_t *root)
 
 /* ---- files -------------------------------------------------------------------------- */
 
-typedef struct seen_id {
-    char *id, *file;
-    int line;
-} seen_id_t;
-
 /* Playbooks compiled so far, and every id seen (compiled or not), in load order. */
 typedef struct pb_vec {
     pb_item_t *v;
     size_t n, cap;
-    seen_id_t *seen;
-    size_t nseen;
+    vsoc_yamlfile_ids_t seen;
     size_t nfiles;
+    vsoc_diags_t *d;
     int oom;
 } pb_vec_t;
 
-/* Takes id. Reports a duplicate at its position. */
-static void seen_add(pb_vec_t *pv, vsoc_diags_t *d, char *id, const char *file, int line,
-                     int col)
-{
-    for (size_t i = 0; i < pv->nseen; i++) {
-        if (!strcmp(pv->seen[i].id, id)) {
-            vsoc_diag_add(d, VSOC_DIAG_ERROR, file, line, col,
-                          "duplicate playbook id '%s' (first defined at %s:%d)", id,
-                          pv->seen[i].file, pv->seen[i].line);
-            free(id);
-            return;
-        }
-    }
-    seen_id_t *ns = realloc(pv->seen, (pv->nseen + 1) * sizeof *ns);
-    char *f = strdup(file);
-    if (ns)
-        pv->seen = ns;
-    if (!ns || !f) {
-        free(id);
-        free(f);
-        pv->oom = 1;
-        return;
-    }
-    ns[pv->nseen++] = (seen_id_t){id, f, line};
-}
+/* vsoc_yamlfile_each_doc's callback for one file: name and text outlive the call. */
+typedef struct pb_text {
+    const char *name;
+    pb_vec_t *out;
+} pb_text_t;
 
-static void load_text(const char *name, const unsigned char *text, size_t len,
-                      vsoc_diags_t *d, pb_vec_t *out)
+static int load_doc(void *arg, yaml_document_t *doc, yaml_node_t *root)
 {
-    yaml_parser_t parser;
-    if (!yaml_parser_initialize(&parser)) {
-        vsoc_diag_add(d, VSOC_DIAG_ERROR, name, 0, 0, "cannot initialise the YAML parser");
-        return;
-    }
-    yaml_parser_set_input_string(&parser, text, len);
-    for (;;) {
-        yaml_document_t doc;
-        if (!yaml_parser_load(&parser, &doc)) {
-            vsoc_diag_add(d, VSOC_DIAG_ERROR, name, (int)parser.problem_mark.line + 1,
-                          (int)parser.problem_mark.column + 1, "YAML: %s%s%s",
-                          parser.problem ? parser.problem : "syntax error",
-                          parser.context ? " " : "", parser.context ? parser.context : "");
-            break;
-        }
-        yaml_node_t *root = yaml_document_get_root_node(&doc);
-        if (!root) {
-            yaml_document_delete(&doc);
-            break;
-        }
-        if (out->n == out->cap) {
-            size_t cap = out->cap ? out->cap * 2 : 16;
-            pb_item_t *nv = realloc(out->v, cap * sizeof *nv);
-            if (!nv) {
-                out->oom = 1;
-                yaml_document_delete(&doc);
-                break;
-            }
-            out->v = nv;
-            out->cap = cap;
-        }
-        pb_item_t *it = &out->v[out->n];
-        memset(it, 0, sizeof *it);
-        ctx_t c = {name, &doc, d, 0, it, NULL, 0, 0};
-        int rc = compile_playbook(&c, root);
-        if (c.id)
-            seen_add(out, d, c.id, name, c.id_line, c.id_col);
-        if (rc == 0)
-            out->n++;
-        else
-            item_fini(it);
-        yaml_document_delete(&doc);
-    }
-    yaml_parser_delete(&parser);
-}
-
-static void load_file(const char *path, vsoc_diags_t *d, pb_vec_t *out)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        vsoc_diag_add(d, VSOC_DIAG_ERROR, path, 0, 0, "cannot open: %s", strerror(errno));
-        return;
-    }
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n + 4096 > cap) {
-            cap = cap ? cap * 2 : 65536;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                out->oom = 1;
-                return;
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    int rd_err = ferror(f);
-    fclose(f);
-    if (rd_err) {
-        vsoc_diag_add(d, VSOC_DIAG_ERROR, path, 0, 0, "read error");
-        free(buf);
-        return;
-    }
-    out->nfiles++;
-    load_text(path, (unsigned char *)buf, n, d, out);
-    free(buf);
-}
-
-static int str_cmp(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static int has_yaml_ext(const char *name)
-{
-    size_t n = strlen(name);
-    return (n > 4 && !strcmp(name + n - 4, ".yml")) || (n > 5 && !strcmp(name + n - 5, ".yaml"));
-}
-
-static void load_path(const char *path, vsoc_diags_t *d, pb_vec_t *out, int depth)
-{
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        vsoc_diag_add(d, VSOC_DIAG_ERROR, path, 0, 0, "cannot open: %s", strerror(errno));
-        return;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        load_file(path, d, out);
-        return;
-    }
-    if (depth > 16)
-        return;
-    DIR *dir = opendir(path);
-    if (!dir) {
-        vsoc_diag_add(d, VSOC_DIAG_ERROR, path, 0, 0, "cannot open: %s", strerror(errno));
-        return;
-    }
-    char **names = NULL;
-    size_t nn = 0;
-    struct dirent *de;
-    while ((de = readdir(dir)) != NULL) {
-        if (de->d_name[0] == '.')
-            continue;
-        char **nv = realloc(names, (nn + 1) * sizeof *nv);
+    pb_text_t *t = arg;
+    pb_vec_t *out = t->out;
+    if (out->n == out->cap) {
+        size_t cap = out->cap ? out->cap * 2 : 16;
+        pb_item_t *nv = realloc(out->v, cap * sizeof *nv);
         if (!nv) {
             out->oom = 1;
-            break;
+            return -1;
         }
-        names = nv;
-        size_t len = strlen(path) + strlen(de->d_name) + 2;
-        if (!(names[nn] = malloc(len))) {
-            out->oom = 1;
-            break;
-        }
-        snprintf(names[nn], len, "%s%s%s", path, path[strlen(path) - 1] == '/' ? "" : "/",
-                 de->d_name);
-        nn++;
+        out->v = nv;
+        out->cap = cap;
     }
-    closedir(dir);
-    if (nn)
-        qsort(names, nn, sizeof *names, str_cmp);
-    for (size_t i = 0; i < nn; i++) {
-        struct stat cs;
-        if (stat(names[i], &cs) == 0 &&
-            (S_ISDIR(cs.st_mode) || has_yaml_ext(strrchr(names[i], '/') + 1)))
-            load_path(names[i], d, out, depth + 1);
-        free(names[i]);
-    }
-    free(names);
+    pb_item_t *it = &out->v[out->n];
+    memset(it, 0, sizeof *it);
+    ctx_t c = {t->name, doc, out->d, 0, it, NULL, 0, 0};
+    int rc = compile_playbook(&c, root);
+    if (c.id &&
+        vsoc_yamlfile_ids_add(&out->seen, out->d, "playbook", c.id, t->name, c.id_line,
+                              c.id_col) != 0)
+        out->oom = 1;
+    if (rc == 0)
+        out->n++;
+    else
+        item_fini(it);
+    return 0;
+}
+
+static void load_text(const char *name, const unsigned char *text, size_t len, pb_vec_t *out)
+{
+    pb_text_t t = {name, out};
+    vsoc_yamlfile_each_doc(name, text, len, out->d, load_doc, &t);
+}
+
+/* vsoc_yamlfile_load_path's callback: counts the files read. */
+static void load_file(void *arg, const char *name, const unsigned char *text, size_t len)
+{
+    pb_vec_t *out = arg;
+    out->nfiles++;
+    load_text(name, text, len, out);
 }
 
 static int item_cmp(const void *a, const void *b)
@@ -1568,15 +1430,12 @@ static int item_cmp(const void *a, const void *b)
 
 static vsoc_playbooks_t *finish(pb_vec_t *pv)
 {
-    for (size_t i = 0; i < pv->nseen; i++) {
-        free(pv->seen[i].id);
-        free(pv->seen[i].file);
-    }
-    free(pv->seen);
+    vsoc_yamlfile_ids_fini(&pv->seen);
     vsoc_playbooks_t *s = calloc(1, sizeof *s);
     if (!s || pv->oom)
         goto fail;
-    /* Duplicate ids were reported by seen_add; keep the first playbook of each id. */
+    /* Duplicate ids were reported by vsoc_yamlfile_ids_add; keep the first playbook of each
+     * id. */
     size_t keep = 0;
     for (size_t i = 0; i < pv->n; i++) {
         size_t j;
@@ -1605,18 +1464,18 @@ fail:
 vsoc_playbooks_t *vsoc_playbooks_load(const char *const *paths, size_t npaths,
                                       vsoc_diags_t *d)
 {
-    pb_vec_t pv = {0};
+    pb_vec_t pv = {.d = d};
     for (size_t i = 0; i < npaths; i++)
-        load_path(paths[i], d, &pv, 0);
+        if (vsoc_yamlfile_load_path(paths[i], d, load_file, &pv) != 0)
+            pv.oom = 1;
     return finish(&pv);
 }
 
 vsoc_playbooks_t *vsoc_playbooks_load_string(const char *name, const char *text, size_t len,
                                              vsoc_diags_t *d)
 {
-    pb_vec_t pv = {0};
-    pv.nfiles = 1;
-    load_text(name, (const unsigned char *)text, len, d, &pv);
+    pb_vec_t pv = {.nfiles = 1, .d = d};
+    load_text(name, (const unsigned char *)text, len, &pv);
     return finish(&pv);
 }
 

@@ -26,34 +26,33 @@ static const char *const cmd_names[] = {"pending_approval", "queued",    "sent",
                                         "timed_out",        "escalated", "released",
                                         "failed",           "dry_run"};
 
+#define NRUN (sizeof run_names / sizeof *run_names)
+#define NCMD (sizeof cmd_names / sizeof *cmd_names)
+
 const char *vsoc_run_state_name(vsoc_run_state_t s)
 {
-    return (unsigned)s < sizeof run_names / sizeof *run_names ? run_names[s] : NULL;
+    return vsoc_name_of(run_names, NRUN, (unsigned)s);
 }
 
 int vsoc_run_state_from_name(const char *name, vsoc_run_state_t *out)
 {
-    for (size_t i = 0; i < sizeof run_names / sizeof *run_names; i++)
-        if (!strcmp(name, run_names[i])) {
-            *out = (vsoc_run_state_t)i;
-            return 0;
-        }
-    return -1;
+    int i = vsoc_name_index(run_names, NRUN, name);
+    if (i >= 0)
+        *out = (vsoc_run_state_t)i;
+    return i >= 0 ? 0 : -1;
 }
 
 const char *vsoc_cmd_state_name(vsoc_cmd_state_t s)
 {
-    return (unsigned)s < sizeof cmd_names / sizeof *cmd_names ? cmd_names[s] : NULL;
+    return vsoc_name_of(cmd_names, NCMD, (unsigned)s);
 }
 
 int vsoc_cmd_state_from_name(const char *name, vsoc_cmd_state_t *out)
 {
-    for (size_t i = 0; i < sizeof cmd_names / sizeof *cmd_names; i++)
-        if (!strcmp(name, cmd_names[i])) {
-            *out = (vsoc_cmd_state_t)i;
-            return 0;
-        }
-    return -1;
+    int i = vsoc_name_index(cmd_names, NCMD, name);
+    if (i >= 0)
+        *out = (vsoc_cmd_state_t)i;
+    return i >= 0 ? 0 : -1;
 }
 
 /* Copies src into dst[n], cut to fit: record fields have fixed sizes, and a reason or an
@@ -156,19 +155,6 @@ static const char *seq_key(const void *base, size_t i)
     return ((const seq_rec_t *)base)[i].vin;
 }
 
-static int grow(void **arr, size_t *cap, size_t n, size_t size)
-{
-    if (n < *cap)
-        return 0;
-    size_t nc = *cap ? *cap * 2 : 16;
-    void *p = realloc(*arr, nc * size);
-    if (!p)
-        return VSOC_ENOMEM;
-    *arr = p;
-    *cap = nc;
-    return 0;
-}
-
 vsoc_responder_t *vsoc_responder_new(const vsoc_responder_opts_t *o, char *err, size_t errlen)
 {
     if (!o->playbooks || !o->on_change) {
@@ -227,7 +213,7 @@ static seq_rec_t *seq_of(vsoc_responder_t *r, const char *vin)
     size_t i = idx_find(&r->seq_idx, r->seqs, seq_key, vin);
     if (i != SIZE_MAX)
         return &r->seqs[i];
-    if (grow((void **)&r->seqs, &r->capseqs, r->nseqs, sizeof *r->seqs) != 0)
+    if (vsoc_array_grow((void **)&r->seqs, &r->capseqs, r->nseqs, sizeof *r->seqs) != 0)
         return NULL;
     seq_rec_t *s = &r->seqs[r->nseqs];
     memset(s, 0, sizeof *s);
@@ -241,7 +227,7 @@ static seq_rec_t *seq_of(vsoc_responder_t *r, const char *vin)
 /* Adds a run (copied); returns it, or NULL on allocation failure. */
 static vsoc_run_t *add_run(vsoc_responder_t *r, const vsoc_run_t *run)
 {
-    if (grow((void **)&r->runs, &r->capruns, r->nruns, sizeof *r->runs) != 0)
+    if (vsoc_array_grow((void **)&r->runs, &r->capruns, r->nruns, sizeof *r->runs) != 0)
         return NULL;
     r->runs[r->nruns] = *run;
     if (idx_put(&r->run_idx, r->runs, run_key, r->nruns) != 0)
@@ -251,7 +237,7 @@ static vsoc_run_t *add_run(vsoc_responder_t *r, const vsoc_run_t *run)
 
 static vsoc_command_t *add_cmd(vsoc_responder_t *r, const vsoc_command_t *c)
 {
-    if (grow((void **)&r->cmds, &r->capcmds, r->ncmds, sizeof *r->cmds) != 0)
+    if (vsoc_array_grow((void **)&r->cmds, &r->capcmds, r->ncmds, sizeof *r->cmds) != 0)
         return NULL;
     vsoc_command_t *d = &r->cmds[r->ncmds];
     *d = *c;
@@ -609,12 +595,15 @@ static int try_send(vsoc_responder_t *r, vsoc_command_t *c, vsoc_run_t *run)
 {
     char err[256];
     if (r->o.dry_run) {
-        /* Shown with the seq it would get; nothing is kept, so no seq is used up. */
+        /* Shown with the seq it would get. The seq moves on in memory only: a dry run's
+         * store writes are dropped, so the next real run starts from the stored one. */
         seq_rec_t *s = seq_of(r, c->vin);
         if (!s)
             return VSOC_ENOMEM;
         if (r->o.key && sign_into(r, c, s->last + 1, err, sizeof err) != 0)
             setstr(c->reason, sizeof c->reason, err);
+        else if (r->o.key)
+            s->last = c->seq;
         c->state = VSOC_CMD_DRY_RUN;
         c->updated_us = r->now_us;
         int rc = emit(r, VSOC_CHANGE_COMMAND, "command.dry_run", NULL, run, c, NULL,

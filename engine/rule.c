@@ -6,15 +6,13 @@
  * Nothing here runs on the per-event path. */
 #include "rule_internal.h"
 #include "util.h"
+#include "yamlfile.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <yaml.h>
 
 /* Compilation context for one YAML document. */
@@ -25,7 +23,7 @@ typedef struct ctx {
     int errors; /* errors in this rule */
     vsoc_rule_t *rule;
     const vsoc_rule_load_opts_t *opts;
-    char *id;    /* the document's id, kept even when the rule fails (taken by load_text) */
+    char *id;    /* the document's id, kept even when the rule fails (taken by load_doc) */
     int id_line, id_col;
     const unsigned char *text; /* the file, to find where block-scalar lines really start */
     size_t len;
@@ -2131,43 +2129,15 @@ static vsoc_rule_t *compile_rule(ctx_t *c, yaml_node_t *root)
 
 /* ---- files -------------------------------------------------------------------------- */
 
-typedef struct seen_id {
-    char *id, *file;
-    int line;
-} seen_id_t;
-
 /* Rules compiled so far, and every id seen (compiled or not), in load order. */
 typedef struct rule_vec {
     vsoc_rule_t **v;
     size_t n, cap;
-    seen_id_t *seen;
-    size_t nseen;
+    vsoc_yamlfile_ids_t seen;
+    const vsoc_rule_load_opts_t *opts;
+    vsoc_diags_t *d;
+    size_t nfiles;
 } rule_vec_t;
-
-static void seen_add(rule_vec_t *rv, vsoc_diags_t *d, char *id, const char *file, int line,
-                     int col)
-{
-    for (size_t i = 0; i < rv->nseen; i++) {
-        if (!strcmp(rv->seen[i].id, id)) {
-            vsoc_diag_add(d, VSOC_DIAG_ERROR, file, line, col,
-                          "duplicate rule id '%s' (first defined at %s:%d)", id,
-                          rv->seen[i].file, rv->seen[i].line);
-            free(id);
-            return;
-        }
-    }
-    seen_id_t *ns = realloc(rv->seen, (rv->nseen + 1) * sizeof *ns);
-    char *f = strdup(file);
-    if (!ns || !f) {
-        free(id);
-        free(f);
-        if (ns)
-            rv->seen = ns;
-        return;
-    }
-    rv->seen = ns;
-    ns[rv->nseen++] = (seen_id_t){id, f, line};
-}
 
 static int vec_push(rule_vec_t *rv, vsoc_rule_t *r)
 {
@@ -2183,137 +2153,40 @@ static int vec_push(rule_vec_t *rv, vsoc_rule_t *r)
     return 0;
 }
 
-static void load_text(const char *name, const unsigned char *text, size_t len,
-                      const vsoc_rule_load_opts_t *opts, vsoc_diags_t *d, rule_vec_t *out)
-{
-    yaml_parser_t parser;
-    if (!yaml_parser_initialize(&parser)) {
-        vsoc_diag_add(d, VSOC_DIAG_ERROR, name, 0, 0, "cannot initialise the YAML parser");
-        return;
-    }
-    yaml_parser_set_input_string(&parser, text, len);
-    for (;;) {
-        yaml_document_t doc;
-        if (!yaml_parser_load(&parser, &doc)) {
-            vsoc_diag_add(d, VSOC_DIAG_ERROR, name, (int)parser.problem_mark.line + 1,
-                          (int)parser.problem_mark.column + 1, "YAML: %s%s%s",
-                          parser.problem ? parser.problem : "syntax error",
-                          parser.context ? " " : "", parser.context ? parser.context : "");
-            break;
-        }
-        yaml_node_t *root = yaml_document_get_root_node(&doc);
-        if (!root) {
-            yaml_document_delete(&doc);
-            break;
-        }
-        ctx_t c = {name, &doc, d, 0, NULL, opts, NULL, 0, 0, text, len};
-        vsoc_rule_t *r = compile_rule(&c, root);
-        if (c.id)
-            seen_add(out, d, c.id, name, c.id_line, c.id_col);
-        if (r && vec_push(out, r) != 0)
-            rule_free(r);
-        yaml_document_delete(&doc);
-    }
-    yaml_parser_delete(&parser);
-}
+/* vsoc_yamlfile_each_doc's callback for one file: name and text outlive the call. */
+typedef struct rule_text {
+    const char *name;
+    const unsigned char *text;
+    size_t len;
+    rule_vec_t *out;
+} rule_text_t;
 
-static int load_file(const char *path, const vsoc_rule_load_opts_t *opts, vsoc_diags_t *d,
-                     rule_vec_t *out)
+static int load_doc(void *arg, yaml_document_t *doc, yaml_node_t *root)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        vsoc_diag_add(d, VSOC_DIAG_ERROR, path, 0, 0, "cannot open: %s", strerror(errno));
-        return -1;
-    }
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n + 4096 > cap) {
-            cap = cap ? cap * 2 : 65536;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return -1;
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    int rd_err = ferror(f);
-    fclose(f);
-    if (rd_err) {
-        vsoc_diag_add(d, VSOC_DIAG_ERROR, path, 0, 0, "read error");
-        free(buf);
-        return -1;
-    }
-    load_text(path, (unsigned char *)buf, n, opts, d, out);
-    free(buf);
+    rule_text_t *t = arg;
+    rule_vec_t *out = t->out;
+    ctx_t c = {t->name, doc, out->d, 0, NULL, out->opts, NULL, 0, 0, t->text, t->len};
+    vsoc_rule_t *r = compile_rule(&c, root);
+    /* Out of memory, an id is not remembered: at worst a later duplicate goes unreported. */
+    if (c.id)
+        vsoc_yamlfile_ids_add(&out->seen, out->d, "rule", c.id, t->name, c.id_line, c.id_col);
+    if (r && vec_push(out, r) != 0)
+        rule_free(r);
     return 0;
 }
 
-static int str_cmp(const void *a, const void *b)
+static void load_text(const char *name, const unsigned char *text, size_t len, rule_vec_t *out)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    rule_text_t t = {name, text, len, out};
+    vsoc_yamlfile_each_doc(name, text, len, out->d, load_doc, &t);
 }
 
-static int has_rule_ext(const char *name)
+/* vsoc_yamlfile_load_path's callback: counts the files read. */
+static void load_file(void *arg, const char *name, const unsigned char *text, size_t len)
 {
-    size_t n = strlen(name);
-    return (n > 4 && !strcmp(name + n - 4, ".yml")) || (n > 5 && !strcmp(name + n - 5, ".yaml"));
-}
-
-static void load_path(const char *path, const vsoc_rule_load_opts_t *opts, vsoc_diags_t *d,
-                      rule_vec_t *out, size_t *nfiles, int depth)
-{
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        vsoc_diag_add(d, VSOC_DIAG_ERROR, path, 0, 0, "cannot open: %s", strerror(errno));
-        return;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        if (load_file(path, opts, d, out) == 0)
-            (*nfiles)++;
-        return;
-    }
-    if (depth > 16)
-        return;
-    DIR *dir = opendir(path);
-    if (!dir) {
-        vsoc_diag_add(d, VSOC_DIAG_ERROR, path, 0, 0, "cannot open: %s", strerror(errno));
-        return;
-    }
-    char **names = NULL;
-    size_t nn = 0;
-    struct dirent *de;
-    while ((de = readdir(dir)) != NULL) {
-        if (de->d_name[0] == '.')
-            continue;
-        char **nv = realloc(names, (nn + 1) * sizeof *nv);
-        if (!nv)
-            break;
-        names = nv;
-        size_t len = strlen(path) + strlen(de->d_name) + 2;
-        if (!(names[nn] = malloc(len)))
-            break;
-        snprintf(names[nn], len, "%s%s%s", path, path[strlen(path) - 1] == '/' ? "" : "/",
-                 de->d_name);
-        nn++;
-    }
-    closedir(dir);
-    if (nn)
-        qsort(names, nn, sizeof *names, str_cmp);
-    for (size_t i = 0; i < nn; i++) {
-        struct stat cs;
-        if (stat(names[i], &cs) == 0 &&
-            (S_ISDIR(cs.st_mode) || has_rule_ext(strrchr(names[i], '/') + 1)))
-            load_path(names[i], opts, d, out, nfiles, depth + 1);
-        free(names[i]);
-    }
-    free(names);
+    rule_vec_t *out = arg;
+    out->nfiles++;
+    load_text(name, text, len, out);
 }
 
 static int rule_cmp(const void *a, const void *b)
@@ -2321,10 +2194,9 @@ static int rule_cmp(const void *a, const void *b)
     return strcmp((*(vsoc_rule_t *const *)a)->id, (*(vsoc_rule_t *const *)b)->id);
 }
 
-static vsoc_ruleset_t *finish(rule_vec_t *rv, size_t nfiles, vsoc_diags_t *d)
+static vsoc_ruleset_t *finish(rule_vec_t *rv)
 {
-    /* Duplicate ids were reported by seen_add; keep the first rule of each id. */
-    (void)d;
+    /* Duplicate ids were reported by vsoc_yamlfile_ids_add; keep the first rule of each id. */
     size_t keep = 0;
     for (size_t i = 0; i < rv->n; i++) {
         vsoc_rule_t *r = rv->v[i];
@@ -2339,14 +2211,10 @@ static vsoc_ruleset_t *finish(rule_vec_t *rv, size_t nfiles, vsoc_diags_t *d)
         rv->v[keep++] = r;
     }
     rv->n = keep;
-    for (size_t i = 0; i < rv->nseen; i++) {
-        free(rv->seen[i].id);
-        free(rv->seen[i].file);
-    }
-    free(rv->seen);
+    vsoc_yamlfile_ids_fini(&rv->seen);
     if (rv->n)
         qsort(rv->v, rv->n, sizeof *rv->v, rule_cmp);
-    vsoc_ruleset_t *rs = vsoc_ruleset_from_rules(rv->v, rv->n, nfiles);
+    vsoc_ruleset_t *rs = vsoc_ruleset_from_rules(rv->v, rv->n, rv->nfiles);
     for (size_t i = 0; i < rv->n; i++)
         vsoc_rule_unref(rv->v[i]); /* the ruleset holds its own references */
     free(rv->v);
@@ -2356,19 +2224,20 @@ static vsoc_ruleset_t *finish(rule_vec_t *rv, size_t nfiles, vsoc_diags_t *d)
 vsoc_ruleset_t *vsoc_ruleset_load(const char *const *paths, size_t npaths,
                                   const vsoc_rule_load_opts_t *opts, vsoc_diags_t *d)
 {
-    rule_vec_t rv = {0};
-    size_t nfiles = 0;
+    rule_vec_t rv = {.opts = opts, .d = d};
+    /* Running out of memory while reading only skips files: the rules read are still
+     * returned, and a rule that fails to compile for want of memory is an error anyway. */
     for (size_t i = 0; i < npaths; i++)
-        load_path(paths[i], opts, d, &rv, &nfiles, 0);
-    return finish(&rv, nfiles, d);
+        vsoc_yamlfile_load_path(paths[i], d, load_file, &rv);
+    return finish(&rv);
 }
 
 vsoc_ruleset_t *vsoc_ruleset_load_string(const char *name, const char *text, size_t len,
                                          const vsoc_rule_load_opts_t *opts, vsoc_diags_t *d)
 {
-    rule_vec_t rv = {0};
-    load_text(name, (const unsigned char *)text, len, opts, d, &rv);
-    return finish(&rv, 1, d);
+    rule_vec_t rv = {.opts = opts, .d = d, .nfiles = 1};
+    load_text(name, (const unsigned char *)text, len, &rv);
+    return finish(&rv);
 }
 
 /* ---- accessors ---------------------------------------------------------------------- */

@@ -1,5 +1,6 @@
 /* util.c: parsing and suggestion helpers (see util.h). */
 #include "util.h"
+#include "vsoc.h"
 
 #include <errno.h>
 #include <math.h>
@@ -177,4 +178,45 @@ void vsoc_civil_from_days(int64_t z, int64_t *y, int *m, int *d)
     *d = (int)(doy - (153 * mp + 2) / 5 + 1);
     *m = (int)(mp < 10 ? mp + 3 : mp - 9);
     *y = yoe + era * 400 + (*m <= 2);
+}
+
+void vsoc_uuid_format(unsigned char *md, char out[37])
+{
+    md[6] = (unsigned char)((md[6] & 0x0F) | 0x80);
+    md[8] = (unsigned char)((md[8] & 0x3F) | 0x80);
+    static const char hx[] = "0123456789abcdef";
+    size_t o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hx[md[i] >> 4];
+        out[o++] = hx[md[i] & 15];
+    }
+    out[o] = 0;
+}
+
+const char *vsoc_name_of(const char *const *names, size_t n, unsigned i)
+{
+    return i < n ? names[i] : NULL;
+}
+
+int vsoc_name_index(const char *const *names, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (names[i] && !strcmp(name, names[i]))
+            return (int)i;
+    return -1;
+}
+
+int vsoc_array_grow(void **arr, size_t *cap, size_t n, size_t elem)
+{
+    if (n < *cap)
+        return 0;
+    size_t nc = *cap ? *cap * 2 : 16;
+    void *p = realloc(*arr, nc * elem);
+    if (!p)
+        return VSOC_ENOMEM;
+    *arr = p;
+    *cap = nc;
+    return 0;
 }

@@ -85,6 +85,20 @@ static inline int vsoc_eq_lower(const char *a, const char *p, size_t n)
 
 /* Days since 1970-01-01 of a proleptic Gregorian date, and back: for RFC 3339 times in
  * captures and command envelopes, without the process's time zone. */
+/* The first 16 bytes of a SHA-256 digest as a UUID of version 8 (vendor-defined) with the
+ * RFC 9562 variant, "xxxxxxxx-xxxx-8xxx-Vxxx-xxxxxxxxxxxx" (lower-case), into out[37]: the
+ * form of every content-derived id (alerts, incidents, runs, commands). md is modified. */
+void vsoc_uuid_format(unsigned char *md, char out[37]);
+
+/* Makes room for one more element in a growable array: when n == *cap, doubles *cap
+ * (first 16) and reallocates *arr. Returns 0, or VSOC_ENOMEM with *arr unchanged. */
+int vsoc_array_grow(void **arr, size_t *cap, size_t n, size_t elem);
+
+/* Name tables of enums: names[i] is the name of value i. vsoc_name_of returns NULL outside
+ * the table; vsoc_name_index returns the value of name, or -1. */
+const char *vsoc_name_of(const char *const *names, size_t n, unsigned i);
+int vsoc_name_index(const char *const *names, size_t n, const char *name);
+
 int64_t vsoc_days_from_civil(int64_t y, int m, int d);
 void vsoc_civil_from_days(int64_t days, int64_t *y, int *m, int *d);
 

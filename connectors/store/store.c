@@ -357,6 +357,42 @@ static void bind_i64(sqlite3_stmt *st, int i, int64_t v)
     sqlite3_bind_int64(st, i, (sqlite3_int64)v);
 }
 
+/* Binds a row's values from ?1 on, one per letter of types: 't' text (as bind_text), 'n'
+ * text or SQL NULL, 'i' int, 'I' int64_t. The arguments are variadic: each 'I' one must be
+ * an int64_t (cast it), each 'i' one an int. A row reads as one call in the order of its
+ * columns, where a line per column hid which index went with which field. */
+static void bind_row(sqlite3_stmt *st, const char *types, ...)
+{
+    va_list ap;
+    va_start(ap, types);
+    for (int i = 1; types[i - 1]; i++) {
+        switch (types[i - 1]) {
+        case 't': bind_text(st, i, va_arg(ap, const char *)); break;
+        case 'n': {
+            const char *v = va_arg(ap, const char *);
+            if (v)
+                bind_text(st, i, v);
+            else
+                sqlite3_bind_null(st, i);
+            break;
+        }
+        case 'i': sqlite3_bind_int(st, i, va_arg(ap, int)); break;
+        case 'I': bind_i64(st, i, va_arg(ap, int64_t)); break;
+        }
+    }
+    va_end(ap);
+}
+
+/* run() for an upsert: sets *changed when it wrote a row (an unchanged one is left alone,
+ * and then gets no audit row). */
+static int run_changed(vsoc_store_t *s, sqlite3_stmt *st, int *changed)
+{
+    int rc = run(s, st);
+    if (rc == 0 && sqlite3_changes(s->db) > 0)
+        *changed = 1;
+    return rc;
+}
+
 /* A text column into a fixed buffer (truncated to fit, as the struct's fields are). */
 static void col_text(sqlite3_stmt *st, int i, char *dst, size_t n)
 {
@@ -701,12 +737,7 @@ int vsoc_store_put_alert(vsoc_store_t *s, const char *uid, const char *rule_id,
     sqlite3_stmt *st = stmt(s, ST_ALERT_PUT);
     if (!st)
         return call_end(s, VSOC_EIO);
-    bind_text(st, 1, uid);
-    bind_text(st, 2, rule_id);
-    sqlite3_bind_int(st, 3, (int)level);
-    bind_text(st, 4, vin);
-    bind_i64(st, 5, time_us);
-    bind_text(st, 6, json);
+    bind_row(st, "ttitIt", uid, rule_id, (int)level, vin, time_us, json);
     if ((rc = run(s, st)) != 0)
         return call_end(s, rc);
     if (sqlite3_changes(s->db) == 0)
@@ -727,16 +758,9 @@ static int bind_incident(vsoc_store_t *s, sqlite3_stmt *st, const vsoc_incident_
         set_err(s, "%s: incident %s has an invalid state %d", s->path, inc->id, (int)inc->state);
         return VSOC_EINVAL;
     }
-    bind_text(st, 1, inc->id);
-    bind_text(st, 2, inc->vin);
-    sqlite3_bind_int(st, 3, (int)inc->level);
-    bind_text(st, 4, state);
-    bind_i64(st, 5, inc->first_us);
-    bind_i64(st, 6, inc->last_us);
-    bind_i64(st, 7, (int64_t)inc->alerts);
-    bind_i64(st, 8, (int64_t)inc->tactics);
-    bind_text(st, 9, inc->first_rule);
-    bind_text(st, 10, inc->first_alert);
+    bind_row(st, "ttitIIIItt", inc->id, inc->vin, (int)inc->level, state, inc->first_us,
+             inc->last_us, (int64_t)inc->alerts, (int64_t)inc->tactics, inc->first_rule,
+             inc->first_alert);
     return 0;
 }
 
@@ -805,20 +829,9 @@ static int upsert_run(vsoc_store_t *s, const vsoc_run_t *r, int *changed)
     sqlite3_stmt *st = stmt(s, ST_RUN_UPSERT);
     if (!st)
         return VSOC_EIO;
-    bind_text(st, 1, r->id);
-    bind_text(st, 2, r->playbook);
-    bind_text(st, 3, r->incident_id);
-    bind_text(st, 4, r->vin);
-    bind_text(st, 5, r->rule_id);
-    bind_text(st, 6, state);
-    bind_i64(st, 7, (int64_t)r->step);
-    bind_i64(st, 8, r->started_us);
-    bind_i64(st, 9, r->updated_us);
-    bind_text(st, 10, r->reason);
-    int rc = run(s, st);
-    if (rc == 0 && sqlite3_changes(s->db) > 0)
-        *changed = 1;
-    return rc;
+    bind_row(st, "ttttttIIIt", r->id, r->playbook, r->incident_id, r->vin, r->rule_id, state,
+             (int64_t)r->step, r->started_us, r->updated_us, r->reason);
+    return run_changed(s, st, changed);
 }
 
 static int read_run(vsoc_store_t *s, sqlite3_stmt *st, vsoc_run_t *o)
@@ -870,39 +883,13 @@ static int upsert_command(vsoc_store_t *s, const vsoc_command_t *c, int *changed
     sqlite3_stmt *st = stmt(s, ST_CMD_UPSERT);
     if (!st)
         return VSOC_EIO;
-    bind_text(st, 1, c->cmd_id);
-    bind_text(st, 2, c->run_id);
-    bind_text(st, 3, c->incident_id);
-    bind_text(st, 4, c->playbook);
-    bind_text(st, 5, c->step_id);
-    bind_text(st, 6, c->vin);
-    bind_text(st, 7, action);
-    bind_text(st, 8, c->args);
-    bind_text(st, 9, state);
-    bind_text(st, 10, approval);
-    sqlite3_bind_int(st, 11, c->napprovals);
-    bind_text(st, 12, c->approved_by[0]);
-    bind_text(st, 13, c->approved_by[1]);
-    bind_i64(st, 14, (int64_t)c->seq);
-    sqlite3_bind_int(st, 15, c->attempts);
-    sqlite3_bind_int(st, 16, c->max_attempts);
-    bind_i64(st, 17, c->ttl_s);
-    bind_i64(st, 18, c->expires_s);
-    bind_i64(st, 19, c->ack_timeout_s);
-    bind_i64(st, 20, c->approval_timeout_s);
-    bind_i64(st, 21, c->created_us);
-    bind_i64(st, 22, c->updated_us);
-    bind_i64(st, 23, c->deadline_us);
-    bind_i64(st, 24, c->expires_at);
-    bind_text(st, 25, c->reason);
-    if (c->envelope)
-        bind_text(st, 26, c->envelope);
-    else
-        sqlite3_bind_null(st, 26);
-    int rc = run(s, st);
-    if (rc == 0 && sqlite3_changes(s->db) > 0)
-        *changed = 1;
-    return rc;
+    bind_row(st, "ttttttttttittIiiIIIIIIIItn", c->cmd_id, c->run_id, c->incident_id,
+             c->playbook, c->step_id, c->vin, action, c->args, state, approval, c->napprovals,
+             c->approved_by[0], c->approved_by[1], (int64_t)c->seq, c->attempts,
+             c->max_attempts, c->ttl_s, c->expires_s, c->ack_timeout_s, c->approval_timeout_s,
+             c->created_us, c->updated_us, c->deadline_us, c->expires_at, c->reason,
+             c->envelope);
+    return run_changed(s, st, changed);
 }
 
 /* The envelope pointer is set to the row's text: valid until the statement moves on. */
@@ -956,18 +943,9 @@ static int upsert_note(vsoc_store_t *s, const vsoc_notification_t *n, int *chang
     sqlite3_stmt *st = stmt(s, ST_NOTE_UPSERT);
     if (!st)
         return VSOC_EIO;
-    bind_text(st, 1, n->id);
-    bind_text(st, 2, n->run_id);
-    bind_text(st, 3, n->incident_id);
-    bind_text(st, 4, n->vin);
-    bind_text(st, 5, action);
-    bind_text(st, 6, n->args);
-    bind_text(st, 7, n->message);
-    bind_i64(st, 8, n->time_us);
-    int rc = run(s, st);
-    if (rc == 0 && sqlite3_changes(s->db) > 0)
-        *changed = 1;
-    return rc;
+    bind_row(st, "tttttttI", n->id, n->run_id, n->incident_id, n->vin, action, n->args,
+             n->message, n->time_us);
+    return run_changed(s, st, changed);
 }
 
 static int seq_forward(vsoc_store_t *s, const char *vin, uint64_t seq, int *changed)
@@ -975,12 +953,8 @@ static int seq_forward(vsoc_store_t *s, const char *vin, uint64_t seq, int *chan
     sqlite3_stmt *st = stmt(s, ST_SEQ_UP);
     if (!st)
         return VSOC_EIO;
-    bind_text(st, 1, vin);
-    bind_i64(st, 2, (int64_t)seq);
-    int rc = run(s, st);
-    if (rc == 0 && sqlite3_changes(s->db) > 0)
-        *changed = 1;
-    return rc;
+    bind_row(st, "tI", vin, (int64_t)seq);
+    return run_changed(s, st, changed);
 }
 
 static int apply_change(vsoc_store_t *s, const vsoc_change_t *c)
@@ -1048,11 +1022,7 @@ int vsoc_store_add_approval(vsoc_store_t *s, const char *cmd_id, const char *by,
     sqlite3_stmt *st = stmt(s, ST_APPROVAL_PUT);
     if (!st)
         return call_end(s, VSOC_EIO);
-    bind_text(st, 1, cmd_id);
-    bind_text(st, 2, by);
-    bind_text(st, 3, decision);
-    bind_text(st, 4, why);
-    bind_i64(st, 5, time_us);
+    bind_row(st, "ttttI", cmd_id, by, decision, why, time_us);
     if ((rc = run(s, st)) != 0)
         return call_end(s, rc);
     char event[32];
@@ -1092,16 +1062,9 @@ int vsoc_store_put_ack(vsoc_store_t *s, const vsoc_ack_t *ack, const char *raw,
     sqlite3_stmt *st = stmt(s, ST_ACK_PUT);
     if (!st)
         return call_end(s, VSOC_EIO);
-    bind_text(st, 1, ack->cmd_id);
-    bind_text(st, 2, ack->vin);
-    bind_i64(st, 3, (int64_t)ack->seq);
-    bind_text(st, 4, status ? status : "invalid");
-    bind_text(st, 5, ack->reason);
-    bind_i64(st, 6, ack->at);
-    bind_text(st, 7, ack->key_id);
-    bind_text(st, 8, raw);
-    bind_text(st, 9, verdict);
-    bind_i64(st, 10, time_us);
+    bind_row(st, "ttIttItttI", ack->cmd_id, ack->vin, (int64_t)ack->seq,
+             status ? status : "invalid", ack->reason, ack->at, ack->key_id, raw,
+             verdict, time_us);
     if ((rc = run(s, st)) != 0)
         return call_end(s, rc);
     /* The same ack delivered twice is one fact. */

@@ -22,7 +22,9 @@ rules_fired() { jq -r '.finding_info.analytic.uid' "$1" | sort -u; }
 case $t in
 help)
   "$VSOC" --help | grep -q "usage: vsoc" || fail "vsoc --help"
-  for c in "replay" "rules lint" "rules test"; do
+  for c in "replay" "rules lint" "rules test" "playbooks lint" "playbooks list" \
+    "playbooks show" "incidents list" "incidents show" "commands list" "commands approve" \
+    "commands reject" "commands export" "respond" "audit verify" "audit show" "keygen"; do
     $VSOC $c --help | grep -q "usage: vsoc" || fail "vsoc $c --help"
   done
   "$VSOC_GEN" --help | grep -qi "usage" || fail "vsoc-gen --help"

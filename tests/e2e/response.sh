@@ -130,8 +130,13 @@ dry-run)
   replay "$work/d.db" --dry-run --approve-all
   grep -q " command.dry_run " "$work/err" || fail "no command shown"
   grep -q "would send quarantine" "$work/err" || fail "the quarantine is not shown"
-  n=$(cmds_json "$work/d.db" | wc -l)
-  [ "$n" -eq 0 ] || fail "a dry run stored $n commands"
+  [ ! -e "$work/d.db" ] || fail "a dry run created the store"
+  # Into an existing store: it resumes from it but adds nothing.
+  replay "$work/e.db" --no-playbooks
+  a1=$("$VSOC" audit show --db "$work/e.db" --json | wc -l)
+  replay "$work/e.db" --dry-run --approve-all
+  a2=$("$VSOC" audit show --db "$work/e.db" --json | wc -l)
+  [ "$a1" = "$a2" ] || fail "a dry run wrote to the store ($a1 -> $a2 audit rows)"
   if grep -q " ack " "$work/err"; then fail "a dry run sent something"; fi
   ;;
 no-key)

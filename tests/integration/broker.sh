@@ -23,10 +23,11 @@ broker_pki() {
   bash "$src/tests/integration/pki.sh" "$pki" "$@" || fail "pki.sh failed"
 }
 
-# broker_start: mosquitto on 127.0.0.1:$port (a few ports are tried), logging to
-# $work/broker.log; returns once it listens.
+# broker_start [PORT]: mosquitto on 127.0.0.1:PORT, or else on a free port (a few are
+# tried: a busy port is retried); sets $port; logs to $work/broker.log; returns once it
+# listens.
 broker_start() {
-  local mosq as_root=
+  local mosq as_root= fixed=${1-}
   mosq=$(command -v mosquitto || echo /usr/sbin/mosquitto)
   [ -x "$mosq" ] || fail "mosquitto is not installed (apt-get install mosquitto)"
   [ "$(id -u)" = 0 ] && as_root="user root" # else mosquitto cannot read the key files
@@ -39,7 +40,7 @@ topic write vehicles/+/commands
 topic read vehicles/+/acks
 EOF
   for _ in 1 2 3 4 5; do
-    port=$((20000 + RANDOM % 40000))
+    port=${fixed:-$((20000 + RANDOM % 40000))}
     cat >"$work/mosquitto.conf" <<EOF
 per_listener_settings false
 allow_anonymous false
@@ -64,7 +65,7 @@ EOF
       sleep 0.1
     done
     broker_stop
-    grep -q "Address already in use" "$work/broker.log" || break
+    [ -z "$fixed" ] && grep -q "Address already in use" "$work/broker.log" || break
   done
   fail "mosquitto did not start: $(tail -n 3 "$work/broker.log" | tr '\n' ' ')"
 }

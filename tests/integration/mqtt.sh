@@ -26,11 +26,9 @@ src=${VSOC_SRC:?VSOC_SRC is not set}
 work=$(mktemp -d)
 broker_pid= agent_pid= sub_pid= bsub_pid=
 
-stop() { # stop PID: TERM, then wait for it
-  [ -n "$1" ] || return 0
-  kill "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
+# shellcheck source=tests/integration/broker.sh
+. "$src/tests/integration/broker.sh"
+stop() { broker_stop_pid "$@"; }
 cleanup() {
   stop "$agent_pid"
   stop "$sub_pid"
@@ -51,17 +49,14 @@ fail() {
   exit 1
 }
 
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-[ -x "$MOSQUITTO" ] || fail "mosquitto is not installed (apt-get install mosquitto)"
 for c in mosquitto_pub mosquitto_sub openssl timeout; do
   command -v "$c" >/dev/null || fail "$c is not installed"
 done
 
 VA=WVWZZZ1JZXW000001
 VB=WVWZZZ1JZXW000002
-pki=$work/pki
 keys=$work/keys
-bash "$src/tests/integration/pki.sh" "$pki" "$VA" "$VB" || fail "pki.sh failed"
+broker_pki "$VA" "$VB"
 mkdir -p "$keys"
 # Command signatures are Ed25519 (not TLS): the SOC's key, a key the vehicle does not trust,
 # and the vehicle's own key for its acks, named after its VIN as vsoc respond expects
@@ -71,55 +66,8 @@ for k in vsoc-soc vsoc-rogue "$VA"; do
   openssl pkey -in "$keys/$k.key" -pubout -out "$keys/$k.pub" || fail "openssl pkey"
 done
 
-# start_broker [PORT]: mosquitto on loopback, on PORT or else on a free port (a few tries: a
-# busy port is retried); sets $port.
-start_broker() {
-  local as_root=
-  [ "$(id -u)" = 0 ] && as_root="user root" # else mosquitto cannot read the key files
-  cat >"$work/acl" <<EOF
-pattern read vehicles/%u/commands
-pattern write vehicles/%u/acks
-
-user soc
-topic write vehicles/+/commands
-topic read vehicles/+/acks
-EOF
-  local fixed=${1-}
-  for _ in 1 2 3 4 5; do
-    port=${fixed:-$((20000 + RANDOM % 40000))}
-    cat >"$work/mosquitto.conf" <<EOF
-per_listener_settings false
-allow_anonymous false
-acl_file $work/acl
-persistence false
-log_dest stderr
-log_type all
-$as_root
-listener $port 127.0.0.1
-cafile $pki/ca.crt
-certfile $pki/broker.crt
-keyfile $pki/broker.key
-require_certificate true
-use_identity_as_username true
-tls_version tlsv1.2
-EOF
-    "$MOSQUITTO" -c "$work/mosquitto.conf" >"$work/broker.log" 2>&1 &
-    broker_pid=$!
-    for _ in $(seq 50); do
-      grep -q "mosquitto version .* running" "$work/broker.log" && return 0
-      kill -0 "$broker_pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    stop "$broker_pid"
-    broker_pid=
-    [ -z "$fixed" ] && grep -q "Address already in use" "$work/broker.log" || break
-  done
-  fail "mosquitto did not start: $(tail -n 3 "$work/broker.log" | tr '\n' ' ')"
-}
-
-client() { # client CERT-NAME: TLS options for mosquitto_pub/sub with that certificate
-  echo "-h 127.0.0.1 -p $port --cafile $pki/ca.crt --cert $pki/$1.crt --key $pki/$1.key"
-}
+start_broker() { broker_start "$@"; }
+client() { broker_client "$@"; }
 
 # The SOC's subscription to every vehicle's acks, for the whole test: one line per ack,
 # "TOPIC PAYLOAD", among mosquitto_sub's debug lines (which start with "Client").
