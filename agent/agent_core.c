@@ -15,13 +15,14 @@
  * - The gateway model is derived from the active quarantines, oldest first: a newer
  *   quarantine of the same segment, CAN id or feature wins; lifting it reveals the older. */
 #include "agent_core.h"
+#include "envelope_internal.h"
 #include "playbook.h"
+#include "util.h"
 
 #include <jansson.h>
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,44 +94,10 @@ struct vsoc_vagent {
     vsoc_envelope_t scratch;  /* the envelope being judged (6 KB: not on the stack) */
 };
 
-__attribute__((format(printf, 3, 4)))
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-static int is_uuid(const char *s)
-{
-    static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
-    if (strlen(s) != sizeof shape - 1)
-        return 0;
-    for (size_t i = 0; i < sizeof shape - 1; i++) {
-        int c = (unsigned char)s[i];
-        int hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-        if (shape[i] == '-' ? c != '-' : !hex)
-            return 0;
-    }
-    return 1;
-}
-
 /* Segment, mode and feature names: 1..64 of [A-Za-z0-9._-], safe in logs and file names. */
 static int is_name(const char *s)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > NAME_MAX_)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        int c = (unsigned char)s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
+    return vsoc_envelope_is_name(s, NAME_MAX_);
 }
 
 /* cmd_ids are UUIDs once parsed; the copy is bounded anyway. */
@@ -173,39 +140,58 @@ static int parse_can_id(const char *s, uint32_t *out)
     return 0;
 }
 
+/* A command's args as a JSON object (caller frees with json_decref) with no key outside
+ * keys (NULL-terminated; NULL: any key), or NULL with the reason (the ack's reason text) in
+ * why. */
+static json_t *args_object(const char *args, const char *const *keys, char *why, size_t n)
+{
+    json_t *j = json_loads(args, JSON_REJECT_DUPLICATES, NULL);
+    const char *key;
+    json_t *v;
+    if (!json_is_object(j)) {
+        vsoc_envelope_seterr(why, n, "bad_args: not a JSON object");
+        goto fail;
+    }
+    json_object_foreach(j, key, v) {
+        size_t i = 0;
+        while (keys && keys[i] && strcmp(key, keys[i]) != 0)
+            i++;
+        if (keys && !keys[i]) {
+            vsoc_envelope_seterr(why, n, "bad_args: unknown key \"%.64s\"", key);
+            goto fail;
+        }
+    }
+    return j;
+fail:
+    json_decref(j);
+    return NULL;
+}
+
 /* Fills q's segment/mode/can_ids/feature from a quarantine's args. Returns 0, or -1 with
  * the reason (the ack's reason text) in why. */
 static int quarantine_args(const char *args, quarantine_t *q, char *why, size_t n)
 {
-    json_t *j = json_loads(args, JSON_REJECT_DUPLICATES, NULL);
+    static const char *const keys[] = {"segment", "mode", "can_ids", "feature",
+                                       "vehicle_state", NULL};
+    json_t *j = args_object(args, keys, why, n);
     int rc = -1;
-    if (!json_is_object(j)) {
-        seterr(why, n, "bad_args: not a JSON object");
-        goto done;
-    }
-    const char *key;
-    json_t *v;
-    json_object_foreach(j, key, v) {
-        if (strcmp(key, "segment") && strcmp(key, "mode") && strcmp(key, "can_ids") &&
-            strcmp(key, "feature") && strcmp(key, "vehicle_state")) {
-            seterr(why, n, "bad_args: unknown key \"%.64s\"", key);
-            goto done;
-        }
-    }
+    if (!j)
+        return -1;
     json_t *seg = json_object_get(j, "segment"), *mode = json_object_get(j, "mode");
     json_t *ids = json_object_get(j, "can_ids"), *feat = json_object_get(j, "feature");
     if (!seg && !ids && !feat) {
-        seterr(why, n, "bad_args: quarantine needs segment, can_ids or feature");
+        vsoc_envelope_seterr(why, n, "bad_args: quarantine needs segment, can_ids or feature");
         goto done;
     }
     if (!seg != !mode) {
-        seterr(why, n, "bad_args: segment and mode go together");
+        vsoc_envelope_seterr(why, n, "bad_args: segment and mode go together");
         goto done;
     }
     if (seg) {
         if (!json_is_string(seg) || !is_name(json_string_value(seg)) ||
             !json_is_string(mode) || !is_name(json_string_value(mode))) {
-            seterr(why, n, "bad_args: segment and mode are names (1..64 of A-Z a-z 0-9 . _ -)");
+            vsoc_envelope_seterr(why, n, "bad_args: segment and mode are names "
+                                         "(1..64 of A-Z a-z 0-9 . _ -)");
             goto done;
         }
         snprintf(q->segment, sizeof q->segment, "%s", json_string_value(seg));
@@ -213,7 +199,8 @@ static int quarantine_args(const char *args, quarantine_t *q, char *why, size_t 
     }
     if (feat) {
         if (!json_is_string(feat) || !is_name(json_string_value(feat))) {
-            seterr(why, n, "bad_args: feature is a name (1..64 of A-Z a-z 0-9 . _ -)");
+            vsoc_envelope_seterr(why, n,
+                                 "bad_args: feature is a name (1..64 of A-Z a-z 0-9 . _ -)");
             goto done;
         }
         snprintf(q->feature, sizeof q->feature, "%s", json_string_value(feat));
@@ -223,12 +210,13 @@ static int quarantine_args(const char *args, quarantine_t *q, char *why, size_t 
         json_t *id;
         if (!json_is_array(ids) || json_array_size(ids) == 0 ||
             json_array_size(ids) > CAN_IDS_MAX) {
-            seterr(why, n, "bad_args: can_ids is a list of 1..%d ids", CAN_IDS_MAX);
+            vsoc_envelope_seterr(why, n, "bad_args: can_ids is a list of 1..%d ids", CAN_IDS_MAX);
             goto done;
         }
         json_array_foreach(ids, i, id) {
             if (!json_is_string(id) || parse_can_id(json_string_value(id), &q->can_ids[i])) {
-                seterr(why, n, "bad_args: can_ids[%zu] is not a CAN id like \"0x123\"", i);
+                vsoc_envelope_seterr(why, n,
+                                     "bad_args: can_ids[%zu] is not a CAN id like \"0x123\"", i);
                 goto done;
             }
         }
@@ -243,28 +231,28 @@ done:
 /* A release names what it lifts: {"cmd_id": "<quarantine>"} or {"segment": "..."}. */
 static int release_args(const char *args, char *cmd_id, char *segment, char *why, size_t n)
 {
-    json_t *j = json_loads(args, JSON_REJECT_DUPLICATES, NULL);
-    int rc = -1;
     cmd_id[0] = segment[0] = 0;
-    if (!json_is_object(j)) {
-        seterr(why, n, "bad_args: not a JSON object");
-        goto done;
-    }
+    json_t *j = args_object(args, NULL, why, n);
+    int rc = -1;
+    if (!j)
+        return -1;
     const char *key;
     json_t *v;
     json_object_foreach(j, key, v) {
-        if (!strcmp(key, "cmd_id") && json_is_string(v) && is_uuid(json_string_value(v)))
+        if (!strcmp(key, "cmd_id") && json_is_string(v) &&
+            vsoc_envelope_is_uuid(json_string_value(v)))
             snprintf(cmd_id, UUID_LEN + 1, "%s", json_string_value(v));
         else if (!strcmp(key, "segment") && json_is_string(v) && is_name(json_string_value(v)))
             snprintf(segment, NAME_MAX_ + 1, "%s", json_string_value(v));
         else if (strcmp(key, "vehicle_state") != 0) {
-            seterr(why, n, "bad_args: \"%.64s\" is not cmd_id (a UUID) or segment (a name)",
-                   key);
+            vsoc_envelope_seterr(why, n,
+                                 "bad_args: \"%.64s\" is not cmd_id (a UUID) or segment (a name)",
+                                 key);
             goto done;
         }
     }
     if (!cmd_id[0] == !segment[0]) {
-        seterr(why, n, "bad_args: release needs one of cmd_id or segment");
+        vsoc_envelope_seterr(why, n, "bad_args: release needs one of cmd_id or segment");
         goto done;
     }
     rc = 0;
@@ -293,11 +281,11 @@ static int gate_open(const vsoc_gate_t *g, const vsoc_vagent_state_t *st, char *
     if (st->speed_known && vsoc_gate_allows(g, st->speed_kph))
         return 1;
     if (st->speed_known)
-        seterr(why, n, "vehicle_state: speed %.1f kph, needs %s %g", st->speed_kph,
-               gate_op(g->op), g->speed_kph);
+        vsoc_envelope_seterr(why, n, "vehicle_state: speed %.1f kph, needs %s %g",
+                             st->speed_kph, gate_op(g->op), g->speed_kph);
     else
-        seterr(why, n, "vehicle_state: speed unknown, needs %s %g", gate_op(g->op),
-               g->speed_kph);
+        vsoc_envelope_seterr(why, n, "vehicle_state: speed unknown, needs %s %g",
+                             gate_op(g->op), g->speed_kph);
     return 0;
 }
 
@@ -339,15 +327,9 @@ static int remember(vsoc_vagent_t *a, const char *cmd_id, const char *json)
 /* Queues an ack (taken: json) for on_ack after the next successful commit. */
 static int outbox_push(vsoc_vagent_t *a, const vsoc_ack_t *ack, char *json, size_t n)
 {
-    if (a->nout == a->capout) {
-        size_t cap = a->capout ? a->capout * 2 : 8;
-        outmsg_t *p = realloc(a->out, cap * sizeof *p);
-        if (!p) {
-            free(json);
-            return VSOC_ENOMEM;
-        }
-        a->out = p;
-        a->capout = cap;
+    if (vsoc_array_grow((void **)&a->out, &a->capout, a->nout, sizeof *a->out) != 0) {
+        free(json);
+        return VSOC_ENOMEM;
     }
     a->out[a->nout].ack = *ack;
     a->out[a->nout].json = json;
@@ -507,14 +489,8 @@ static void quarantine_clear(quarantine_t *q)
 
 static int quarantine_add(vsoc_vagent_t *a, const quarantine_t *q)
 {
-    if (a->nq == a->capq) {
-        size_t cap = a->capq ? a->capq * 2 : 8;
-        quarantine_t *p = realloc(a->q, cap * sizeof *p);
-        if (!p)
-            return VSOC_ENOMEM;
-        a->q = p;
-        a->capq = cap;
-    }
+    if (vsoc_array_grow((void **)&a->q, &a->capq, a->nq, sizeof *a->q) != 0)
+        return VSOC_ENOMEM;
     a->q[a->nq++] = *q;
     return 0;
 }
@@ -648,8 +624,8 @@ static int peek_cmd_id(const vsoc_vagent_t *a, const char *buf, size_t n, char *
         return 0;
     json_t *j = json_loadb(buf, n, 0, NULL);
     json_t *id = json_object_get(j, "cmd_id"), *vin = json_object_get(j, "vin");
-    int ok = json_is_string(id) && is_uuid(json_string_value(id)) && json_is_string(vin) &&
-             strcmp(json_string_value(vin), a->vin) == 0;
+    int ok = json_is_string(id) && vsoc_envelope_is_uuid(json_string_value(id)) &&
+             json_is_string(vin) && strcmp(json_string_value(vin), a->vin) == 0;
     if (ok)
         snprintf(cmd_id, UUID_LEN + 1, "%s", json_string_value(id));
     json_decref(j);
@@ -769,13 +745,14 @@ static int load(vsoc_vagent_t *a, char *err, size_t errlen)
     if (!f) {
         if (errno == ENOENT)
             return 0;
-        seterr(err, errlen, "%s: %s", a->state_path, strerror(errno));
+        vsoc_envelope_seterr(err, errlen, "%s: %s", a->state_path, strerror(errno));
         return -1;
     }
     json_t *root = json_loadf(f, JSON_REJECT_DUPLICATES, &je);
     fclose(f);
     if (!root) {
-        seterr(err, errlen, "%s:%d:%d: %s", a->state_path, je.line, je.column, je.text);
+        vsoc_envelope_seterr(err, errlen, "%s:%d:%d: %s", a->state_path, je.line, je.column,
+                             je.text);
         return -1;
     }
     const char *what = NULL;
@@ -789,8 +766,8 @@ static int load(vsoc_vagent_t *a, char *err, size_t errlen)
         goto bad;
     }
     if (a->vin[0] && strcmp(a->vin, json_string_value(vin)) != 0) {
-        seterr(err, errlen, "%s: holds the state of VIN %s, not %s", a->state_path,
-               json_string_value(vin), a->vin);
+        vsoc_envelope_seterr(err, errlen, "%s: holds the state of VIN %s, not %s",
+                             a->state_path, json_string_value(vin), a->vin);
         json_decref(root);
         return -1;
     }
@@ -811,7 +788,8 @@ static int load(vsoc_vagent_t *a, char *err, size_t errlen)
     }
     json_array_foreach(ans, i, v) {
         json_t *id = json_object_get(v, "cmd_id"), *ack = json_object_get(v, "ack");
-        if (!json_is_string(id) || !is_uuid(json_string_value(id)) || !json_is_string(ack)) {
+        if (!json_is_string(id) || !vsoc_envelope_is_uuid(json_string_value(id)) ||
+            !json_is_string(ack)) {
             what = "answered";
             goto bad;
         }
@@ -858,7 +836,7 @@ static int load(vsoc_vagent_t *a, char *err, size_t errlen)
         char *text = json_is_object(args) ? json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS)
                                           : NULL;
         char why[256];
-        if (!json_is_string(id) || !is_uuid(json_string_value(id)) ||
+        if (!json_is_string(id) || !vsoc_envelope_is_uuid(json_string_value(id)) ||
             !json_is_integer(qseq) || json_integer_value(qseq) < 0 || !text ||
             load_time(json_object_get(v, "applied_at"), &q.applied_at) != 0 ||
             load_time(json_object_get(v, "until"), &q.until) != 0 ||
@@ -880,7 +858,7 @@ static int load(vsoc_vagent_t *a, char *err, size_t errlen)
     a->dirty = 0;
     return 0;
 bad:
-    seterr(err, errlen, "%s: bad or missing \"%s\"", a->state_path, what);
+    vsoc_envelope_seterr(err, errlen, "%s: bad or missing \"%s\"", a->state_path, what);
     json_decref(root);
     return -1;
 }
@@ -911,15 +889,15 @@ vsoc_vagent_t *vsoc_vagent_new(const vsoc_vagent_opts_t *o, char *err, size_t er
 {
     vsoc_vagent_t *a = calloc(1, sizeof *a);
     if (!a || !(a->ans = calloc(ANSWERED_MAX, sizeof *a->ans))) {
-        seterr(err, errlen, "agent: out of memory");
+        vsoc_envelope_seterr(err, errlen, "agent: out of memory");
         free(a);
         return NULL;
     }
     a->o = *o;
     if (o->vin) {
         if (!o->vin[0] || strlen(o->vin) > VSOC_ENVELOPE_VIN_MAX) {
-            seterr(err, errlen, "agent: VIN \"%.40s\" is not 1..%d bytes", o->vin,
-                   VSOC_ENVELOPE_VIN_MAX);
+            vsoc_envelope_seterr(err, errlen, "agent: VIN \"%.40s\" is not 1..%d bytes",
+                                 o->vin, VSOC_ENVELOPE_VIN_MAX);
             goto fail;
         }
         snprintf(a->vin, sizeof a->vin, "%s", o->vin);
@@ -935,13 +913,13 @@ vsoc_vagent_t *vsoc_vagent_new(const vsoc_vagent_opts_t *o, char *err, size_t er
     }
     if (o->state_dir) {
         if (mkdir(o->state_dir, 0700) != 0 && errno != EEXIST) {
-            seterr(err, errlen, "%s: %s", o->state_dir, strerror(errno));
+            vsoc_envelope_seterr(err, errlen, "%s: %s", o->state_dir, strerror(errno));
             goto fail;
         }
         size_t n = strlen(o->state_dir) + sizeof "/" STATE_FILE ".tmp";
         if (!(a->dir = strdup(o->state_dir)) || !(a->state_path = malloc(n)) ||
             !(a->tmp_path = malloc(n))) {
-            seterr(err, errlen, "agent: out of memory");
+            vsoc_envelope_seterr(err, errlen, "agent: out of memory");
             goto fail;
         }
         snprintf(a->state_path, n, "%s/%s", o->state_dir, STATE_FILE);
@@ -950,7 +928,8 @@ vsoc_vagent_t *vsoc_vagent_new(const vsoc_vagent_opts_t *o, char *err, size_t er
             /* A fresh agent writes its (empty) state at once: an unwritable directory
              * fails here, not at the first command. */
             if (persist(a) != 0) {
-                seterr(err, errlen, "%s: cannot write: %s", a->state_path, strerror(errno));
+                vsoc_envelope_seterr(err, errlen, "%s: cannot write: %s", a->state_path,
+                                     strerror(errno));
                 goto fail;
             }
         } else if (load(a, err, errlen) != 0) {

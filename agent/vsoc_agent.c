@@ -12,6 +12,7 @@
 #include "ack.h"
 #include "agent_core.h"
 #include "envelope.h"
+#include "envelope_internal.h"
 #include "mqtt/mqtt.h"
 
 #include <errno.h>
@@ -111,19 +112,6 @@ static int parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
-static int parse_time(const char *s, int64_t *out)
-{
-    if (vsoc_envelope_time_parse(s, out) == 0)
-        return 0;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || errno)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 /* Reads a whole file (or stdin for "-"), at most VSOC_ENVELOPE_MAX + 1 bytes: more is
  * rejected by the parser anyway. */
 static char *read_all(const char *path, size_t *n)
@@ -149,12 +137,27 @@ static char *read_all(const char *path, size_t *n)
     return buf;
 }
 
-static int cmd_verify(int argc, char **argv)
+/* ---- verify, verify-ack -------------------------------------------------------------- */
+
+/* What verify and verify-ack are given: the same options (verify also takes --now and
+ * --last-seq) and one input file. */
+typedef struct verify_in {
+    int is_ack;
+    const char *pubs[MAX_KEYS], *vin, *file;
+    size_t npub;
+    int64_t now;
+    uint64_t last_seq;
+    vsoc_key_t *keys[MAX_KEYS];
+    char *buf; /* the input file */
+    size_t n;
+} verify_in_t;
+
+/* Parses the command line into in. Returns -1 to go on, else the exit status (after --help
+ * or a usage error). */
+static int verify_args(int argc, char **argv, verify_in_t *in)
 {
-    const char *pubs[MAX_KEYS], *vin = NULL, *file = NULL;
-    size_t npub = 0;
-    int64_t now = (int64_t)time(NULL);
-    uint64_t last_seq = 0;
+    const char *cmd = in->is_ack ? "verify-ack" : "verify";
+    const char *what = in->is_ack ? "ack" : "envelope";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -163,159 +166,124 @@ static int cmd_verify(int argc, char **argv)
         } else if (is_opt(a, "--pubkey")) {
             if (!(v = value(argc, argv, &i, "--pubkey")))
                 return EXIT_USAGE;
-            if (npub == MAX_KEYS) {
+            if (in->npub == MAX_KEYS) {
                 fprintf(stderr, "vsoc-agent: more than %d --pubkey\n", MAX_KEYS);
                 return EXIT_USAGE;
             }
-            pubs[npub++] = v;
+            in->pubs[in->npub++] = v;
         } else if (is_opt(a, "--vin")) {
-            if (!(vin = value(argc, argv, &i, "--vin")))
+            if (!(in->vin = value(argc, argv, &i, "--vin")))
                 return EXIT_USAGE;
-        } else if (is_opt(a, "--now")) {
+        } else if (!in->is_ack && is_opt(a, "--now")) {
             if (!(v = value(argc, argv, &i, "--now")))
                 return EXIT_USAGE;
-            if (parse_time(v, &now) != 0) {
+            if (vsoc_envelope_time_arg(v, &in->now) != 0) {
                 fprintf(stderr, "vsoc-agent: --now: \"%s\" is neither YYYY-MM-DDTHH:MM:SSZ "
                                 "nor epoch seconds\n", v);
                 return EXIT_USAGE;
             }
-        } else if (is_opt(a, "--last-seq")) {
+        } else if (!in->is_ack && is_opt(a, "--last-seq")) {
             if (!(v = value(argc, argv, &i, "--last-seq")))
                 return EXIT_USAGE;
-            if (parse_u64(v, &last_seq) != 0) {
+            if (parse_u64(v, &in->last_seq) != 0) {
                 fprintf(stderr, "vsoc-agent: --last-seq: \"%s\" is not a number\n", v);
                 return EXIT_USAGE;
             }
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "vsoc-agent: unknown option %s (see vsoc-agent --help)\n", a);
             return EXIT_USAGE;
-        } else if (file) {
-            fprintf(stderr, "vsoc-agent: one envelope at a time (%s, %s)\n", file, a);
+        } else if (in->file) {
+            fprintf(stderr, "vsoc-agent: one %s at a time (%s, %s)\n", what, in->file, a);
             return EXIT_USAGE;
         } else {
-            file = a;
+            in->file = a;
         }
     }
-    if (!npub || !file) {
-        fprintf(stderr, "vsoc-agent: verify needs %s (see vsoc-agent --help)\n",
-                npub ? "an envelope file" : "at least one --pubkey");
+    if (!in->npub || !in->file) {
+        if (in->npub)
+            fprintf(stderr, "vsoc-agent: %s needs an %s file (see vsoc-agent --help)\n", cmd,
+                    what);
+        else
+            fprintf(stderr, "vsoc-agent: %s needs at least one --pubkey (see vsoc-agent "
+                            "--help)\n", cmd);
         return EXIT_USAGE;
     }
-    int rc = EXIT_USAGE;
-    vsoc_key_t *keys[MAX_KEYS] = {0};
-    char *buf = NULL;
-    static vsoc_envelope_t e;
-    for (size_t i = 0; i < npub; i++) {
-        char err[512];
-        if (!(keys[i] = vsoc_key_load_public(pubs[i], NULL, err, sizeof err))) {
-            fprintf(stderr, "vsoc-agent: %s\n", err);
-            goto done;
-        }
-    }
-    size_t n = 0;
-    if (!(buf = read_all(file, &n)))
-        goto done;
-    char reason[256];
-    if (vsoc_envelope_parse(buf, n, &e, reason, sizeof reason) != 0) {
-        fprintf(stderr, "vsoc-agent: %s: %s\n", file, reason);
-        printf("rejected: %s\n", vsoc_envelope_reason_name(VSOC_ENVELOPE_MALFORMED));
-        rc = EXIT_REJECTED;
-        goto done;
-    }
-    vsoc_envelope_check_t chk = {.vin = vin, .now = now, .last_seq = last_seq};
-    vsoc_envelope_reason_t r =
-        vsoc_envelope_verify(&e, (const vsoc_key_t *const *)keys, npub, &chk);
-    if (r == VSOC_ENVELOPE_OK) {
-        printf("accepted\n");
-        rc = 0;
-    } else {
-        printf("rejected: %s\n", vsoc_envelope_reason_name(r));
-        rc = EXIT_REJECTED;
-    }
-done:
-    free(buf);
-    for (size_t i = 0; i < npub; i++)
-        vsoc_key_free(keys[i]);
-    return rc;
+    return -1;
 }
 
-/* ---- verify-ack ---------------------------------------------------------------------- */
-
-static int cmd_verify_ack(int argc, char **argv)
+/* Loads the keys, then the input file. Returns 0, or -1 with the reason on stderr. */
+static int verify_load(verify_in_t *in)
 {
-    const char *pubs[MAX_KEYS], *vin = NULL, *file = NULL;
-    size_t npub = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (is_opt(a, "--pubkey")) {
-            if (!(v = value(argc, argv, &i, "--pubkey")))
-                return EXIT_USAGE;
-            if (npub == MAX_KEYS) {
-                fprintf(stderr, "vsoc-agent: more than %d --pubkey\n", MAX_KEYS);
-                return EXIT_USAGE;
-            }
-            pubs[npub++] = v;
-        } else if (is_opt(a, "--vin")) {
-            if (!(vin = value(argc, argv, &i, "--vin")))
-                return EXIT_USAGE;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "vsoc-agent: unknown option %s (see vsoc-agent --help)\n", a);
-            return EXIT_USAGE;
-        } else if (file) {
-            fprintf(stderr, "vsoc-agent: one ack at a time (%s, %s)\n", file, a);
-            return EXIT_USAGE;
-        } else {
-            file = a;
-        }
-    }
-    if (!npub || !file) {
-        fprintf(stderr, "vsoc-agent: verify-ack needs %s (see vsoc-agent --help)\n",
-                npub ? "an ack file" : "at least one --pubkey");
-        return EXIT_USAGE;
-    }
-    int rc = EXIT_USAGE;
-    vsoc_key_t *keys[MAX_KEYS] = {0};
-    char *buf = NULL;
-    vsoc_ack_t ack;
-    for (size_t i = 0; i < npub; i++) {
+    for (size_t i = 0; i < in->npub; i++) {
         char err[512];
-        if (!(keys[i] = vsoc_key_load_public(pubs[i], NULL, err, sizeof err))) {
+        if (!(in->keys[i] = vsoc_key_load_public(in->pubs[i], NULL, err, sizeof err))) {
             fprintf(stderr, "vsoc-agent: %s\n", err);
-            goto done;
+            return -1;
         }
     }
-    size_t n = 0;
-    if (!(buf = read_all(file, &n)))
-        goto done;
-    /* mosquitto_sub and files written by hand end in a newline; it is not part of the ack. */
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-        n--;
+    return (in->buf = read_all(in->file, &in->n)) ? 0 : -1;
+}
+
+/* A text that does not parse: the details to stderr, the verdict to stdout. */
+static int malformed(const verify_in_t *in, const char *reason, const char *verdict)
+{
+    fprintf(stderr, "vsoc-agent: %s: %s\n", in->file, reason);
+    printf("%s: %s\n", verdict, vsoc_envelope_reason_name(VSOC_ENVELOPE_MALFORMED));
+    return EXIT_REJECTED;
+}
+
+static int judge_envelope(const verify_in_t *in)
+{
+    static vsoc_envelope_t e;
     char reason[256];
-    if (vsoc_ack_parse(buf, n, &ack, reason, sizeof reason) != 0) {
-        fprintf(stderr, "vsoc-agent: %s: %s\n", file, reason);
-        printf("invalid: %s\n", vsoc_envelope_reason_name(VSOC_ENVELOPE_MALFORMED));
-        rc = EXIT_REJECTED;
-        goto done;
+    if (vsoc_envelope_parse(in->buf, in->n, &e, reason, sizeof reason) != 0)
+        return malformed(in, reason, "rejected");
+    vsoc_envelope_check_t chk = {.vin = in->vin, .now = in->now, .last_seq = in->last_seq};
+    vsoc_envelope_reason_t r =
+        vsoc_envelope_verify(&e, (const vsoc_key_t *const *)in->keys, in->npub, &chk);
+    if (r != VSOC_ENVELOPE_OK) {
+        printf("rejected: %s\n", vsoc_envelope_reason_name(r));
+        return EXIT_REJECTED;
     }
-    vsoc_envelope_reason_t r = vsoc_ack_verify(&ack, (const vsoc_key_t *const *)keys, npub,
-                                               vin);
-    if (r == VSOC_ENVELOPE_OK) {
-        if (ack.reason[0])
-            printf("valid: %s (%s)\n", vsoc_ack_status_name(ack.status), ack.reason);
-        else
-            printf("valid: %s\n", vsoc_ack_status_name(ack.status));
-        rc = 0;
-    } else {
+    printf("accepted\n");
+    return 0;
+}
+
+static int judge_ack(const verify_in_t *in)
+{
+    vsoc_ack_t ack;
+    char reason[256];
+    size_t n = in->n;
+    /* mosquitto_sub and files written by hand end in a newline; it is not part of the ack. */
+    while (n > 0 && (in->buf[n - 1] == '\n' || in->buf[n - 1] == '\r'))
+        n--;
+    if (vsoc_ack_parse(in->buf, n, &ack, reason, sizeof reason) != 0)
+        return malformed(in, reason, "invalid");
+    vsoc_envelope_reason_t r =
+        vsoc_ack_verify(&ack, (const vsoc_key_t *const *)in->keys, in->npub, in->vin);
+    if (r != VSOC_ENVELOPE_OK) {
         printf("invalid: %s\n", vsoc_envelope_reason_name(r));
-        rc = EXIT_REJECTED;
+        return EXIT_REJECTED;
     }
-done:
-    free(buf);
-    for (size_t i = 0; i < npub; i++)
-        vsoc_key_free(keys[i]);
+    if (ack.reason[0])
+        printf("valid: %s (%s)\n", vsoc_ack_status_name(ack.status), ack.reason);
+    else
+        printf("valid: %s\n", vsoc_ack_status_name(ack.status));
+    return 0;
+}
+
+/* verify (is_ack 0) and verify-ack (is_ack 1). */
+static int cmd_verify(int argc, char **argv, int is_ack)
+{
+    verify_in_t in = {.is_ack = is_ack, .now = (int64_t)time(NULL)};
+    int rc = verify_args(argc, argv, &in);
+    if (rc < 0 && verify_load(&in) != 0)
+        rc = EXIT_USAGE;
+    else if (rc < 0)
+        rc = is_ack ? judge_ack(&in) : judge_envelope(&in);
+    free(in.buf);
+    for (size_t i = 0; i < in.npub; i++)
+        vsoc_key_free(in.keys[i]);
     return rc;
 }
 
@@ -518,34 +486,26 @@ static int cmd_run(int argc, char **argv)
     const char *signing = NULL, *state_dir = NULL, *speed_file = NULL, *trust[MAX_KEYS];
     size_t ntrust = 0;
     long long once_idle = 0;
+    /* The options that take one string each. */
+    const struct {
+        const char *name;
+        const char **dst;
+    } str_opts[] = {
+        {"--vin", &vin}, {"--broker", &broker}, {"--cafile", &cafile}, {"--cert", &cert},
+        {"--key", &key}, {"--signing-key", &signing}, {"--state-dir", &state_dir},
+        {"--speed-file", &speed_file},
+    };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
-        const char **dst = NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
         }
-        if (is_opt(a, "--vin"))
-            dst = &vin;
-        else if (is_opt(a, "--broker"))
-            dst = &broker;
-        else if (is_opt(a, "--cafile"))
-            dst = &cafile;
-        else if (is_opt(a, "--cert"))
-            dst = &cert;
-        else if (is_opt(a, "--key"))
-            dst = &key;
-        else if (is_opt(a, "--signing-key"))
-            dst = &signing;
-        else if (is_opt(a, "--state-dir"))
-            dst = &state_dir;
-        else if (is_opt(a, "--speed-file"))
-            dst = &speed_file;
-        if (dst) {
-            const char *name = a;
-            char opt[32];
-            snprintf(opt, sizeof opt, "%.*s", (int)strcspn(name, "="), name);
-            if (!(*dst = value(argc, argv, &i, opt)))
+        size_t k = 0;
+        while (k < sizeof str_opts / sizeof str_opts[0] && !is_opt(a, str_opts[k].name))
+            k++;
+        if (k < sizeof str_opts / sizeof str_opts[0]) {
+            if (!(*str_opts[k].dst = value(argc, argv, &i, str_opts[k].name)))
                 return EXIT_USAGE;
             continue;
         }
@@ -714,9 +674,9 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(argv[1], "verify"))
-        return cmd_verify(argc - 1, argv + 1);
+        return cmd_verify(argc - 1, argv + 1, 0);
     if (!strcmp(argv[1], "verify-ack"))
-        return cmd_verify_ack(argc - 1, argv + 1);
+        return cmd_verify(argc - 1, argv + 1, 1);
     if (!strcmp(argv[1], "run"))
         return cmd_run(argc - 1, argv + 1);
     if (!strcmp(argv[1], "status"))

@@ -182,11 +182,11 @@ static int restore_done(vsoc_store_t *s, const restore_ctx_t *x, int rc)
     return -1;
 }
 
-int cli_responder_restore(vsoc_responder_t *r, vsoc_store_t *s)
+int cli_responder_restore(vsoc_responder_t *r, vsoc_store_t *s, int commands)
 {
     restore_ctx_t x = {.r = r};
     int rc = vsoc_store_each_run(s, on_run, &x);
-    if (rc == 0)
+    if (rc == 0 && commands)
         rc = vsoc_store_each_command(s, 1, on_cmd, &x);
     if (rc == 0)
         rc = vsoc_store_each_seq(s, on_seq, &x);

@@ -71,9 +71,11 @@ int cli_print_json(json_t *j);
  * non-zero (the responder then stops). */
 int cli_store_on_change(void *store, const vsoc_change_t *c);
 
-/* Gives r every run, the open commands (with their stored envelopes) and each vehicle's
- * last seq from s. Returns 0, or prints what failed and returns -1. */
-int cli_responder_restore(vsoc_responder_t *r, vsoc_store_t *s);
+/* Gives r every run and each vehicle's last seq from s, and with commands the open commands
+ * (with their stored envelopes). A replay leaves commands out: the commands in a store
+ * belong to whoever delivers them (vsoc respond), never to replay's simulated vehicles.
+ * Returns 0, or prints what failed and returns -1. */
+int cli_responder_restore(vsoc_responder_t *r, vsoc_store_t *s, int commands);
 
 /* Gives g each vehicle's newest incident from s. Returns 0, or prints and returns -1. */
 int cli_incidents_restore(vsoc_incidents_t *g, vsoc_store_t *s);

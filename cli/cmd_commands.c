@@ -316,6 +316,22 @@ static int decide(int argc, char **argv, int approve)
         fprintf(stderr, "vsoc: out of memory\n");
         goto done;
     }
+    char who[VSOC_APPROVER_MAX + 1];
+    if (vsoc_approver_normalize(o.by, who) != 0) {
+        fprintf(stderr, "%s: --by '%s' is not a person's name: 1..%d of A-Z a-z 0-9 . _ @ - "
+                        "(compared without case)\n",
+                prog, o.by, VSOC_APPROVER_MAX);
+        ret = EXIT_USAGE;
+        goto done;
+    }
+    o.by = who;
+    /* Everything from the first read to the commit is one write transaction: two people
+     * deciding at once are serialized, and the second sees the first's decision. */
+    if (vsoc_store_begin(s) != 0) {
+        fprintf(stderr, "vsoc: %s\n", vsoc_store_errmsg(s));
+        goto done;
+    }
+    in_tx = 1;
     /* The full id from a prefix, and a clear message for an unknown one. */
     if (vsoc_store_get_command(s, o.id, c, NULL) != 0) {
         fprintf(stderr, "%s: %s\n", prog, vsoc_store_errmsg(s));
@@ -329,7 +345,7 @@ static int decide(int argc, char **argv, int approve)
         fprintf(stderr, "vsoc: %s\n", err);
         goto done;
     }
-    if (cli_responder_restore(r, s) != 0)
+    if (cli_responder_restore(r, s, 1) != 0)
         goto done;
     /* Only open commands are restored: a final one is reported as such, not as unknown. */
     if (!vsoc_responder_command(r, c->cmd_id)) {
@@ -338,11 +354,6 @@ static int decide(int argc, char **argv, int approve)
         goto done;
     }
     int64_t now = cli_wall_us();
-    if (vsoc_store_begin(s) != 0) {
-        fprintf(stderr, "vsoc: %s\n", vsoc_store_errmsg(s));
-        goto done;
-    }
-    in_tx = 1;
     rc = approve ? vsoc_responder_approve(r, c->cmd_id, o.by, now, err, sizeof err)
                  : vsoc_responder_reject(r, c->cmd_id, o.by, o.why, now, err, sizeof err);
     if (rc != 0) {

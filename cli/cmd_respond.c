@@ -159,17 +159,23 @@ static const vsoc_key_t *vehicle_key(respond_t *rs, const char *vin)
             return rs->vkeys[i].key;
     if (vsoc_array_grow((void **)&rs->vkeys, &rs->capvkeys, rs->nvkeys, sizeof *rs->vkeys))
         return NULL;
+    /* VINs become file names: only the characters a key id may hold. A key not on file is
+     * looked for again next time (it may be added while vsoc respond runs) and not kept, so
+     * acks naming made-up VINs cannot grow the cache. */
+    if (!vsoc_key_id_valid(vin)) {
+        logline(rs, "ack.key", "'%s' cannot name a key file", vin);
+        return NULL;
+    }
+    char path[4096], err[512];
+    snprintf(path, sizeof path, "%s/%s.pub", rs->keydir, vin);
+    vsoc_key_t *k = vsoc_key_load_public(path, vin, err, sizeof err);
+    if (!k) {
+        logline(rs, "ack.key", "no key for %s: %s", vin, err);
+        return NULL;
+    }
     vkey_t *v = &rs->vkeys[rs->nvkeys++];
     snprintf(v->vin, sizeof v->vin, "%s", vin);
-    v->key = NULL;
-    /* VINs become file names: only the characters a key id may hold. */
-    if (vsoc_key_id_valid(vin)) {
-        char path[4096], err[512];
-        snprintf(path, sizeof path, "%s/%s.pub", rs->keydir, vin);
-        v->key = vsoc_key_load_public(path, vin, err, sizeof err);
-        if (!v->key)
-            logline(rs, "ack.key", "no key for %s: %s", vin, err);
-    }
+    v->key = k;
     return v->key;
 }
 
@@ -177,8 +183,16 @@ static const vsoc_key_t *vehicle_key(respond_t *rs, const char *vin)
  * transport has none). */
 static void handle_ack(respond_t *rs, const char *from_vin, const void *buf, size_t n)
 {
+    if (rs->failed)
+        return; /* the store failed: nothing more is acted on before the restart */
     vsoc_ack_t ack;
     char why[256];
+    if (memchr(buf, 0, n)) {
+        logline(rs, "ack.malformed", "from %s: a NUL byte in the message",
+                from_vin ? from_vin : "?");
+        rs->acks_bad++;
+        return;
+    }
     char *raw = strndup(buf, n);
     if (!raw) {
         rs->failed = 1;
@@ -202,8 +216,11 @@ static void handle_ack(respond_t *rs, const char *from_vin, const void *buf, siz
     }
     int64_t now = wall_us();
     if (vsoc_store_put_ack(rs->store, &ack, raw, verdict, now) != 0) {
+        /* Not kept, so not acted on: the transport delivers it again after a restart. */
         fprintf(stderr, "vsoc respond: %s\n", vsoc_store_errmsg(rs->store));
         rs->failed = 1;
+        free(raw);
+        return;
     }
     free(raw);
     logline(rs, "ack", "%.8s %s from %s%s%s (%s)", ack.cmd_id, vsoc_ack_status_name(ack.status),
@@ -406,7 +423,7 @@ int cmd_respond(int argc, char **argv)
         fprintf(stderr, "vsoc respond: %s\n", err);
         goto done;
     }
-    if (cli_responder_restore(rs.resp, rs.store) != 0 ||
+    if (cli_responder_restore(rs.resp, rs.store, 1) != 0 ||
         vsoc_store_each_approval(rs.store, 0, max_rowid, &rs.approvals_after) < 0) {
         fprintf(stderr, "vsoc respond: %s\n", vsoc_store_errmsg(rs.store));
         goto done;
@@ -482,7 +499,7 @@ int cmd_respond(int argc, char **argv)
             if (got < 0)
                 logline(&rs, "kafka.error", "%s", err);
             /* Acks are in the store now: only then may the group move past them. */
-            else if (got > 0 && vsoc_kafka_commit(rs.cons, err, sizeof err) != 0)
+            else if (got > 0 && !rs.failed && vsoc_kafka_commit(rs.cons, err, sizeof err) != 0)
                 logline(&rs, "kafka.error", "commit: %s", err);
         }
     }

@@ -58,6 +58,7 @@ struct cli_response {
     int64_t now_us, next_tick_us;
     int failed;
     size_t since_commit;
+    uint64_t long_vins; /* alerts left out of the response: vehicle id too long */
     /* for the summary */
     uint64_t alerts_new, alerts_dup, incidents, runs, sent, acked, deferred, rejected,
         pending, escalated, notes, dry;
@@ -132,14 +133,10 @@ static void incident_state(cli_response_t *r, const char *incident_id, const cha
     const vsoc_incident_t *cur = vsoc_incidents_get(r->inc, vin);
     if (!cur || strcmp(cur->id, incident_id) != 0 || cur->state != from)
         return;
+    /* The store records the change itself, with the command's (store.h, apply_change). */
     vsoc_incidents_set_state(r->inc, incident_id, to);
     cur = vsoc_incidents_get(r->inc, vin);
     logf_(r, event, "incident %.8s on %s is %s", cur->id, vin, vsoc_incident_state_name(to));
-    if (r->store && !r->o.dry_run &&
-        vsoc_store_put_incident(r->store, cur, NULL, event, "vsoc", r->now_us) != 0) {
-        fprintf(stderr, "vsoc replay: %s\n", vsoc_store_errmsg(r->store));
-        r->failed = 1;
-    }
 }
 
 static int on_change(void *ctx, const vsoc_change_t *c)
@@ -174,7 +171,7 @@ static int on_change(void *ctx, const vsoc_change_t *c)
         (!strcmp(ev, "command.sent") || !strcmp(ev, "command.dry_run")))
         fprintf(r->o.log, "%24s %s\n", "", c->cmd->envelope);
     if (c->cmd && c->cmd->action == VSOC_ACTION_QUARANTINE) {
-        if (!strcmp(ev, "command.acked"))
+        if (!strcmp(ev, "command.acked") || !strcmp(ev, "command.acked_late"))
             incident_state(r, c->cmd->incident_id, c->cmd->vin, VSOC_INC_OPEN,
                            VSOC_INC_CONTAINED, "incident.contained");
         else if (!strcmp(ev, "command.released"))
@@ -372,7 +369,7 @@ cli_response_t *cli_response_new(const cli_response_opts_t *o, int *exit_code)
     }
     if (r->store) {
         if (cli_incidents_restore(r->inc, r->store) != 0 ||
-            cli_responder_restore(r->resp, r->store) != 0)
+            cli_responder_restore(r->resp, r->store, 0) != 0)
             goto fail;
         if (!o->dry_run && vsoc_store_begin(r->store) != 0) {
             fprintf(stderr, "vsoc replay: %s\n", vsoc_store_errmsg(r->store));
@@ -449,8 +446,16 @@ int cli_response_alert(cli_response_t *r, const vsoc_alert_t *a, const char *jso
         r->now_us = a->time_us;
     const char *rule_id = vsoc_rule_id(a->rule);
     vsoc_level_t level = vsoc_rule_level(a->rule);
+    if (a->vin.n == 0 || a->vin.n > VSOC_VIN_MAX) {
+        /* A command goes to exactly this vehicle: an id that does not fit is never cut. */
+        if (r->long_vins++ == 0 && r->o.log)
+            fprintf(r->o.log, "vsoc replay: warning: alerts of vehicle id '%.*s' have no "
+                              "incident: a vehicle id is 1..%d bytes\n",
+                    (int)(a->vin.n > 64 ? 64 : a->vin.n), a->vin.p, VSOC_VIN_MAX);
+        return 0;
+    }
     char vin[VSOC_VIN_MAX + 1];
-    size_t vn = a->vin.n < VSOC_VIN_MAX ? a->vin.n : VSOC_VIN_MAX;
+    size_t vn = a->vin.n;
     memcpy(vin, a->vin.p, vn);
     vin[vn] = 0;
     if (r->store && !r->o.dry_run) {

@@ -35,8 +35,10 @@ int vsoc_ack_status_from_name(const char *name, vsoc_ack_status_t *out)
 
 /* ---- canonical form ------------------------------------------------------------------ */
 
-static int build(const vsoc_ack_t *a, int with_sig, char **out, size_t *len)
+/* A vsoc_envelope_build_fn: msg is a vsoc_ack_t. */
+static int build(const void *msg, int with_sig, char **out, size_t *len)
 {
+    const vsoc_ack_t *a = msg;
     char at[21];
     const char *status = vsoc_ack_status_name(a->status);
     if (!status || vsoc_envelope_time_format(a->at, at) != 0)
@@ -51,12 +53,6 @@ static int build(const vsoc_ack_t *a, int with_sig, char **out, size_t *len)
     vsoc_json_put(&b, at);
     vsoc_json_put(&b, "\"");
     return vsoc_envelope_put_tail(&b, a->key_id, with_sig ? a->sig : NULL, out, len);
-}
-
-/* The canonical form as a vsoc_envelope_canon_fn. */
-static int canonical_fn(const void *a, char **out, size_t *len)
-{
-    return vsoc_ack_canonical(a, out, len);
 }
 
 int vsoc_ack_canonical(const vsoc_ack_t *a, char **out, size_t *len)
@@ -114,15 +110,13 @@ int vsoc_ack_parse(const char *buf, size_t n, vsoc_ack_t *out, char *reason, siz
 
 int vsoc_ack_sign(vsoc_ack_t *a, const vsoc_key_t *key, char *err, size_t errlen)
 {
-    return vsoc_envelope_sign_msg(a, canonical_fn, a->key_id, a->sig, key, "ack ", err,
-                                  errlen);
+    return vsoc_envelope_sign_msg(a, build, a->key_id, a->sig, key, "ack ", err, errlen);
 }
 
 vsoc_envelope_reason_t vsoc_ack_verify(const vsoc_ack_t *a, const vsoc_key_t *const *trusted,
                                        size_t n, const char *vin)
 {
-    vsoc_envelope_reason_t r =
-        vsoc_envelope_check_sig(a, canonical_fn, a->key_id, a->sig, trusted, n);
+    vsoc_envelope_reason_t r = vsoc_envelope_check_sig(a, build, a->key_id, a->sig, trusted, n);
     if (r != VSOC_ENVELOPE_OK)
         return r;
     if (vin && strcmp(vin, a->vin) != 0)

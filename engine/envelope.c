@@ -239,8 +239,10 @@ int vsoc_envelope_put_tail(vsoc_json_buf_t *b, const char *key_id, const char *s
     return 0;
 }
 
-static int build(const vsoc_envelope_t *e, int with_sig, char **out, size_t *len)
+/* A vsoc_envelope_build_fn: msg is a vsoc_envelope_t. */
+static int build(const void *msg, int with_sig, char **out, size_t *len)
 {
+    const vsoc_envelope_t *e = msg;
     char iss[21], exp[21], ttl[64];
     if (vsoc_envelope_time_format(e->issued_at, iss) ||
         vsoc_envelope_time_format(e->expires_at, exp))
@@ -260,13 +262,6 @@ static int build(const vsoc_envelope_t *e, int with_sig, char **out, size_t *len
     vsoc_json_put(&b, "\",\"incident_id\":");
     vsoc_json_put_str(&b, e->incident_id);
     return vsoc_envelope_put_tail(&b, e->key_id, with_sig ? e->sig : NULL, out, len);
-}
-
-/* The canonical form as a vsoc_envelope_canon_fn (a call through a pointer of another
- * function type would be undefined). */
-static int canonical_fn(const void *e, char **out, size_t *len)
-{
-    return vsoc_envelope_canonical(e, out, len);
 }
 
 int vsoc_envelope_canonical(const vsoc_envelope_t *e, char **out, size_t *len)
@@ -671,7 +666,7 @@ done:
 
 /* ---- sign and verify ----------------------------------------------------------------- */
 
-int vsoc_envelope_sign_msg(const void *msg, vsoc_envelope_canon_fn canonical, char *key_id,
+int vsoc_envelope_sign_msg(const void *msg, vsoc_envelope_build_fn build_fn, char *key_id,
                            char *sig, const vsoc_key_t *key, const char *what, char *err,
                            size_t errlen)
 {
@@ -682,7 +677,7 @@ int vsoc_envelope_sign_msg(const void *msg, vsoc_envelope_canon_fn canonical, ch
     snprintf(key_id, VSOC_ENVELOPE_STR_MAX + 1, "%s", key->id);
     char *tbs;
     size_t n;
-    int rc = canonical(msg, &tbs, &n);
+    int rc = build_fn(msg, 0, &tbs, &n);
     if (rc != 0) {
         vsoc_envelope_seterr(err, errlen, "%scanonical form: %s", what, vsoc_strerror(rc));
         return rc;
@@ -706,7 +701,7 @@ int vsoc_envelope_sign_msg(const void *msg, vsoc_envelope_canon_fn canonical, ch
 
 int vsoc_envelope_sign(vsoc_envelope_t *e, const vsoc_key_t *key, char *err, size_t errlen)
 {
-    return vsoc_envelope_sign_msg(e, canonical_fn, e->key_id, e->sig, key, "", err, errlen);
+    return vsoc_envelope_sign_msg(e, build, e->key_id, e->sig, key, "", err, errlen);
 }
 
 /* Decodes sig into raw[64]: only the one canonical base64 spelling of 64 bytes is accepted,
@@ -735,7 +730,7 @@ static int sig_ok(const vsoc_key_t *k, const unsigned char *tbs, size_t n,
     return ok;
 }
 
-vsoc_envelope_reason_t vsoc_envelope_check_sig(const void *msg, vsoc_envelope_canon_fn canonical,
+vsoc_envelope_reason_t vsoc_envelope_check_sig(const void *msg, vsoc_envelope_build_fn build_fn,
                                                const char *key_id, const char *sig,
                                                const vsoc_key_t *const *trusted, size_t n)
 {
@@ -751,7 +746,7 @@ vsoc_envelope_reason_t vsoc_envelope_check_sig(const void *msg, vsoc_envelope_ca
         if (!decoded)
             break;
         /* Out of memory or an unwritable time cannot be verified: a bad signature. */
-        if (!tbs && canonical(msg, &tbs, &len) != 0)
+        if (!tbs && build_fn(msg, 0, &tbs, &len) != 0)
             break;
         good = sig_ok(trusted[i], (const unsigned char *)tbs, len, raw);
     }
@@ -765,8 +760,7 @@ vsoc_envelope_reason_t vsoc_envelope_verify(const vsoc_envelope_t *e,
                                             const vsoc_key_t *const *trusted, size_t n,
                                             const vsoc_envelope_check_t *chk)
 {
-    vsoc_envelope_reason_t r =
-        vsoc_envelope_check_sig(e, canonical_fn, e->key_id, e->sig, trusted, n);
+    vsoc_envelope_reason_t r = vsoc_envelope_check_sig(e, build, e->key_id, e->sig, trusted, n);
     if (r != VSOC_ENVELOPE_OK)
         return r;
     if (chk->vin && strcmp(chk->vin, e->vin) != 0)

@@ -86,20 +86,21 @@ int vsoc_json_parse_strict(const char *what, const char *buf, size_t n, size_t m
 
 /* ---- sign and verify ----------------------------------------------------------------- */
 
-/* The canonical bytes of a signed message (vsoc_envelope_canonical's contract). */
-typedef int (*vsoc_envelope_canon_fn)(const void *msg, char **out, size_t *len);
+/* Writes a signed message: its canonical bytes, with ,"sig":"..." last when with_sig
+ * (vsoc_envelope_canonical's contract). */
+typedef int (*vsoc_envelope_build_fn)(const void *msg, int with_sig, char **out, size_t *len);
 
 /* Signs msg: sets key_id (a char[VSOC_ENVELOPE_STR_MAX + 1] inside msg) to the key's id, then
- * sig (likewise) to the base64 Ed25519 signature of canonical(msg). The key must be private.
- * what names the message in the error about its canonical form ("" or "ack "). Returns 0, or
- * a VSOC_E* code with err. */
-int vsoc_envelope_sign_msg(const void *msg, vsoc_envelope_canon_fn canonical, char *key_id,
+ * sig (likewise) to the base64 Ed25519 signature of its canonical bytes from build_fn. The key
+ * must be private. what names the message in the error about its canonical form ("" or
+ * "ack "). Returns 0, or a VSOC_E* code with err. */
+int vsoc_envelope_sign_msg(const void *msg, vsoc_envelope_build_fn build_fn, char *key_id,
                            char *sig, const vsoc_key_t *key, const char *what, char *err,
                            size_t errlen);
 /* Checks msg's signature: VSOC_ENVELOPE_UNKNOWN_KEY when no trusted key has key_id,
- * VSOC_ENVELOPE_BAD_SIGNATURE when none of those verifies sig over canonical(msg), else
- * VSOC_ENVELOPE_OK. Clears OpenSSL's error queue. */
-vsoc_envelope_reason_t vsoc_envelope_check_sig(const void *msg, vsoc_envelope_canon_fn canonical,
+ * VSOC_ENVELOPE_BAD_SIGNATURE when none of those verifies sig over msg's canonical bytes,
+ * else VSOC_ENVELOPE_OK. Clears OpenSSL's error queue. */
+vsoc_envelope_reason_t vsoc_envelope_check_sig(const void *msg, vsoc_envelope_build_fn build_fn,
                                                const char *key_id, const char *sig,
                                                const vsoc_key_t *const *trusted, size_t n);
 

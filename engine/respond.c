@@ -591,6 +591,17 @@ static int sign_into(vsoc_responder_t *r, vsoc_command_t *c, uint64_t seq, char 
     return 0;
 }
 
+/* 1 when another command to c's vehicle is sent and not yet answered. */
+static int unanswered(const vsoc_responder_t *r, const vsoc_command_t *c)
+{
+    for (size_t i = 0; i < r->ncmds; i++) {
+        const vsoc_command_t *o = &r->cmds[i];
+        if (o != c && o->state == VSOC_CMD_SENT && !strcmp(o->vin, c->vin))
+            return 1;
+    }
+    return 0;
+}
+
 static int try_send(vsoc_responder_t *r, vsoc_command_t *c, vsoc_run_t *run)
 {
     char err[256];
@@ -613,6 +624,8 @@ static int try_send(vsoc_responder_t *r, vsoc_command_t *c, vsoc_run_t *run)
     }
     if (!r->o.key || !r->o.send)
         return 0; /* stays queued until a process with a key and a transport sends it */
+    if (unanswered(r, c))
+        return 0; /* waits for the vehicle's answer to the one before (tick sends it) */
     seq_rec_t *s = seq_of(r, c->vin);
     if (!s)
         return VSOC_ENOMEM;
@@ -814,6 +827,28 @@ int vsoc_responder_tick(vsoc_responder_t *r, int64_t now_us)
     return 0;
 }
 
+int vsoc_approver_normalize(const char *name, char out[VSOC_APPROVER_MAX + 1])
+{
+    if (!name)
+        return -1;
+    while (*name == ' ' || *name == '\t')
+        name++;
+    size_t n = strlen(name);
+    while (n && (name[n - 1] == ' ' || name[n - 1] == '\t'))
+        n--;
+    if (n == 0 || n > VSOC_APPROVER_MAX)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        int ch = vsoc_lower((unsigned char)name[i]);
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
+              ch == '@' || ch == '-'))
+            return -1;
+        out[i] = (char)ch;
+    }
+    out[n] = 0;
+    return 0;
+}
+
 static int needed(const vsoc_command_t *c)
 {
     return c->approval == VSOC_APPROVAL_AUTO ? 0 : c->approval == VSOC_APPROVAL_REQUIRED ? 1 : 2;
@@ -832,10 +867,13 @@ int vsoc_responder_approve(vsoc_responder_t *r, const char *cmd_id, const char *
         snprintf(err, errlen, "no command %s", cmd_id);
         return VSOC_ENOENT;
     }
-    if (!by || !*by || strlen(by) > VSOC_APPROVER_MAX) {
-        snprintf(err, errlen, "an approver's name is 1..%d bytes", VSOC_APPROVER_MAX);
+    char who[VSOC_APPROVER_MAX + 1];
+    if (vsoc_approver_normalize(by, who) != 0) {
+        snprintf(err, errlen, "'%.80s' is not a person's name: 1..%d of A-Z a-z 0-9 . _ @ -",
+                 by ? by : "", VSOC_APPROVER_MAX);
         return VSOC_EINVAL;
     }
+    by = who;
     if (c->state != VSOC_CMD_PENDING_APPROVAL && c->state != VSOC_CMD_ESCALATED) {
         snprintf(err, errlen, "command %s is %s, not waiting for approval", c->cmd_id,
                  vsoc_cmd_state_name(c->state));
@@ -888,6 +926,13 @@ int vsoc_responder_reject(vsoc_responder_t *r, const char *cmd_id, const char *b
         snprintf(err, errlen, "no command %s", cmd_id);
         return VSOC_ENOENT;
     }
+    char who[VSOC_APPROVER_MAX + 1];
+    if (vsoc_approver_normalize(by, who) != 0) {
+        snprintf(err, errlen, "'%.80s' is not a person's name: 1..%d of A-Z a-z 0-9 . _ @ -",
+                 by ? by : "", VSOC_APPROVER_MAX);
+        return VSOC_EINVAL;
+    }
+    by = who;
     if (c->state != VSOC_CMD_PENDING_APPROVAL && c->state != VSOC_CMD_ESCALATED &&
         c->state != VSOC_CMD_QUEUED) {
         snprintf(err, errlen, "command %s is %s: only a command not yet sent can be rejected",
@@ -919,7 +964,9 @@ int vsoc_responder_on_ack(vsoc_responder_t *r, const vsoc_ack_t *ack, int64_t no
         return VSOC_EIO;
     advance(r, now_us);
     vsoc_command_t *c = find_cmd(r, ack->cmd_id);
-    if (!c || strcmp(c->vin, ack->vin) != 0)
+    /* Only an answer to this very envelope counts: a message that claims the cmd_id with
+     * another (or no) seq is not it. */
+    if (!c || strcmp(c->vin, ack->vin) != 0 || c->seq == 0 || ack->seq != c->seq)
         return VSOC_ENOENT;
     vsoc_run_t *run = run_of(r, c);
     if (!run)
@@ -929,6 +976,16 @@ int vsoc_responder_on_ack(vsoc_responder_t *r, const vsoc_ack_t *ack, int64_t no
     int rc;
     switch (ack->status) {
     case VSOC_ACK_APPLIED:
+        if (c->state == VSOC_CMD_TIMED_OUT) {
+            /* It reached the vehicle after all (it was offline past our retries, not past
+             * the expiry): record what is in force. The run has moved on already. */
+            c->state = VSOC_CMD_ACKED;
+            c->updated_us = r->now_us;
+            c->deadline_us = NO_DEADLINE;
+            setstr(c->reason, sizeof c->reason, "applied after it had timed out");
+            return emit(r, VSOC_CHANGE_COMMAND, "command.acked_late", c->vin, run, c, NULL,
+                        "%s %s applied by %s after it had timed out", act, c->args, c->vin);
+        }
         if (!waiting)
             return VSOC_EINVAL;
         c->state = VSOC_CMD_ACKED;
@@ -950,6 +1007,15 @@ int vsoc_responder_on_ack(vsoc_responder_t *r, const vsoc_ack_t *ack, int64_t no
     case VSOC_ACK_REJECTED:
         if (!waiting)
             return VSOC_EINVAL;
+        /* The vehicle answers these to anything it could not authenticate, and keeps no
+         * record: they say nothing about the envelope we signed. */
+        if (!strcmp(ack->reason, "malformed") || !strcmp(ack->reason, "unknown_key") ||
+            !strcmp(ack->reason, "bad_signature")) {
+            emit(r, VSOC_CHANGE_COMMAND, "command.answer_ignored", c->vin, run, c, NULL,
+                 "%s: the vehicle refused a message claiming this command (%s); still "
+                 "waiting for the answer to the signed one", act, ack->reason);
+            return VSOC_EINVAL;
+        }
         c->state = VSOC_CMD_REJECTED;
         c->updated_us = r->now_us;
         c->deadline_us = NO_DEADLINE;

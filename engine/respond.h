@@ -153,23 +153,36 @@ int vsoc_responder_on_alert(vsoc_responder_t *r, const vsoc_incident_t *inc,
  * transport exist. Time never goes back (an earlier now_us is taken as the latest). */
 int vsoc_responder_tick(vsoc_responder_t *r, int64_t now_us);
 
-/* A person approves or rejects a command. Approve: the command must be pending_approval or
- * escalated, and by must not have approved it already; enough approvals queue it. Returns
- * 0, VSOC_ENOENT (unknown command) or VSOC_EINVAL with the reason in err. */
+/* A person's name as the responder keeps it: surrounding blanks removed, lower case, only
+ * [a-z0-9._@-], 1..VSOC_APPROVER_MAX bytes, so that "Alice" and "alice " are one person to
+ * the two-person rule. Returns 0 with out set, or -1 when name is not a valid name. */
+int vsoc_approver_normalize(const char *name, char out[VSOC_APPROVER_MAX + 1]);
+
+/* A person approves or rejects a command; by is normalized (vsoc_approver_normalize) and
+ * kept that way. Approve: the command must be pending_approval or escalated, and by must
+ * not have approved it already; enough approvals queue it. Returns 0, VSOC_ENOENT (unknown
+ * command) or VSOC_EINVAL with the reason in err. */
 int vsoc_responder_approve(vsoc_responder_t *r, const char *cmd_id, const char *by,
                            int64_t now_us, char *err, size_t errlen);
 int vsoc_responder_reject(vsoc_responder_t *r, const char *cmd_id, const char *by,
                           const char *why, int64_t now_us, char *err, size_t errlen);
 
-/* A verified ack from the vehicle. Acks for unknown commands, or that do not fit the
- * command's state (a duplicate), are ignored with VSOC_ENOENT / VSOC_EINVAL. */
+/* A verified ack from the vehicle. It must name the command's cmd_id, vin and seq. Ignored
+ * with VSOC_ENOENT (unknown command, other seq) or VSOC_EINVAL (does not fit the state: a
+ * duplicate; or a rejection for "malformed", "unknown_key" or "bad_signature", which says
+ * only that someone sent the vehicle a message claiming this command: the vehicle keeps no
+ * record of those, so they are not the command's answer). An "applied" ack for a command
+ * that timed out is taken late (event "command.acked_late"): the vehicle did apply it. */
 int vsoc_responder_on_ack(vsoc_responder_t *r, const vsoc_ack_t *ack, int64_t now_us);
 
 /* Looks up a command it holds; NULL when unknown. */
 const vsoc_command_t *vsoc_responder_command(const vsoc_responder_t *r, const char *cmd_id);
 /* Commands not yet in a final state. */
 size_t vsoc_responder_open_commands(const vsoc_responder_t *r);
-/* Commands on their way: queued, sent or deferred (not those waiting for people). */
+/* Commands on their way: queued, sent or deferred (not those waiting for people). At most
+ * one command per vehicle is sent and not yet answered: the agent accepts only seqs above
+ * the last it accepted, so a later command overtaking an unanswered one would make the
+ * earlier one's resend a replay. The others wait queued. */
 size_t vsoc_responder_in_flight(const vsoc_responder_t *r);
 
 /* The first on_change failure's message, or NULL. */

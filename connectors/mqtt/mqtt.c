@@ -60,15 +60,20 @@ static void lib_init(void)
     mosquitto_lib_init();
 }
 
+/* Writes "mqtt: " and the message into err (when given): every error of this module names
+ * it. Returns -1, for `return mqtt_err(...)`. */
 __attribute__((format(printf, 3, 4)))
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
+static int mqtt_err(char *err, size_t errlen, const char *fmt, ...)
 {
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
+    if (err && errlen) {
+        size_t k = (size_t)snprintf(err, errlen, "mqtt: ");
+        va_list ap;
+        va_start(ap, fmt);
+        if (k < errlen)
+            vsnprintf(err + k, errlen - k, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
 }
 
 static long long now_ms(void)
@@ -228,14 +233,14 @@ vsoc_mqtt_t *vsoc_mqtt_connect(const vsoc_mqtt_opts_t *o, int timeout_ms, char *
 {
     pthread_once(&lib_once, lib_init);
     if (!o->host || !o->client_id || !o->cafile) {
-        seterr(err, errlen, "mqtt: %s is required",
-               !o->host ? "a broker host" : !o->client_id ? "a client id" : "a CA file");
+        mqtt_err(err, errlen, "%s is required",
+                 !o->host ? "a broker host" : !o->client_id ? "a client id" : "a CA file");
         return NULL;
     }
     char msg[512];
     vsoc_mqtt_t *m = calloc(1, sizeof *m);
     if (!m || !(m->host = strdup(o->host))) {
-        seterr(err, errlen, "mqtt: out of memory");
+        mqtt_err(err, errlen, "out of memory");
         free(m);
         return NULL;
     }
@@ -245,7 +250,7 @@ vsoc_mqtt_t *vsoc_mqtt_connect(const vsoc_mqtt_opts_t *o, int timeout_ms, char *
     m->backoff_ms = BACKOFF_MIN_MS;
     m->mosq = mosquitto_new(o->client_id, o->clean_session != 0, m);
     if (!m->mosq) {
-        seterr(err, errlen, "mqtt: mosquitto_new(%s): %s", o->client_id, strerror(errno));
+        mqtt_err(err, errlen, "mosquitto_new(%s): %s", o->client_id, strerror(errno));
         goto fail;
     }
     mosquitto_log_callback_set(m->mosq, on_log);
@@ -260,7 +265,7 @@ vsoc_mqtt_t *vsoc_mqtt_connect(const vsoc_mqtt_opts_t *o, int timeout_ms, char *
     for (size_t i = 0; i < 3; i++) {
         FILE *f = files[i][1] ? fopen(files[i][1], "r") : NULL;
         if (files[i][1] && !f) {
-            seterr(err, errlen, "mqtt: %s %s: %s", files[i][0], files[i][1], strerror(errno));
+            mqtt_err(err, errlen, "%s %s: %s", files[i][0], files[i][1], strerror(errno));
             goto fail;
         }
         if (f)
@@ -271,14 +276,14 @@ vsoc_mqtt_t *vsoc_mqtt_connect(const vsoc_mqtt_opts_t *o, int timeout_ms, char *
         rc = mosquitto_tls_opts_set(m->mosq, SSL_VERIFY_PEER, "tlsv1.2", NULL);
     if (rc != MOSQ_ERR_SUCCESS) {
         mosq_err(m, rc, msg, sizeof msg);
-        seterr(err, errlen, "mqtt: TLS set-up (ca %s, cert %s, key %s): %s", o->cafile,
-               o->certfile ? o->certfile : "none", o->keyfile ? o->keyfile : "none", msg);
+        mqtt_err(err, errlen, "TLS set-up (ca %s, cert %s, key %s): %s", o->cafile,
+                 o->certfile ? o->certfile : "none", o->keyfile ? o->keyfile : "none", msg);
         goto fail;
     }
     rc = mosquitto_connect(m->mosq, m->host, m->port, o->keepalive_s ? o->keepalive_s : 30);
     if (rc != MOSQ_ERR_SUCCESS) {
         mosq_err(m, rc, msg, sizeof msg);
-        seterr(err, errlen, "mqtt: connect to %s:%d: %s", m->host, m->port, msg);
+        mqtt_err(err, errlen, "connect to %s:%d: %s", m->host, m->port, msg);
         goto fail;
     }
     int done = 0;
@@ -287,21 +292,21 @@ vsoc_mqtt_t *vsoc_mqtt_connect(const vsoc_mqtt_opts_t *o, int timeout_ms, char *
     while (m->connack < 0) {
         long long left = end - now_ms();
         if (left <= 0) {
-            seterr(err, errlen, "mqtt: %s:%d: no CONNACK within %d ms%s%s", m->host, m->port,
-                   timeout_ms, m->lastlog[0] ? ": " : "", m->lastlog);
+            mqtt_err(err, errlen, "%s:%d: no CONNACK within %d ms%s%s", m->host, m->port,
+                     timeout_ms, m->lastlog[0] ? ": " : "", m->lastlog);
             goto fail;
         }
         rc = mosquitto_loop(m->mosq, left < 100 ? (int)left : 100, 1);
         if (rc != MOSQ_ERR_SUCCESS && m->connack < 0) {
             mosq_err(m, rc, msg, sizeof msg);
-            seterr(err, errlen, "mqtt: %s:%d: %s", m->host, m->port, msg);
+            mqtt_err(err, errlen, "%s:%d: %s", m->host, m->port, msg);
             goto fail;
         }
     }
     done = m->connack == 0;
     if (!done) {
-        seterr(err, errlen, "mqtt: %s:%d refused the connection: %s", m->host, m->port,
-               mosquitto_connack_string(m->connack));
+        mqtt_err(err, errlen, "%s:%d refused the connection: %s", m->host, m->port,
+                 mosquitto_connack_string(m->connack));
         goto fail;
     }
     return m;
@@ -310,41 +315,44 @@ fail:
     return NULL;
 }
 
+/* err = "mqtt: <op> <topic>: <libmosquitto's message for rc>". Returns -1. */
+static int op_err(vsoc_mqtt_t *m, int rc, const char *op, const char *topic, char *err,
+                  size_t errlen)
+{
+    char msg[512];
+    mosq_err(m, rc, msg, sizeof msg);
+    return mqtt_err(err, errlen, "%s %s: %s", op, topic, msg);
+}
+
+/* Waits for the broker's answer (ack: "SUBACK", "PUBACK") to m->wait_mid. Returns 0, or -1
+ * with err. */
+static int wait_ack(vsoc_mqtt_t *m, const char *op, const char *topic, const char *ack,
+                    int timeout_ms, char *err, size_t errlen)
+{
+    int rc = wait_for(m, &m->wait_done, timeout_ms);
+    m->wait_mid = 0;
+    if (rc == 1)
+        return mqtt_err(err, errlen, "%s %s: no %s within %d ms", op, topic, ack, timeout_ms);
+    return rc != 0 ? op_err(m, rc, op, topic, err, errlen) : 0;
+}
+
 int vsoc_mqtt_subscribe(vsoc_mqtt_t *m, const char *topic, int timeout_ms, char *err,
                         size_t errlen)
 {
-    char msg[512];
-    if (m->nsubs == MAX_SUBS) {
-        seterr(err, errlen, "mqtt: subscribe %s: more than %d subscriptions", topic, MAX_SUBS);
-        return -1;
-    }
+    if (m->nsubs == MAX_SUBS)
+        return mqtt_err(err, errlen, "subscribe %s: more than %d subscriptions", topic,
+                        MAX_SUBS);
     m->wait_done = m->wait_refused = 0;
     int rc = mosquitto_subscribe(m->mosq, &m->wait_mid, topic, 1);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        mosq_err(m, rc, msg, sizeof msg);
-        seterr(err, errlen, "mqtt: subscribe %s: %s", topic, msg);
+    if (rc != MOSQ_ERR_SUCCESS)
+        return op_err(m, rc, "subscribe", topic, err, errlen);
+    if (wait_ack(m, "subscribe", topic, "SUBACK", timeout_ms, err, errlen) != 0)
         return -1;
-    }
-    rc = wait_for(m, &m->wait_done, timeout_ms);
-    m->wait_mid = 0;
-    if (rc == 1) {
-        seterr(err, errlen, "mqtt: subscribe %s: no SUBACK within %d ms", topic, timeout_ms);
-        return -1;
-    }
-    if (rc != 0) {
-        mosq_err(m, rc, msg, sizeof msg);
-        seterr(err, errlen, "mqtt: subscribe %s: %s", topic, msg);
-        return -1;
-    }
-    if (m->wait_refused) {
-        seterr(err, errlen, "mqtt: subscribe %s: refused by the broker (not authorised)",
-               topic);
-        return -1;
-    }
-    if (!(m->subs[m->nsubs] = strdup(topic))) {
-        seterr(err, errlen, "mqtt: out of memory");
-        return -1;
-    }
+    if (m->wait_refused)
+        return mqtt_err(err, errlen, "subscribe %s: refused by the broker (not authorised)",
+                        topic);
+    if (!(m->subs[m->nsubs] = strdup(topic)))
+        return mqtt_err(err, errlen, "out of memory");
     m->nsubs++;
     return 0;
 }
@@ -352,34 +360,17 @@ int vsoc_mqtt_subscribe(vsoc_mqtt_t *m, const char *topic, int timeout_ms, char 
 int vsoc_mqtt_publish(vsoc_mqtt_t *m, const char *topic, const void *payload, size_t n,
                       int timeout_ms, char *err, size_t errlen)
 {
-    char msg[512];
-    if (n > 268435455) {
-        seterr(err, errlen, "mqtt: publish %s: %zu bytes is too large", topic, n);
-        return -1;
-    }
+    if (n > 268435455)
+        return mqtt_err(err, errlen, "publish %s: %zu bytes is too large", topic, n);
     int mid = 0;
     int rc = mosquitto_publish(m->mosq, &mid, topic, (int)n, payload, 1, false);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        mosq_err(m, rc, msg, sizeof msg);
-        seterr(err, errlen, "mqtt: publish %s: %s", topic, msg);
-        return -1;
-    }
+    if (rc != MOSQ_ERR_SUCCESS)
+        return op_err(m, rc, "publish", topic, err, errlen);
     if (timeout_ms <= 0)
         return 0;
     m->wait_mid = mid;
     m->wait_done = 0;
-    rc = wait_for(m, &m->wait_done, timeout_ms);
-    m->wait_mid = 0;
-    if (rc == 1) {
-        seterr(err, errlen, "mqtt: publish %s: no PUBACK within %d ms", topic, timeout_ms);
-        return -1;
-    }
-    if (rc != 0) {
-        mosq_err(m, rc, msg, sizeof msg);
-        seterr(err, errlen, "mqtt: publish %s: %s", topic, msg);
-        return -1;
-    }
-    return 0;
+    return wait_ack(m, "publish", topic, "PUBACK", timeout_ms, err, errlen);
 }
 
 int vsoc_mqtt_loop(vsoc_mqtt_t *m, int timeout_ms, char *err, size_t errlen)
@@ -399,8 +390,7 @@ int vsoc_mqtt_loop(vsoc_mqtt_t *m, int timeout_ms, char *err, size_t errlen)
             nanosleep(&ts, NULL);
             /* The same text as the failure that started the wait: a caller that logs
              * changes only gets one line per failure, not one per call. */
-            seterr(err, errlen, "%s", m->down);
-            return -1;
+            return mqtt_err(err, errlen, "%s", m->down);
         }
         m->connack = -1;
         m->lastlog[0] = 0;
@@ -409,10 +399,9 @@ int vsoc_mqtt_loop(vsoc_mqtt_t *m, int timeout_ms, char *err, size_t errlen)
         m->backoff_ms = m->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : m->backoff_ms * 2;
         if (rc != MOSQ_ERR_SUCCESS) {
             mosq_err(m, rc, msg, sizeof msg);
-            snprintf(m->down, sizeof m->down, "mqtt: reconnect to %.200s:%d: %s (retrying)",
+            snprintf(m->down, sizeof m->down, "reconnect to %.200s:%d: %s (retrying)",
                      m->host, m->port, msg);
-            seterr(err, errlen, "%s", m->down);
-            return -1;
+            return mqtt_err(err, errlen, "%s", m->down);
         }
         int connected = 0;
         rc = wait_for(m, &m->connected, timeout_ms);
@@ -424,10 +413,9 @@ int vsoc_mqtt_loop(vsoc_mqtt_t *m, int timeout_ms, char *err, size_t errlen)
                 snprintf(msg, sizeof msg, "no CONNACK within %d ms", timeout_ms);
             else
                 mosq_err(m, rc, msg, sizeof msg);
-            snprintf(m->down, sizeof m->down, "mqtt: reconnect to %.200s:%d: %s (retrying)",
+            snprintf(m->down, sizeof m->down, "reconnect to %.200s:%d: %s (retrying)",
                      m->host, m->port, msg);
-            seterr(err, errlen, "%s", m->down);
-            return -1;
+            return mqtt_err(err, errlen, "%s", m->down);
         }
         deliver(m); /* a persistent session may have delivered at once */
         return 0;
@@ -439,15 +427,13 @@ int vsoc_mqtt_loop(vsoc_mqtt_t *m, int timeout_ms, char *err, size_t errlen)
         m->next_retry_ms = now_ms() + m->backoff_ms;
         mosq_err(m, rc == MOSQ_ERR_SUCCESS ? MOSQ_ERR_CONN_LOST : rc, msg, sizeof msg);
         snprintf(m->down, sizeof m->down,
-                 "mqtt: %.200s:%d: connection lost: %s (reconnecting)", m->host, m->port, msg);
-        seterr(err, errlen, "%s", m->down);
-        return -1;
+                 "%.200s:%d: connection lost: %s (reconnecting)", m->host, m->port, msg);
+        return mqtt_err(err, errlen, "%s", m->down);
     }
     deliver(m);
     if (m->resub_refused) {
         m->resub_refused = 0;
-        seterr(err, errlen, "mqtt: a renewed subscription was refused by the broker");
-        return -1;
+        return mqtt_err(err, errlen, "a renewed subscription was refused by the broker");
     }
     return 0;
 }

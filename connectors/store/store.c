@@ -119,6 +119,8 @@ enum {
     ST_APPROVAL_PUT,
     ST_ACK_PUT,
     ST_INC_SET_STATE,
+    ST_INC_SWAP_STATE,
+    ST_CMD_STATE,
     ST_INC_GET,
     ST_CMD_GET,
     ST_EACH_APPROVAL,
@@ -154,6 +156,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ACK_PUT] = "INSERT OR IGNORE INTO acks(cmd_id,vin,seq,status,reason,at,key_id,raw,"
                    "verdict,time_us) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
     [ST_INC_SET_STATE] = "UPDATE incidents SET state=?2 WHERE id=?1",
+    [ST_INC_SWAP_STATE] = "UPDATE incidents SET state=?3 WHERE id=?1 AND state=?2",
+    [ST_CMD_STATE] = "SELECT state FROM commands WHERE cmd_id=?1",
     /* Prefix lookups: ids in [prefix, prefix with its last byte + 1). */
     [ST_INC_GET] = "SELECT " INC_COLS " FROM incidents WHERE id >= ?1 AND id < ?2"
                    " ORDER BY id LIMIT 2",
@@ -957,6 +961,60 @@ static int seq_forward(vsoc_store_t *s, const char *vin, uint64_t seq, int *chan
     return run_changed(s, st, changed);
 }
 
+/* Refuses to move a command out of a final state: a process working from a stale copy
+ * (two people deciding at once, a responder restored before a rejection) must not bring a
+ * rejected command back. The one way out is "applied" after a timeout: the vehicle did it. */
+static int check_final(vsoc_store_t *s, const vsoc_command_t *c)
+{
+    sqlite3_stmt *st = stmt(s, ST_CMD_STATE);
+    if (!st)
+        return VSOC_EIO;
+    bind_text(st, 1, c->cmd_id);
+    int rc = sqlite3_step(st);
+    char was[32] = "";
+    if (rc == SQLITE_ROW)
+        col_text(st, 0, was, sizeof was);
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return db_err(s);
+    vsoc_cmd_state_t from;
+    if (!was[0] || vsoc_cmd_state_from_name(was, &from) != 0 || from == c->state)
+        return 0;
+    int final = from == VSOC_CMD_REJECTED || from == VSOC_CMD_FAILED ||
+                from == VSOC_CMD_RELEASED || from == VSOC_CMD_DRY_RUN ||
+                (from == VSOC_CMD_TIMED_OUT && c->state != VSOC_CMD_ACKED);
+    if (!final)
+        return 0;
+    set_err(s, "%s: command %.8s is %s already: it cannot become %s", s->path, c->cmd_id, was,
+            vsoc_cmd_state_name(c->state));
+    return VSOC_EINVAL;
+}
+
+/* An applied quarantine contains its incident; a lifted one opens it again. Written in the
+ * command's transaction, whichever process (replay, vsoc respond) saw the ack. */
+static int contain(vsoc_store_t *s, const vsoc_change_t *c)
+{
+    const vsoc_command_t *cmd = c->cmd;
+    if (cmd->action != VSOC_ACTION_QUARANTINE ||
+        (cmd->state != VSOC_CMD_ACKED && cmd->state != VSOC_CMD_RELEASED))
+        return 0;
+    int lift = cmd->state == VSOC_CMD_RELEASED;
+    sqlite3_stmt *st = stmt(s, ST_INC_SWAP_STATE);
+    if (!st)
+        return VSOC_EIO;
+    bind_text(st, 1, cmd->incident_id);
+    bind_text(st, 2, lift ? "contained" : "open");
+    bind_text(st, 3, lift ? "open" : "contained");
+    int rc = run(s, st);
+    if (rc != 0 || sqlite3_changes(s->db) == 0)
+        return rc;
+    char detail[160];
+    snprintf(detail, sizeof detail, "quarantine %.8s %s", cmd->cmd_id,
+             lift ? "lifted" : "applied");
+    return audit_append(s, "vsoc", lift ? "incident.released" : "incident.contained",
+                        cmd->incident_id, detail, c->time_us);
+}
+
 static int apply_change(vsoc_store_t *s, const vsoc_change_t *c)
 {
     int changed = 0, rc = 0;
@@ -972,6 +1030,8 @@ static int apply_change(vsoc_store_t *s, const vsoc_change_t *c)
         if (!c->cmd)
             break;
         subject = c->cmd->cmd_id;
+        if ((rc = check_final(s, c->cmd)) != 0)
+            return rc;
         if (c->run && (rc = upsert_run(s, c->run, &changed)) != 0)
             return rc;
         if ((rc = upsert_command(s, c->cmd, &changed)) != 0)
@@ -993,6 +1053,8 @@ static int apply_change(vsoc_store_t *s, const vsoc_change_t *c)
     if (rc == 0 && changed)
         rc = audit_append(s, c->actor ? c->actor : "vsoc", c->event ? c->event : "change",
                           subject, c->detail, c->time_us);
+    if (rc == 0 && changed && c->kind == VSOC_CHANGE_COMMAND)
+        rc = contain(s, c);
     return rc;
 }
 
@@ -1419,6 +1481,21 @@ int vsoc_store_audit_verify(vsoc_store_t *s, const char *expect_head, vsoc_audit
                          "row %" PRId64 " was inserted: its prev_hash is not the hash of row "
                          "%" PRId64 " (or row %" PRId64 " was changed and its hash rewritten)",
                          seq, seq - 1, seq - 1);
+            ret = 1;
+            break;
+        }
+        /* The hash covers text up to its length: a column of another type, or text with a
+         * NUL inside (whose tail strlen would not see), cannot be what vsoc wrote. */
+        int clean = sqlite3_column_type(st, 1) == SQLITE_INTEGER;
+        for (int i = 2; i <= 7 && clean; i++)
+            clean = sqlite3_column_type(st, i) == SQLITE_NULL ||
+                    (sqlite3_column_type(st, i) == SQLITE_TEXT &&
+                     strlen(col_str(st, i)) == (size_t)sqlite3_column_bytes(st, i));
+        if (!clean) {
+            r->first_bad = seq;
+            snprintf(r->problem, sizeof r->problem,
+                     "row %" PRId64 " was changed: a column holds a value vsoc never writes",
+                     seq);
             ret = 1;
             break;
         }

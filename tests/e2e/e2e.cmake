@@ -19,3 +19,6 @@ foreach(t loop approve idempotent determinism approve-all dry-run no-key bad-pla
   add_test(NAME e2e.response.${t} COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/response.sh ${t})
   set_tests_properties(e2e.response.${t} PROPERTIES LABELS e2e ENVIRONMENT "${VSOC_E2E_ENV}")
 endforeach()
+add_test(NAME e2e.response.shared COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/response.sh shared)
+set_tests_properties(e2e.response.shared PROPERTIES LABELS shared-data ENVIRONMENT "${VSOC_E2E_ENV}"
+                     SKIP_RETURN_CODE 77)

@@ -183,6 +183,29 @@ tamper)
   [ $rc -eq 1 ] || fail "a deleted row: audit verify exited $rc"
   echo "$out" | grep -q "row 5" || fail "verify does not name the deleted row 5: $out"
   ;;
+shared)
+  # A real capture (a DoS on a J1939 truck) through the default playbooks: an incident, the
+  # CAN containment playbook with its evidence request acked and its quarantine waiting
+  # for a person; a benign capture gives no incident.
+  shared=${VSOC_SHARED_DATA:-$src/../shared/data/can}
+  if [ ! -d "$shared" ]; then
+    echo "SKIP: $shared not found (the real captures live beside the checkout in CI)"
+    exit 77
+  fi
+  "$VSOC" replay --no-progress --key "$work/keys/vsoc-e2e.key" --db "$work/d.db" \
+    "$shared/j1939/dos_1ms.log" >/dev/null 2>"$work/err" || fail "replay failed"
+  "$VSOC" incidents list --db "$work/d.db" --json | jq -s -e 'any(.[]; .level == "high" or
+    .level == "critical")' >/dev/null || fail "no high incident for dos_1ms"
+  grep -q "run.started .* playbook contain-can-injection" "$work/err" ||
+    fail "the CAN containment playbook did not start"
+  cmds_json "$work/d.db" | jq -s -e 'any(.[]; .action == "collect_logs" and .state == "acked")
+    and any(.[]; .action == "quarantine" and .state == "pending_approval")' >/dev/null ||
+    fail "expected an acked evidence request and a quarantine waiting for approval"
+  "$VSOC" audit verify --db "$work/d.db" >/dev/null || fail "audit verify"
+  "$VSOC" replay --no-progress --db "$work/b.db" "$shared/opel/benign.log" >/dev/null \
+    2>"$work/err" || fail "replay of benign.log failed"
+  grep -q "^incidents: 0 new" "$work/err" || fail "benign.log opened an incident"
+  ;;
 *)
   fail "unknown test"
   ;;

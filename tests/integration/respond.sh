@@ -114,6 +114,10 @@ crash)
     fail "the agent did not apply the command"
   start_respond # the ack waits in the broker's session for it
   wait_state acked 15
+  # Vehicles connect out and never listen; neither does vsoc respond.
+  if ss -ltnupH 2>/dev/null | grep -E "\"(vsoc-agent|vsoc)\"" >&2; then
+    fail "a vsoc process has a listening socket"
+  fi
   [ "$(state seq)" = "$seq1" ] || fail "the seq changed across the restart"
   [ "$(applied_count)" = 1 ] || fail "the vehicle applied $(applied_count) times"
   n=$("$VSOC" commands list --db "$work/d.db" --json | wc -l)

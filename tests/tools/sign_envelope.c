@@ -12,6 +12,7 @@
  * cmd_id defaults to a random UUID. --forge changes one byte of the signature after signing
  * (still canonical base64), for tests of bad_signature. Exit 0, or 2 with a message. */
 #include "envelope.h"
+#include "envelope_internal.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -26,19 +27,6 @@ static int usage(void)
             "                          [--args JSON] [--ttl S] [--cmd-id UUID] [--incident ID]\n"
             "                          [--issued TIME] [--expires TIME | --valid S] [--forge]\n");
     return 2;
-}
-
-static int parse_time(const char *s, int64_t *out)
-{
-    if (vsoc_envelope_time_parse(s, out) == 0)
-        return 0;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || errno)
-        return -1;
-    *out = v;
-    return 0;
 }
 
 static int parse_int(const char *s, int64_t *out)
@@ -78,6 +66,26 @@ int main(int argc, char **argv)
     const char *cmd_id = NULL, *incident = "INC-TEST";
     int64_t seq = -1, ttl = 0, issued = (int64_t)time(NULL), expires = -1, valid = 300;
     int forge = 0;
+    /* Each option with a value sets a string, or a number through its parser. */
+    const struct {
+        const char *name;
+        const char **str;
+        int64_t *num;
+        int (*parse)(const char *, int64_t *);
+    } opts[] = {
+        {"--key", &keyfile, NULL, NULL},
+        {"--key-id", &key_id, NULL, NULL},
+        {"--vin", &vin, NULL, NULL},
+        {"--action", &action, NULL, NULL},
+        {"--args", &args, NULL, NULL},
+        {"--cmd-id", &cmd_id, NULL, NULL},
+        {"--incident", &incident, NULL, NULL},
+        {"--seq", NULL, &seq, parse_int},
+        {"--ttl", NULL, &ttl, parse_int},
+        {"--valid", NULL, &valid, parse_int},
+        {"--issued", NULL, &issued, vsoc_envelope_time_arg},
+        {"--expires", NULL, &expires, vsoc_envelope_time_arg},
+    };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--forge")) {
@@ -87,34 +95,14 @@ int main(int argc, char **argv)
         if (i + 1 >= argc)
             return usage();
         const char *v = argv[++i];
-        int bad = 0;
-        if (!strcmp(a, "--key"))
-            keyfile = v;
-        else if (!strcmp(a, "--key-id"))
-            key_id = v;
-        else if (!strcmp(a, "--vin"))
-            vin = v;
-        else if (!strcmp(a, "--action"))
-            action = v;
-        else if (!strcmp(a, "--args"))
-            args = v;
-        else if (!strcmp(a, "--cmd-id"))
-            cmd_id = v;
-        else if (!strcmp(a, "--incident"))
-            incident = v;
-        else if (!strcmp(a, "--seq"))
-            bad = parse_int(v, &seq);
-        else if (!strcmp(a, "--ttl"))
-            bad = parse_int(v, &ttl);
-        else if (!strcmp(a, "--valid"))
-            bad = parse_int(v, &valid);
-        else if (!strcmp(a, "--issued"))
-            bad = parse_time(v, &issued);
-        else if (!strcmp(a, "--expires"))
-            bad = parse_time(v, &expires);
-        else
+        size_t k = 0;
+        while (k < sizeof opts / sizeof opts[0] && strcmp(a, opts[k].name) != 0)
+            k++;
+        if (k == sizeof opts / sizeof opts[0])
             return usage();
-        if (bad) {
+        if (opts[k].str) {
+            *opts[k].str = v;
+        } else if (opts[k].parse(v, opts[k].num) != 0) {
             fprintf(stderr, "vsoc-sign-envelope: %s: bad value \"%s\"\n", a, v);
             return 2;
         }

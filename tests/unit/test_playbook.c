@@ -515,6 +515,15 @@ typedef struct dcase {
     HEAD "  - id: s\n    action: quarantine\n"                                             \
          "    args: {segment: telematics, mode: block_external}\n    ttl: 2h\n"
 
+/* The rest of a document: a trigger and a step that compile, starting on line 3. */
+#define TAIL "trigger: {rules: [x]}\nsteps: [{id: s, action: notify}]\n"
+/* A document whose trigger (on line 3 at col 10) is trig. */
+#define TRIGGER(trig) "id: p\ntitle: t\ntrigger: " trig "\nsteps: [{id: s, action: notify}]\n"
+/* A step at 5:5 whose action, on line 6 at col 13, is followed by rest. */
+#define STEP(rest) HEAD "  - id: s\n    action: " rest
+/* A quarantine needing approval whose args (on line 7 at col 11) are a. */
+#define QARGS(a) STEP("quarantine\n    args: " a "\n    ttl: 2h\n    approval: required\n")
+
 #define E VSOC_DIAG_ERROR
 #define W VSOC_DIAG_WARNING
 
@@ -522,60 +531,41 @@ static const dcase_t dcases[] = {
     /* the document */
     {"- a\n- b\n", 1, 1, 1, E, "a playbook must be a map, not a list"},
     {"id: p\ntitle: [t\n", 1, 3, 1, E, "YAML: "},
-    {"title: t\ntrigger: {rules: [x]}\nsteps: [{id: s, action: notify}]\n", 1, 1, 1, E,
-     "playbook needs an 'id'"},
-    {"id: Bad_Id\ntitle: t\ntrigger: {rules: [x]}\nsteps: [{id: s, action: notify}]\n", 1, 1,
-     5, E, "playbook id 'Bad_Id' must start with a-z or 0-9"},
-    {"id: .p\ntitle: t\ntrigger: {rules: [x]}\nsteps: [{id: s, action: notify}]\n", 1, 1, 5,
-     E, "playbook id '.p'"},
-    {"id: [p]\ntitle: t\ntrigger: {rules: [x]}\nsteps: [{id: s, action: notify}]\n", 1, 1, 5,
-     E, "id must be a string, not a list"},
-    {"id: p\ntrigger: {rules: [x]}\nsteps: [{id: s, action: notify}]\n", 1, 1, 1, E,
-     "playbook needs a 'title'"},
-    {"id: p\ntitel: t\ntrigger: {rules: [x]}\nsteps: [{id: s, action: notify}]\n", 2, 2, 1, E,
+    {"title: t\n" TAIL, 1, 1, 1, E, "playbook needs an 'id'"},
+    {"id: Bad_Id\ntitle: t\n" TAIL, 1, 1, 5, E, "playbook id 'Bad_Id' must start with a-z or 0-9"},
+    {"id: .p\ntitle: t\n" TAIL, 1, 1, 5, E, "playbook id '.p'"},
+    {"id: [p]\ntitle: t\n" TAIL, 1, 1, 5, E, "id must be a string, not a list"},
+    {"id: p\n" TAIL, 1, 1, 1, E, "playbook needs a 'title'"},
+    {"id: p\ntitel: t\n" TAIL, 2, 2, 1, E,
      "unknown key 'titel' in playbook (did you mean 'title'?)"},
-    {"id: p\ntitle: t\ntitle: u\ntrigger: {rules: [x]}\nsteps: [{id: s, action: notify}]\n", 1,
-     3, 1, E, "duplicate key 'title' in playbook"},
-    {"id: p\ntitle: t\ndescription: {a: 1}\ntrigger: {rules: [x]}\n"
-     "steps: [{id: s, action: notify}]\n",
-     1, 3, 14, E, "description must be a string, not a map"},
-    {"id: p\ntitle: \"a\\0b\"\ntrigger: {rules: [x]}\nsteps: [{id: s, action: notify}]\n", 1, 2,
-     8, E, "title contains a NUL character"},
-    {"id: p\ntitle: t\nauthor: me\ntrigger: {rules: [x]}\nsteps: [{id: s, action: notify}]\n",
-     1, 3, 1, E, "unknown key 'author' in playbook"},
+    {"id: p\ntitle: t\ntitle: u\n" TAIL, 1, 3, 1, E, "duplicate key 'title' in playbook"},
+    {"id: p\ntitle: t\ndescription: {a: 1}\n" TAIL, 1, 3, 14, E,
+     "description must be a string, not a map"},
+    {"id: p\ntitle: \"a\\0b\"\n" TAIL, 1, 2, 8, E, "title contains a NUL character"},
+    {"id: p\ntitle: t\nauthor: me\n" TAIL, 1, 3, 1, E, "unknown key 'author' in playbook"},
     /* trigger */
     {"id: p\ntitle: t\nsteps: [{id: s, action: notify}]\n", 1, 1, 1, E,
      "playbook needs a 'trigger'"},
-    {"id: p\ntitle: t\ntrigger: [x]\nsteps: [{id: s, action: notify}]\n", 1, 3, 10, E,
-     "trigger must be a map"},
-    {"id: p\ntitle: t\ntrigger: {min_level: high}\nsteps: [{id: s, action: notify}]\n", 1, 3,
-     10, E, "trigger needs 'rules'"},
-    {"id: p\ntitle: t\ntrigger: {rules: []}\nsteps: [{id: s, action: notify}]\n", 1, 3, 18, E,
-     "trigger rules must be a non-empty list"},
-    {"id: p\ntitle: t\ntrigger: {rules: vsoc.*}\nsteps: [{id: s, action: notify}]\n", 1, 3, 18,
-     E, "trigger rules must be a non-empty list"},
-    {"id: p\ntitle: t\ntrigger: {rules: [a, \"vsoc can\"]}\nsteps: [{id: s, action: notify}]\n",
-     1, 3, 22, E, "trigger rule glob 'vsoc can' may only use"},
-    {"id: p\ntitle: t\ntrigger: {rules: [\"\"]}\nsteps: [{id: s, action: notify}]\n", 1, 3, 19,
-     E, "trigger rule glob ''"},
-    {"id: p\ntitle: t\ntrigger: {rules: [[a]]}\nsteps: [{id: s, action: notify}]\n", 1, 3, 19,
-     E, "a trigger rule glob must be a string, not a list"},
-    {"id: p\ntitle: t\ntrigger: {rules: [a], min_level: hihg}\nsteps: [{id: s, action: notify}]\n",
-     1, 3, 34, E, "unknown min_level 'hihg' (did you mean 'high'?)"},
-    {"id: p\ntitle: t\ntrigger: {rules: [a], min_level: severe}\n"
-     "steps: [{id: s, action: notify}]\n",
-     1, 3, 34, E, "unknown min_level 'severe' (informational, low, medium, high or critical)"},
-    {"id: p\ntitle: t\ntrigger: {rules: [a], cooldown: 1.5s}\nsteps: [{id: s, action: notify}]\n",
-     1, 3, 33, E, "cooldown '1.5s' is not a whole number of seconds"},
-    {"id: p\ntitle: t\ntrigger: {rules: [a], cooldown: -5m}\nsteps: [{id: s, action: notify}]\n",
-     1, 3, 33, E, "cooldown '-5m' is negative"},
-    {"id: p\ntitle: t\ntrigger: {rules: [a], cooldown: 10 minutes}\n"
-     "steps: [{id: s, action: notify}]\n",
-     1, 3, 33, E, "bad duration '10 minutes' for cooldown"},
-    {"id: p\ntitle: t\ntrigger: {rules: [a], cooldown: 400d}\nsteps: [{id: s, action: notify}]\n",
-     1, 3, 33, E, "cooldown '400d' is longer than 365d"},
-    {"id: p\ntitle: t\ntrigger: {rules: [a], colldown: 5m}\nsteps: [{id: s, action: notify}]\n",
-     1, 3, 23, E, "unknown key 'colldown' in trigger (did you mean 'cooldown'?)"},
+    {TRIGGER("[x]"), 1, 3, 10, E, "trigger must be a map"},
+    {TRIGGER("{min_level: high}"), 1, 3, 10, E, "trigger needs 'rules'"},
+    {TRIGGER("{rules: []}"), 1, 3, 18, E, "trigger rules must be a non-empty list"},
+    {TRIGGER("{rules: vsoc.*}"), 1, 3, 18, E, "trigger rules must be a non-empty list"},
+    {TRIGGER("{rules: [a, \"vsoc can\"]}"), 1, 3, 22, E,
+     "trigger rule glob 'vsoc can' may only use"},
+    {TRIGGER("{rules: [\"\"]}"), 1, 3, 19, E, "trigger rule glob ''"},
+    {TRIGGER("{rules: [[a]]}"), 1, 3, 19, E, "a trigger rule glob must be a string, not a list"},
+    {TRIGGER("{rules: [a], min_level: hihg}"), 1, 3, 34, E,
+     "unknown min_level 'hihg' (did you mean 'high'?)"},
+    {TRIGGER("{rules: [a], min_level: severe}"), 1, 3, 34, E,
+     "unknown min_level 'severe' (informational, low, medium, high or critical)"},
+    {TRIGGER("{rules: [a], cooldown: 1.5s}"), 1, 3, 33, E,
+     "cooldown '1.5s' is not a whole number of seconds"},
+    {TRIGGER("{rules: [a], cooldown: -5m}"), 1, 3, 33, E, "cooldown '-5m' is negative"},
+    {TRIGGER("{rules: [a], cooldown: 10 minutes}"), 1, 3, 33, E,
+     "bad duration '10 minutes' for cooldown"},
+    {TRIGGER("{rules: [a], cooldown: 400d}"), 1, 3, 33, E, "cooldown '400d' is longer than 365d"},
+    {TRIGGER("{rules: [a], colldown: 5m}"), 1, 3, 23, E,
+     "unknown key 'colldown' in trigger (did you mean 'cooldown'?)"},
     /* steps */
     {"id: p\ntitle: t\ntrigger: {rules: [x]}\n", 1, 1, 1, E, "playbook needs 'steps'"},
     {"id: p\ntitle: t\ntrigger: {rules: [x]}\nsteps: []\n", 1, 4, 8, E,
@@ -587,12 +577,12 @@ static const dcase_t dcases[] = {
     {HEAD "  - id: s\n", 1, 5, 5, E, "step needs an 'action'"},
     {HEAD "  - id: S 1\n    action: notify\n", 1, 5, 9, E, "step id 'S 1' may only use"},
     {HEAD "  - id: s.1\n    action: notify\n", 1, 5, 9, E, "step id 's.1'"},
-    {NOTIFY "  - id: s\n    action: notify\n", 1, 7, 9, E, "duplicate step id 's' (first at line 5)"},
-    {HEAD "  - id: s\n    action: notfy\n", 1, 6, 13, E,
-     "unknown action 'notfy' (did you mean 'notify'?)"},
-    {HEAD "  - id: s\n    action: reboot\n", 1, 6, 13, E,
-     "unknown action 'reboot' (quarantine, release, collect_logs, rotate_credentials, notify or "
-     "escalate)"},
+    {NOTIFY "  - id: s\n    action: notify\n", 1, 7, 9, E,
+     "duplicate step id 's' (first at line 5)"},
+    {STEP("notfy\n"), 1, 6, 13, E, "unknown action 'notfy' (did you mean 'notify'?)"},
+    {STEP("reboot\n"), 1, 6, 13, E,
+     "unknown action 'reboot' (quarantine, release, collect_logs, rotate_credentials, notify "
+     "or escalate)"},
     {NOTIFY "    aprovel: auto\n", 1, 7, 5, E, "unknown key 'aprovel' in step"},
     {NOTIFY "    id: t\n", 1, 7, 5, E, "duplicate key 'id' in step"},
     /* keys only for commands */
@@ -604,9 +594,9 @@ static const dcase_t dcases[] = {
     {NOTIFY "    retries: 1\n", 1, 7, 5, E, "'retries' applies only"},
     {NOTIFY "    ttl: 1h\n", 1, 7, 5, E, "'ttl' applies only"},
     {NOTIFY "    expires: 1h\n", 1, 7, 5, E, "'expires' applies only"},
-    {HEAD "  - id: s\n    action: escalate\n    vehicle_state: {speed_kph: {lte: 0}}\n", 1, 7, 5,
-     E, "'vehicle_state' applies only to commands sent to the vehicle (quarantine, release, "
-        "collect_logs, rotate_credentials), not to escalate"},
+    {STEP("escalate\n    vehicle_state: {speed_kph: {lte: 0}}\n"), 1, 7, 5, E,
+     "'vehicle_state' applies only to commands sent to the vehicle (quarantine, release, "
+     "collect_logs, rotate_credentials), not to escalate"},
     /* approval, timeouts, retries, on_failure */
     {LOGS "    approval: two-person\n", 1, 7, 15, E,
      "unknown approval 'two-person' (did you mean 'two_person'?)"},
@@ -632,44 +622,32 @@ static const dcase_t dcases[] = {
      "expires must be more than ack_timeout x (retries + 1) = 1m x 2 = 2m"},
     {LOGS "    ttl: 0s\n", 1, 7, 10, E, "ttl must be at least 1s"},
     /* quarantine */
-    {HEAD "  - id: s\n    action: quarantine\n    args: {segment: telematics, mode: block_external}\n"
-          "    approval: required\n",
-     1, 5, 5, E, "step 's': quarantine needs a ttl (at most 24h)"},
+    {STEP("quarantine\n    args: {segment: telematics, mode: block_external}\n"
+          "    approval: required\n"), 1, 5, 5, E,
+     "step 's': quarantine needs a ttl (at most 24h)"},
     {QUAR "    ttl: 25h\n", 1, 9, 5, E, "duplicate key 'ttl' in step"},
-    {HEAD "  - id: s\n    action: quarantine\n    args: {segment: telematics, mode: block_external}\n"
-          "    ttl: 25h\n    approval: required\n",
-     1, 8, 10, E, "ttl '25h' is longer than 24h"},
+    {STEP("quarantine\n    args: {segment: telematics, mode: block_external}\n"
+          "    ttl: 25h\n    approval: required\n"), 1, 8, 10, E,
+     "ttl '25h' is longer than 24h"},
     {QUAR, 1, 6, 13, W,
      "step 's': quarantine while moving: add vehicle_state or say why in description"},
     {QUAR "    approval: auto\n", 1, 6, 13, W, "quarantine while moving"},
-    {HEAD "  - id: s\n    action: quarantine\n    ttl: 2h\n    approval: required\n", 1, 5, 5, E,
+    {STEP("quarantine\n    ttl: 2h\n    approval: required\n"), 1, 5, 5, E,
      "quarantine needs args: segment and mode, can_ids or feature"},
-    {HEAD "  - id: s\n    action: quarantine\n    args: {}\n    ttl: 2h\n    approval: required\n",
-     1, 7, 11, E, "quarantine needs segment and mode, can_ids or feature"},
-    {HEAD "  - id: s\n    action: quarantine\n    args: {segment: telematics}\n    ttl: 2h\n"
-          "    approval: required\n",
-     1, 7, 21, E, "quarantine segment and mode go together"},
-    {HEAD "  - id: s\n    action: quarantine\n    args: {segmnt: telematics, mode: x}\n"
-          "    ttl: 2h\n    approval: required\n",
-     2, 7, 12, E, "unknown quarantine argument 'segmnt' (did you mean 'segment'?)"},
-    {HEAD "  - id: s\n    action: quarantine\n    args: {can_ids: [\"0x123\", 0x124]}\n"
-          "    ttl: 2h\n    approval: required\n",
-     1, 7, 31, E, "quarantine can_ids: 0x124 is not a CAN id written as a quoted hex string"},
-    {HEAD "  - id: s\n    action: quarantine\n    args: {can_ids: [\"0x20000000\"]}\n"
-          "    ttl: 2h\n    approval: required\n",
-     1, 7, 22, E, "quarantine can_ids: 0x20000000 is not a CAN id"},
-    {HEAD "  - id: s\n    action: quarantine\n    args: {can_ids: []}\n    ttl: 2h\n"
-          "    approval: required\n",
-     1, 7, 21, E, "quarantine can_ids must be a list of 1..64 CAN ids"},
-    {HEAD "  - id: s\n    action: quarantine\n    args: {feature: \"remote start\"}\n"
-          "    ttl: 2h\n    approval: required\n",
-     1, 7, 21, E, "quarantine feature must be a name"},
-    {HEAD "  - id: s\n    action: release\n", 1, 5, 5, E, "release needs args: the segment"},
-    {HEAD "  - id: s\n    action: release\n    args: {cmd_id: x}\n", 1, 7, 20, E,
-     "release cmd_id names one command"},
-    {HEAD "  - id: s\n    action: release\n    args: {segment: a/b}\n", 1, 7, 21, E,
-     "release segment must be a name"},
-    {HEAD "  - id: s\n    action: release\n    args: {segment: x}\n", 1, 6, 13, W,
+    {QARGS("{}"), 1, 7, 11, E, "quarantine needs segment and mode, can_ids or feature"},
+    {QARGS("{segment: telematics}"), 1, 7, 21, E, "quarantine segment and mode go together"},
+    {QARGS("{segmnt: telematics, mode: x}"), 2, 7, 12, E,
+     "unknown quarantine argument 'segmnt' (did you mean 'segment'?)"},
+    {QARGS("{can_ids: [\"0x123\", 0x124]}"), 1, 7, 31, E,
+     "quarantine can_ids: 0x124 is not a CAN id written as a quoted hex string"},
+    {QARGS("{can_ids: [\"0x20000000\"]}"), 1, 7, 22, E,
+     "quarantine can_ids: 0x20000000 is not a CAN id"},
+    {QARGS("{can_ids: []}"), 1, 7, 21, E, "quarantine can_ids must be a list of 1..64 CAN ids"},
+    {QARGS("{feature: \"remote start\"}"), 1, 7, 21, E, "quarantine feature must be a name"},
+    {STEP("release\n"), 1, 5, 5, E, "release needs args: the segment"},
+    {STEP("release\n    args: {cmd_id: x}\n"), 1, 7, 20, E, "release cmd_id names one command"},
+    {STEP("release\n    args: {segment: a/b}\n"), 1, 7, 21, E, "release segment must be a name"},
+    {STEP("release\n    args: {segment: x}\n"), 1, 6, 13, W,
      "step 's': release before any quarantine in this playbook"},
     /* vehicle_state */
     {LOGS "    vehicle_state: stopped\n", 1, 7, 20, E, "vehicle_state must be a map"},
@@ -701,8 +679,7 @@ static const dcase_t dcases[] = {
     /* limits */
     {NOTIFY "limits: {max_vehicles_per_hour: 0}\n", 1, 7, 33, E,
      "max_vehicles_per_hour 0 is out of range (1..1000000)"},
-    {NOTIFY "limits: {max_vehicles: 5}\n", 1, 7, 10, E,
-     "unknown key 'max_vehicles' in limits"},
+    {NOTIFY "limits: {max_vehicles: 5}\n", 1, 7, 10, E, "unknown key 'max_vehicles' in limits"},
     {NOTIFY "limits: 50\n", 1, 7, 9, E, "limits must be a map"},
     /* across documents */
     {NOTIFY "---\n" NOTIFY, 1, 8, 5, E, "duplicate playbook id 'p' (first defined at pb.yml:1)"},

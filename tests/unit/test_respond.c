@@ -457,8 +457,78 @@ static void test_restore(void)
     teardown(&f);
 }
 
+static void test_review_fixes(void)
+{
+    fixture_t f;
+    char err[256];
+    /* Names are one person whatever their case or blanks. */
+    setup(&f, 0, 0);
+    vsoc_incident_t inc = incident("inc-n", VIN, T0);
+    ASSERT_EQ(vsoc_responder_on_alert(f.r, &inc, "vsoc.uds.x", VSOC_LEVEL_HIGH, T0), 1);
+    const vsoc_command_t *q = cmd_of(&f, "two", "block", "inc-n");
+    char qid[37];
+    strcpy(qid, q->cmd_id);
+    ASSERT_EQ(vsoc_responder_approve(f.r, qid, "alice", T0 + S, err, sizeof err), 0);
+    ASSERT_EQ(vsoc_responder_approve(f.r, qid, " ALICE ", T0 + S, err, sizeof err), VSOC_EINVAL);
+    ASSERT_EQ(vsoc_responder_approve(f.r, qid, "Alice", T0 + S, err, sizeof err), VSOC_EINVAL);
+    ASSERT_EQ(vsoc_responder_approve(f.r, qid, "al ice", T0 + S, err, sizeof err), VSOC_EINVAL);
+    ASSERT_EQ(vsoc_responder_approve(f.r, qid, "bob\n", T0 + S, err, sizeof err), VSOC_EINVAL);
+    ASSERT_EQ(vsoc_responder_command(f.r, qid)->state, VSOC_CMD_PENDING_APPROVAL);
+    ASSERT_EQ(vsoc_responder_approve(f.r, qid, "Bob@SOC", T0 + S, err, sizeof err), 0);
+    q = vsoc_responder_command(f.r, qid);
+    ASSERT_EQ(q->state, VSOC_CMD_SENT);
+    ASSERT_STREQ(q->approved_by[1], "bob@soc");
+    /* A rejection the vehicle gives to messages it cannot authenticate, or an answer with
+     * another seq, is not this command's answer. */
+    vsoc_ack_t a = ack_for(q, VSOC_ACK_REJECTED, "malformed");
+    ASSERT_EQ(vsoc_responder_on_ack(f.r, &a, T0 + 2 * S), VSOC_EINVAL);
+    a = ack_for(q, VSOC_ACK_REJECTED, "bad_signature");
+    ASSERT_EQ(vsoc_responder_on_ack(f.r, &a, T0 + 2 * S), VSOC_EINVAL);
+    a = ack_for(q, VSOC_ACK_APPLIED, "");
+    a.seq = 0;
+    ASSERT_EQ(vsoc_responder_on_ack(f.r, &a, T0 + 2 * S), VSOC_ENOENT);
+    a.seq = q->seq + 1;
+    ASSERT_EQ(vsoc_responder_on_ack(f.r, &a, T0 + 2 * S), VSOC_ENOENT);
+    ASSERT_EQ(vsoc_responder_command(f.r, qid)->state, VSOC_CMD_SENT);
+    ASSERT_EQ(has(&f.rec, "command.answer_ignored"), 2);
+    /* No answer: timed out (no retries) ... then the vehicle comes back and applies it. */
+    ASSERT_EQ(vsoc_responder_tick(f.r, T0 + 120 * S), 0);
+    ASSERT_EQ(vsoc_responder_command(f.r, qid)->state, VSOC_CMD_TIMED_OUT);
+    a = ack_for(vsoc_responder_command(f.r, qid), VSOC_ACK_APPLIED, "");
+    ASSERT_EQ(vsoc_responder_on_ack(f.r, &a, T0 + 121 * S), 0);
+    ASSERT_EQ(vsoc_responder_command(f.r, qid)->state, VSOC_CMD_ACKED);
+    ASSERT_EQ(has(&f.rec, "command.acked_late"), 1);
+    teardown(&f);
+
+    /* One unanswered command per vehicle: a second run's command waits for the first's
+     * answer, then goes with the next seq. */
+    setup(&f, 0, 0);
+    vsoc_incident_t i1 = incident("inc-s1", VIN, T0);
+    ASSERT_EQ(vsoc_responder_on_alert(f.r, &i1, "vsoc.can.x", VSOC_LEVEL_HIGH, T0), 1);
+    ASSERT_EQ(vsoc_responder_on_alert(f.r, &i1, "vsoc.ids.x", VSOC_LEVEL_HIGH, T0), 1);
+    const vsoc_command_t *c1 = cmd_of(&f, "contain", "evidence", "inc-s1");
+    const vsoc_command_t *c2 = cmd_of(&f, "capped", "logs", "inc-s1");
+    ASSERT_EQ(c1->state, VSOC_CMD_SENT);
+    ASSERT_EQ(c2->state, VSOC_CMD_QUEUED);
+    ASSERT_EQ(f.rec.sends, 1);
+    ASSERT_EQ(vsoc_responder_tick(f.r, T0 + S), 0);
+    ASSERT_EQ(f.rec.sends, 1);
+    a = ack_for(c1, VSOC_ACK_APPLIED, "");
+    ASSERT_EQ(vsoc_responder_on_ack(f.r, &a, T0 + 2 * S), 0);
+    ASSERT_EQ(vsoc_responder_tick(f.r, T0 + 3 * S), 0);
+    c2 = cmd_of(&f, "capped", "logs", "inc-s1");
+    ASSERT_EQ(c2->state, VSOC_CMD_SENT);
+    ASSERT_EQ(c2->seq, 2);
+    teardown(&f);
+}
+
 static void test_names(void)
 {
+    char n[VSOC_APPROVER_MAX + 1];
+    ASSERT_EQ(vsoc_approver_normalize("  Alice.Smith@SOC  ", n), 0);
+    ASSERT_STREQ(n, "alice.smith@soc");
+    ASSERT_EQ(vsoc_approver_normalize("   ", n), -1);
+    ASSERT_EQ(vsoc_approver_normalize("a;drop", n), -1);
     vsoc_cmd_state_t s;
     for (int i = 0; i <= VSOC_CMD_DRY_RUN; i++) {
         ASSERT(vsoc_cmd_state_name(i) != NULL);
@@ -479,6 +549,7 @@ int main(void)
     test_two_person_reject_and_vehicle_reject();
     test_cap_dry_run_approve_all();
     test_restore();
+    test_review_fixes();
     printf("test_respond: ok\n");
     return 0;
 }

@@ -590,17 +590,33 @@ static void test_responder_records(void)
     static const vsoc_cmd_state_t open_states[] = {VSOC_CMD_PENDING_APPROVAL, VSOC_CMD_QUEUED,
                                                    VSOC_CMD_SENT, VSOC_CMD_DEFERRED,
                                                    VSOC_CMD_ESCALATED};
+    /* A final state is final: a stale copy cannot bring a rejected command back. */
+    done.state = VSOC_CMD_QUEUED;
+    ch.cmd = &done;
+    ASSERT_EQ(vsoc_store_apply_change(s, &ch), VSOC_EINVAL);
+    ASSERT(strstr(vsoc_store_errmsg(s), "is rejected already") != NULL);
+    vsoc_command_t o = done;
     for (size_t i = 0; i < sizeof open_states / sizeof *open_states; i++) {
-        done.state = open_states[i];
-        ch.cmd = &done;
+        o.cmd_id[35]++; /* each state on a command of its own */
+        o.state = open_states[i];
+        ch.cmd = &o;
         ASSERT_EQ(vsoc_store_apply_change(s, &ch), 0);
         memset(&cl, 0, sizeof cl);
         ASSERT_EQ(vsoc_store_each_command(s, 1, collect_cmd, &cl), 0);
         ASSERT_EQ(cl.n, 1);
         ASSERT_EQ(cl.c[0].state, open_states[i]);
+        if (i + 1 < sizeof open_states / sizeof *open_states) {
+            o.state = VSOC_CMD_FAILED; /* closed before the next */
+            ASSERT_EQ(vsoc_store_apply_change(s, &ch), 0);
+        }
     }
-    done.action = VSOC_ACTION_COLLECT_LOGS; /* an acked collect_logs is done */
-    done.state = VSOC_CMD_ACKED;
+    /* The last one (escalated) ends: timed out, then applied late (the one way out). */
+    o.state = VSOC_CMD_TIMED_OUT;
+    ASSERT_EQ(vsoc_store_apply_change(s, &ch), 0);
+    o.state = VSOC_CMD_QUEUED;
+    ASSERT_EQ(vsoc_store_apply_change(s, &ch), VSOC_EINVAL);
+    o.action = VSOC_ACTION_COLLECT_LOGS; /* an acked collect_logs is done */
+    o.state = VSOC_CMD_ACKED;
     ASSERT_EQ(vsoc_store_apply_change(s, &ch), 0);
     memset(&cl, 0, sizeof cl);
     ASSERT_EQ(vsoc_store_each_command(s, 1, collect_cmd, &cl), 0);
@@ -883,6 +899,33 @@ static void drop_triggers(sqlite3 *db)
     raw_exec(db, "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete");
 }
 
+/* Runs sql on the store at path as anyone with the sqlite3 shell could (dropping the
+ * append-only triggers first when drop), then expects verify to name row first_bad with a
+ * problem that contains problem. */
+static void expect_tampered(const char *path, int drop, const char *sql, int64_t first_bad,
+                            const char *problem, vsoc_audit_report_t *r)
+{
+    sqlite3 *db = raw_open(path);
+    if (drop)
+        drop_triggers(db);
+    raw_exec(db, sql);
+    sqlite3_close(db);
+    ASSERT_EQ(verify_file(path, NULL, r), 1);
+    ASSERT_EQ(r->first_bad, first_bad);
+    if (!strstr(r->problem, problem))
+        TEST_FAIL_("after %s: problem '%s' does not say '%s'", sql, r->problem, problem);
+}
+
+/* The hash of audit row seq of the store at path into out (65 bytes). */
+static void chain_hash(const char *path, int seq, char *out)
+{
+    char sql[64];
+    snprintf(sql, sizeof sql, "SELECT hash FROM audit WHERE seq=%d", seq);
+    sqlite3 *db = raw_open(path);
+    raw_text(db, sql, out, 65);
+    sqlite3_close(db);
+}
+
 static void test_audit_tamper(void)
 {
     char path[128];
@@ -902,90 +945,66 @@ static void test_audit_tamper(void)
     ASSERT(msg && strstr(msg, "append-only"));
     sqlite3_free(msg);
     ASSERT_EQ(raw_int(db, "SELECT count(*) FROM audit"), 6);
+    sqlite3_close(db);
 
     /* Changed: a detail rewritten with the sqlite3 shell. */
-    drop_triggers(db);
-    raw_exec(db, "UPDATE audit SET detail='nothing to see' WHERE seq=3");
-    sqlite3_close(db);
-    ASSERT_EQ(verify_file(path, NULL, &r), 1);
-    ASSERT_EQ(r.first_bad, 3);
-    ASSERT(strstr(r.problem, "row 3 was changed") != NULL);
+    expect_tampered(path, 1, "UPDATE audit SET detail='nothing to see' WHERE seq=3", 3,
+                    "row 3 was changed", &r);
     ASSERT_EQ(r.rows, 3);
+
+    /* Changed behind a NUL byte: the text before it still hashes the same, the column
+     * does not. And a number where text belongs. */
+    make_chain(path, 6);
+    expect_tampered(path, 1, "UPDATE audit SET actor = actor || char(0) || 'mallory' WHERE seq=2",
+                    2, "row 2 was changed", &r);
+    make_chain(path, 6);
+    expect_tampered(path, 1, "UPDATE audit SET detail = 5 WHERE seq=2", 2, "row 2 was changed",
+                    &r);
 
     /* Changed and rehashed: the next row no longer chains. */
     make_chain(path, 6);
-    db = raw_open(path);
-    drop_triggers(db);
     char prev[65], h[65], sql[512];
-    raw_text(db, "SELECT hash FROM audit WHERE seq=2", prev, sizeof prev);
+    chain_hash(path, 2, prev);
     ASSERT_EQ(vsoc_store_audit_hash(3, T0 + 3, "vsoc", "alert.raised", "u3", "forged", prev, h),
               0);
     snprintf(sql, sizeof sql,
              "UPDATE audit SET actor='vsoc', event='alert.raised', subject='u3', detail='forged',"
              " time_us=%lld, hash='%s' WHERE seq=3",
              (long long)(T0 + 3), h);
-    raw_exec(db, sql);
-    sqlite3_close(db);
-    ASSERT_EQ(verify_file(path, NULL, &r), 1);
-    ASSERT_EQ(r.first_bad, 4);
-    ASSERT(strstr(r.problem, "row 4") != NULL);
+    expect_tampered(path, 1, sql, 4, "row 4", &r);
 
-    /* Deleted: a middle row. */
+    /* Deleted: a middle row ... */
     make_chain(path, 6);
-    db = raw_open(path);
-    drop_triggers(db);
-    raw_exec(db, "DELETE FROM audit WHERE seq=4");
-    sqlite3_close(db);
-    ASSERT_EQ(verify_file(path, NULL, &r), 1);
-    ASSERT_EQ(r.first_bad, 4);
-    ASSERT(strstr(r.problem, "row 4 was deleted") != NULL);
+    expect_tampered(path, 1, "DELETE FROM audit WHERE seq=4", 4, "row 4 was deleted", &r);
     /* ... and several, including the first. */
-    db = raw_open(path);
-    raw_exec(db, "DELETE FROM audit WHERE seq IN (1,2)");
-    sqlite3_close(db);
-    ASSERT_EQ(verify_file(path, NULL, &r), 1);
-    ASSERT_EQ(r.first_bad, 1);
-    ASSERT(strstr(r.problem, "rows 1..2 were deleted") != NULL);
+    expect_tampered(path, 0, "DELETE FROM audit WHERE seq IN (1,2)", 1, "rows 1..2 were deleted",
+                    &r);
 
     /* Inserted: a forged row at the end whose hash is right for its content but whose
-     * prev_hash is not the head (the forger did not know it). */
+     * prev_hash is not the head (the forger did not know it). INSERT needs no dropped
+     * trigger. */
     make_chain(path, 6);
-    db = raw_open(path);
     ASSERT_EQ(vsoc_store_audit_hash(7, T0 + 7, "mallory", "command.acked", "c1", "", ZERO_H, h),
               0);
     snprintf(sql, sizeof sql,
              "INSERT INTO audit VALUES(7, %lld, 'mallory', 'command.acked', 'c1', '', '%s', '%s')",
              (long long)(T0 + 7), ZERO_H, h);
-    raw_exec(db, sql); /* INSERT needs no dropped trigger */
-    sqlite3_close(db);
-    ASSERT_EQ(verify_file(path, NULL, &r), 1);
-    ASSERT_EQ(r.first_bad, 7);
-    ASSERT(strstr(r.problem, "row 7 was inserted") != NULL);
+    expect_tampered(path, 0, sql, 7, "row 7 was inserted", &r);
 
     /* Inserted with the right prev_hash but a made-up hash. */
     make_chain(path, 6);
-    db = raw_open(path);
-    raw_text(db, "SELECT hash FROM audit WHERE seq=6", prev, sizeof prev);
+    chain_hash(path, 6, prev);
     snprintf(sql, sizeof sql,
              "INSERT INTO audit VALUES(7, %lld, 'mallory', 'command.acked', 'c1', '', '%s', '%s')",
              (long long)(T0 + 7), prev, ZERO_H);
-    raw_exec(db, sql);
-    sqlite3_close(db);
-    ASSERT_EQ(verify_file(path, NULL, &r), 1);
-    ASSERT_EQ(r.first_bad, 7);
-    ASSERT(strstr(r.problem, "row 7 was changed") != NULL);
+    expect_tampered(path, 0, sql, 7, "row 7 was changed", &r);
 
     /* Inserted before the first row (seq 0). */
     make_chain(path, 3);
-    db = raw_open(path);
     snprintf(sql, sizeof sql,
              "INSERT INTO audit VALUES(0, 0, 'mallory', 'x', 'y', '', '%s', '%s')", ZERO_H,
              ZERO_H);
-    raw_exec(db, sql);
-    sqlite3_close(db);
-    ASSERT_EQ(verify_file(path, NULL, &r), 1);
-    ASSERT_EQ(r.first_bad, 1);
-    ASSERT(strstr(r.problem, "inserted before row 1") != NULL);
+    expect_tampered(path, 0, sql, 1, "inserted before row 1", &r);
 
     /* expect_head: a head recorded elsewhere finds a cut tail, which alone verifies. */
     make_chain(path, 5);
