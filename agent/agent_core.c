@@ -523,7 +523,8 @@ static int apply(vsoc_vagent_t *a, const vsoc_envelope_t *e, int64_t now)
         copy_id(q.cmd_id, e->cmd_id);
         q.seq = e->seq;
         q.applied_at = now;
-        q.until = e->ttl_s > 0 ? now + e->ttl_s : 0;
+        /* The parser bounds ttl_s; the clock is the vehicle's own and could be anything. */
+        q.until = e->ttl_s > 0 ? (now > INT64_MAX - e->ttl_s ? INT64_MAX : now + e->ttl_s) : 0;
         if (!(q.args = strdup(e->args)) || quarantine_add(a, &q) != 0) {
             quarantine_clear(&q);
             return VSOC_ENOMEM;

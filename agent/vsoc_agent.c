@@ -36,6 +36,8 @@ static void usage(FILE *out)
             "                      --key FILE --trust PUB [--trust PUB ...] --signing-key FILE\n"
             "                      --state-dir DIR [--speed-file FILE] [--once-idle SECONDS]\n"
             "       vsoc-agent status --state-dir DIR\n"
+            "       vsoc-agent handle --vin VIN --trust PUB [--trust PUB ...] --signing-key FILE\n"
+            "                         --state-dir DIR [--speed KPH] [--now TIME] [FILE|-]\n"
             "       vsoc-agent verify --pubkey FILE [--pubkey FILE ...] [--vin VIN]\n"
             "                         [--now TIME] [--last-seq N] ENVELOPE.json\n"
             "       vsoc-agent verify-ack --pubkey FILE [--pubkey FILE ...] [--vin VIN] ACK.json\n"
@@ -53,6 +55,12 @@ static void usage(FILE *out)
             "message. One line per command goes to stderr. SIGTERM or SIGINT stops it.\n"
             "\n"
             "status: prints the persisted state of --state-dir as one JSON object.\n"
+            "\n"
+            "handle: the agent without a network, for a vehicle reached through a\n"
+            "connectivity platform that relays messages itself: reads envelopes one per line\n"
+            "(FILE or stdin), judges and applies each like run (same --state-dir), and\n"
+            "prints each ack, one per line, on stdout. --speed is the vehicle's speed (kph;\n"
+            "default unknown), --now its clock (default the current time).\n"
             "\n"
             "verify-ack: checks an ack's signature against the vehicle's public key(s) and,\n"
             "with --vin, its VIN. Prints \"valid: STATUS\" (with the reason in parentheses)\n"
@@ -663,6 +671,130 @@ done:
     return rc;
 }
 
+static void handle_on_ack(void *ctx, const vsoc_ack_t *ack, const char *json, size_t n)
+{
+    (void)ctx;
+    (void)ack;
+    fwrite(json, 1, n, stdout);
+    fputc('\n', stdout);
+    fflush(stdout);
+}
+
+static int cmd_handle(int argc, char **argv)
+{
+    const char *vin = NULL, *signing = NULL, *state_dir = NULL, *file = "-", *trust[MAX_KEYS];
+    size_t ntrust = 0;
+    vsoc_vagent_state_t st = {.now = (int64_t)time(NULL)};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (is_opt(a, "--vin")) {
+            if (!(vin = value(argc, argv, &i, "--vin")))
+                return EXIT_USAGE;
+        } else if (is_opt(a, "--signing-key")) {
+            if (!(signing = value(argc, argv, &i, "--signing-key")))
+                return EXIT_USAGE;
+        } else if (is_opt(a, "--state-dir")) {
+            if (!(state_dir = value(argc, argv, &i, "--state-dir")))
+                return EXIT_USAGE;
+        } else if (is_opt(a, "--trust")) {
+            if (!(v = value(argc, argv, &i, "--trust")))
+                return EXIT_USAGE;
+            if (ntrust == MAX_KEYS) {
+                fprintf(stderr, "vsoc-agent: more than %d --trust\n", MAX_KEYS);
+                return EXIT_USAGE;
+            }
+            trust[ntrust++] = v;
+        } else if (is_opt(a, "--speed")) {
+            char *end;
+            if (!(v = value(argc, argv, &i, "--speed")))
+                return EXIT_USAGE;
+            st.speed_kph = strtod(v, &end);
+            if (*end || end == v || st.speed_kph < 0) {
+                fprintf(stderr, "vsoc-agent: --speed: \"%s\" is not a speed in kph\n", v);
+                return EXIT_USAGE;
+            }
+            st.speed_known = 1;
+        } else if (is_opt(a, "--now")) {
+            if (!(v = value(argc, argv, &i, "--now")))
+                return EXIT_USAGE;
+            if (vsoc_envelope_time_arg(v, &st.now) != 0) {
+                fprintf(stderr, "vsoc-agent: --now: \"%s\" is neither YYYY-MM-DDTHH:MM:SSZ "
+                                "nor epoch seconds\n", v);
+                return EXIT_USAGE;
+            }
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "vsoc-agent: handle: unexpected %s (see vsoc-agent --help)\n", a);
+            return EXIT_USAGE;
+        } else {
+            file = a;
+        }
+    }
+    const char *missing = !vin ? "--vin" : !ntrust ? "--trust" : !signing ? "--signing-key"
+                        : !state_dir ? "--state-dir" : NULL;
+    if (missing) {
+        fprintf(stderr, "vsoc-agent: handle needs %s (see vsoc-agent --help)\n", missing);
+        return EXIT_USAGE;
+    }
+    char err[512];
+    vsoc_key_t *keys[MAX_KEYS] = {0}, *own = NULL;
+    vsoc_vagent_t *agent = NULL;
+    FILE *in = NULL;
+    char *line = NULL;
+    size_t cap = 0;
+    int rc = EXIT_USAGE;
+    for (size_t i = 0; i < ntrust; i++)
+        if (!(keys[i] = vsoc_key_load_public(trust[i], NULL, err, sizeof err))) {
+            fprintf(stderr, "vsoc-agent: %s\n", err);
+            goto done;
+        }
+    if (!(own = vsoc_key_load_private(signing, NULL, err, sizeof err))) {
+        fprintf(stderr, "vsoc-agent: %s\n", err);
+        goto done;
+    }
+    vsoc_vagent_opts_t ao = {.vin = vin, .trusted = (const vsoc_key_t *const *)keys,
+                             .ntrusted = ntrust, .key = own, .state_dir = state_dir,
+                             .on_ack = handle_on_ack};
+    if (!(agent = vsoc_vagent_new(&ao, err, sizeof err))) {
+        fprintf(stderr, "vsoc-agent: %s\n", err);
+        goto done;
+    }
+    in = strcmp(file, "-") ? fopen(file, "r") : stdin;
+    if (!in) {
+        fprintf(stderr, "vsoc-agent: %s: %s\n", file, strerror(errno));
+        goto done;
+    }
+    rc = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, in)) > 0) {
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = 0;
+        if (n == 0)
+            continue;
+        int st_rc = vsoc_vagent_handle(agent, line, (size_t)n, &st);
+        if (st_rc == VSOC_EPARSE)
+            fprintf(stderr, "vsoc-agent: a line that is not an envelope for %s was ignored\n",
+                    vin);
+        else if (st_rc < 0) {
+            fprintf(stderr, "vsoc-agent: %s\n", vsoc_strerror(st_rc));
+            rc = 1;
+        }
+    }
+    if (vsoc_vagent_tick(agent, &st) != 0)
+        rc = 1;
+done:
+    free(line);
+    if (in && in != stdin)
+        fclose(in);
+    vsoc_vagent_free(agent);
+    vsoc_key_free(own);
+    for (size_t i = 0; i < ntrust; i++)
+        vsoc_key_free(keys[i]);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -681,6 +813,8 @@ int main(int argc, char **argv)
         return cmd_run(argc - 1, argv + 1);
     if (!strcmp(argv[1], "status"))
         return cmd_status(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "handle"))
+        return cmd_handle(argc - 1, argv + 1);
     fprintf(stderr, "vsoc-agent: unknown command \"%s\" (see vsoc-agent --help)\n", argv[1]);
     return EXIT_USAGE;
 }

@@ -329,6 +329,13 @@ static int parse_field(const vsoc_json_field_t *f, json_t *j, vsoc_json_other_fn
             vsoc_envelope_seterr(reason, reasonlen, "%s: negative (%lld)", f->name, (long long)v);
             return -1;
         }
+        /* max bounds an I64 when set: a ttl of centuries is a mistake or an attack, and
+         * the agent adds it to its clock. */
+        if (f->type == VSOC_JSON_I64 && f->max && (unsigned long long)v > f->max) {
+            vsoc_envelope_seterr(reason, reasonlen, "%s: %lld is more than %zu", f->name,
+                                 (long long)v, f->max);
+            return -1;
+        }
         if (f->type == VSOC_JSON_U64)
             *(uint64_t *)(void *)dst = (uint64_t)v;
         else if (f->type == VSOC_JSON_I64)
@@ -433,7 +440,7 @@ static const vsoc_json_field_t fields[] = {
     FIELD(seq, VSOC_JSON_U64, 0, 0),
     FIELD(action, VSOC_JSON_STR, VSOC_ENVELOPE_STR_MAX, 0),
     FIELD(args, VSOC_JSON_OTHER, 0, 0),
-    FIELD(ttl_s, VSOC_JSON_I64, 0, 0),
+    FIELD(ttl_s, VSOC_JSON_I64, VSOC_ENVELOPE_TTL_MAX, 0),
     FIELD(issued_at, VSOC_JSON_TIME, 0, 0),
     FIELD(expires_at, VSOC_JSON_TIME, 0, 0),
     FIELD(incident_id, VSOC_JSON_STR, VSOC_ENVELOPE_STR_MAX, VSOC_JSON_EMPTY_OK),

@@ -20,6 +20,7 @@
 #define VSOC_ENVELOPE_ARGS_MAX 4096 /* bytes of args' canonical JSON */
 #define VSOC_ENVELOPE_MAX 16384     /* bytes of a whole envelope accepted by parse */
 #define VSOC_ENVELOPE_SIG_LEN 88    /* base64 of a 64-byte Ed25519 signature */
+#define VSOC_ENVELOPE_TTL_MAX 31536000 /* seconds (365 days) a ttl_s may ask for */
 #define VSOC_KEY_ID_MAX 64          /* key ids are [A-Za-z0-9._-], not starting with '.' */
 
 /* A command. A plain value: no pointers, copy it freely. Strings are NUL-terminated UTF-8;

@@ -66,7 +66,8 @@ typedef struct vsoc_json_field {
     const char *name;
     int type;
     size_t off;     /* offsetof the destination in the parsed struct */
-    size_t max;     /* STR: bytes; VERSION: the one version accepted */
+    size_t max;     /* STR: bytes; VERSION: the one version accepted; I64: the largest
+                       value (0: no bound) */
     unsigned flags;
 } vsoc_json_field_t;
 

@@ -5,6 +5,10 @@
 #           respond sends it and is killed (SIGKILL) while it waits for the ack; the vehicle
 #           applies it meanwhile; the restarted vsoc respond resumes the run, gets the ack
 #           and the command is acked, applied once by the vehicle, with one cmd_id and seq
+#   kafka   the same command handed to a connectivity platform over Kafka (a broker made
+#           from librdkafka's mock cluster): kcat reads the envelope, keyed by VIN, exactly
+#           as stored; the platform's side (vsoc-agent handle) answers; kcat puts the ack on
+#           the acks topic; vsoc respond records the command as acked
 #   resend  the vehicle is offline when the command goes out and its ack is lost; vsoc
 #           respond resends the same envelope after the ack timeout, the agent answers it
 #           without applying it twice, and a forged ack (wrong key) does not count
@@ -15,10 +19,11 @@ src=${VSOC_SRC:?}
 work=$(mktemp -d)
 # shellcheck source=tests/integration/broker.sh
 . "$src/tests/integration/broker.sh"
-respond_pid= agent_pid=
+respond_pid= agent_pid= mock_pid=
 cleanup() {
   broker_stop_pid "$respond_pid"
   broker_stop_pid "$agent_pid"
+  broker_stop_pid "$mock_pid"
   broker_stop
   [ -n "${KEEP:-}" ] || rm -rf "$work"
 }
@@ -64,7 +69,7 @@ cmd=$("$VSOC" commands list --db "$work/d.db" --json | jq -r 'select(.state == "
 [ -n "$cmd" ] || fail "the replay left no command waiting for approval"
 "$VSOC" commands approve "$cmd" --by alice --db "$work/d.db" >/dev/null || fail "approve failed"
 
-broker_start
+[ "$t" = kafka ] || broker_start
 
 state() { "$VSOC" commands list --db "$work/d.db" --json | jq -r "select(.cmd_id == \"$cmd\") | .$1"; }
 wait_state() { # wait_state STATE SECONDS
@@ -147,6 +152,39 @@ resend)
   wait_state acked 15
   attempts=$(state attempts)
   [ "$attempts" -ge 2 ] || fail "expected a resend, attempts = $attempts"
+  [ "$(applied_count)" = 1 ] || fail "the vehicle applied $(applied_count) times"
+  ;;
+kafka)
+  command -v kcat >/dev/null || fail "kcat is not installed"
+  "${VSOC_KAFKA_MOCK:?}" --brokers 1 --topic vsoc.commands:2 --topic vsoc.acks:1 \
+    --port-file "$work/kport" >/dev/null 2>"$work/mock.err" &
+  mock_pid=$!
+  for _ in $(seq 100); do
+    [ -s "$work/kport" ] && break
+    kill -0 "$mock_pid" 2>/dev/null || fail "vsoc-kafka-mock exited: $(cat "$work/mock.err")"
+    sleep 0.1
+  done
+  [ -s "$work/kport" ] || fail "vsoc-kafka-mock did not start within 10 s"
+  brokers=$(cat "$work/kport")
+  "$VSOC" respond --db "$work/d.db" --key "$work/keys/vsoc-soc.key" \
+    --vehicle-keys "$work/vkeys" --playbooks "$work/pb" --poll 200ms --kafka "$brokers" \
+    2>>"$work/respond.err" &
+  respond_pid=$!
+  wait_state sent 15
+  "$VSOC" commands export "$cmd" --db "$work/d.db" >"$work/sent.json"
+  timeout 20 kcat -b "$brokers" -C -t vsoc.commands -o beginning -c 1 -f '%k\n%s\n' \
+    >"$work/got" 2>"$work/kcat.err" || fail "kcat could not read the command: $(cat "$work/kcat.err")"
+  [ "$(head -n 1 "$work/got")" = "$VIN" ] || fail "the command is not keyed by the VIN"
+  tail -n +2 "$work/got" | cmp -s - "$work/sent.json" ||
+    fail "the envelope on the topic differs from the one stored"
+  # The platform delivers it to the vehicle and brings the signed ack back.
+  "$VSOC_AGENT" handle --vin "$VIN" --trust "$work/keys/vsoc-soc.pub" \
+    --signing-key "$work/vkeys/$VIN.key" --state-dir "$work/state" --speed 0 \
+    "$work/sent.json" >"$work/ack.json" || fail "vsoc-agent handle failed"
+  grep -q '"status":"applied"' "$work/ack.json" || fail "the vehicle did not apply it: $(cat "$work/ack.json")"
+  timeout 20 kcat -b "$brokers" -P -t vsoc.acks -k "$VIN" "$work/ack.json" ||
+    fail "kcat could not produce the ack"
+  wait_state acked 20
   [ "$(applied_count)" = 1 ] || fail "the vehicle applied $(applied_count) times"
   ;;
 *)

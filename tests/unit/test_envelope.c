@@ -241,6 +241,17 @@ static void test_parse(void)
     ASSERT_EQ(e.seq, 42);
     ASSERT_STREQ(e.args, "{\"mode\":\"block_external\",\"segment\":\"telematics\"}");
     ASSERT_EQ(e.expires_at, T_ISSUED + 300);
+    /* A ttl beyond a year is refused (the agent adds it to its clock). */
+    {
+        char big[4096];
+        const char *at = strstr(text, "\"ttl_s\":7200");
+        ASSERT(at != NULL);
+        snprintf(big, sizeof big, "%.*s\"ttl_s\":31536001%s", (int)(at - text), text,
+                 at + strlen("\"ttl_s\":7200"));
+        ASSERT_EQ(vsoc_envelope_parse(big, strlen(big), &e, reason, sizeof reason),
+                  VSOC_EPARSE);
+        ASSERT(strstr(reason, "ttl_s: 31536001 is more than 31536000") != NULL);
+    }
     /* Whitespace and key order do not matter to parse, only to the signature. */
     const char *loose = "{ \"sig\":\"x\", \"key_id\":\"k\", \"incident_id\":\"\", \"v\":1,"
                         "\"cmd_id\":\"0B9A3C2E-6F1D-4E8A-9C47-2D5E8F1A7B30\", \"vin\":\"V\","
