@@ -488,6 +488,20 @@ static void read_speed(const char *path, vsoc_vagent_state_t *st, int *warned)
     st->speed_kph = v;
 }
 
+/* --trust FILE at argv[*i], added to trust[MAX_KEYS]. Returns 0, or -1 after printing. */
+static int add_trust(int argc, char **argv, int *i, const char **trust, size_t *ntrust)
+{
+    const char *v = value(argc, argv, i, "--trust");
+    if (!v)
+        return -1;
+    if (*ntrust == MAX_KEYS) {
+        fprintf(stderr, "vsoc-agent: more than %d --trust\n", MAX_KEYS);
+        return -1;
+    }
+    trust[(*ntrust)++] = v;
+    return 0;
+}
+
 static int cmd_run(int argc, char **argv)
 {
     const char *vin = NULL, *broker = NULL, *cafile = NULL, *cert = NULL, *key = NULL;
@@ -518,13 +532,8 @@ static int cmd_run(int argc, char **argv)
             continue;
         }
         if (is_opt(a, "--trust")) {
-            if (!(v = value(argc, argv, &i, "--trust")))
+            if (add_trust(argc, argv, &i, trust, &ntrust) != 0)
                 return EXIT_USAGE;
-            if (ntrust == MAX_KEYS) {
-                fprintf(stderr, "vsoc-agent: more than %d --trust\n", MAX_KEYS);
-                return EXIT_USAGE;
-            }
-            trust[ntrust++] = v;
         } else if (is_opt(a, "--once-idle")) {
             uint64_t s;
             if (!(v = value(argc, argv, &i, "--once-idle")))
@@ -700,13 +709,8 @@ static int cmd_handle(int argc, char **argv)
             if (!(state_dir = value(argc, argv, &i, "--state-dir")))
                 return EXIT_USAGE;
         } else if (is_opt(a, "--trust")) {
-            if (!(v = value(argc, argv, &i, "--trust")))
+            if (add_trust(argc, argv, &i, trust, &ntrust) != 0)
                 return EXIT_USAGE;
-            if (ntrust == MAX_KEYS) {
-                fprintf(stderr, "vsoc-agent: more than %d --trust\n", MAX_KEYS);
-                return EXIT_USAGE;
-            }
-            trust[ntrust++] = v;
         } else if (is_opt(a, "--speed")) {
             char *end;
             if (!(v = value(argc, argv, &i, "--speed")))

@@ -854,25 +854,37 @@ static int needed(const vsoc_command_t *c)
     return c->approval == VSOC_APPROVAL_AUTO ? 0 : c->approval == VSOC_APPROVAL_REQUIRED ? 1 : 2;
 }
 
-int vsoc_responder_approve(vsoc_responder_t *r, const char *cmd_id, const char *by,
-                           int64_t now_us, char *err, size_t errlen)
+/* What approve and reject check first: a working responder, the command, a valid name
+ * (normalized into who). Returns 0, or a VSOC_E* code with err. */
+static int decision_start(vsoc_responder_t *r, const char *cmd_id, const char *by,
+                          int64_t now_us, char who[VSOC_APPROVER_MAX + 1], vsoc_command_t **c,
+                          char *err, size_t errlen)
 {
     if (r->failed) {
         snprintf(err, errlen, "%s", r->err);
         return VSOC_EIO;
     }
     advance(r, now_us);
-    vsoc_command_t *c = find_cmd(r, cmd_id);
-    if (!c) {
+    if (!(*c = find_cmd(r, cmd_id))) {
         snprintf(err, errlen, "no command %s", cmd_id);
         return VSOC_ENOENT;
     }
-    char who[VSOC_APPROVER_MAX + 1];
     if (vsoc_approver_normalize(by, who) != 0) {
         snprintf(err, errlen, "'%.80s' is not a person's name: 1..%d of A-Z a-z 0-9 . _ @ -",
                  by ? by : "", VSOC_APPROVER_MAX);
         return VSOC_EINVAL;
     }
+    return 0;
+}
+
+int vsoc_responder_approve(vsoc_responder_t *r, const char *cmd_id, const char *by,
+                           int64_t now_us, char *err, size_t errlen)
+{
+    char who[VSOC_APPROVER_MAX + 1];
+    vsoc_command_t *c;
+    int rc0 = decision_start(r, cmd_id, by, now_us, who, &c, err, errlen);
+    if (rc0)
+        return rc0;
     by = who;
     if (c->state != VSOC_CMD_PENDING_APPROVAL && c->state != VSOC_CMD_ESCALATED) {
         snprintf(err, errlen, "command %s is %s, not waiting for approval", c->cmd_id,
@@ -916,22 +928,11 @@ int vsoc_responder_approve(vsoc_responder_t *r, const char *cmd_id, const char *
 int vsoc_responder_reject(vsoc_responder_t *r, const char *cmd_id, const char *by,
                           const char *why, int64_t now_us, char *err, size_t errlen)
 {
-    if (r->failed) {
-        snprintf(err, errlen, "%s", r->err);
-        return VSOC_EIO;
-    }
-    advance(r, now_us);
-    vsoc_command_t *c = find_cmd(r, cmd_id);
-    if (!c) {
-        snprintf(err, errlen, "no command %s", cmd_id);
-        return VSOC_ENOENT;
-    }
     char who[VSOC_APPROVER_MAX + 1];
-    if (vsoc_approver_normalize(by, who) != 0) {
-        snprintf(err, errlen, "'%.80s' is not a person's name: 1..%d of A-Z a-z 0-9 . _ @ -",
-                 by ? by : "", VSOC_APPROVER_MAX);
-        return VSOC_EINVAL;
-    }
+    vsoc_command_t *c;
+    int rc0 = decision_start(r, cmd_id, by, now_us, who, &c, err, errlen);
+    if (rc0)
+        return rc0;
     by = who;
     if (c->state != VSOC_CMD_PENDING_APPROVAL && c->state != VSOC_CMD_ESCALATED &&
         c->state != VSOC_CMD_QUEUED) {
