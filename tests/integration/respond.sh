@@ -67,7 +67,9 @@ echo 0 >"$work/speed"
   "$work/ids.jsonl" >/dev/null || fail "vsoc replay failed"
 cmd=$("$VSOC" commands list --db "$work/d.db" --json | jq -r 'select(.state == "pending_approval") | .cmd_id')
 [ -n "$cmd" ] || fail "the replay left no command waiting for approval"
-"$VSOC" commands approve "$cmd" --by alice --db "$work/d.db" >/dev/null || fail "approve failed"
+approve() { "$VSOC" commands approve "$cmd" --by alice --db "$work/d.db" >/dev/null || fail "approve failed"; }
+# kafka approves while vsoc respond runs: it must pick the decision up from the store.
+[ "$t" = kafka ] || approve
 
 [ "$t" = kafka ] || broker_start
 
@@ -170,6 +172,12 @@ kafka)
     --vehicle-keys "$work/vkeys" --playbooks "$work/pb" --poll 200ms --kafka "$brokers" \
     2>>"$work/respond.err" &
   respond_pid=$!
+  for _ in $(seq 100); do
+    grep -q "respond.started" "$work/respond.err" && break
+    sleep 0.1
+  done
+  [ "$(state state)" = pending_approval ] || fail "sent before anyone approved it"
+  approve
   wait_state sent 15
   "$VSOC" commands export "$cmd" --db "$work/d.db" >"$work/sent.json"
   timeout 20 kcat -b "$brokers" -C -t vsoc.commands -o beginning -c 1 -f '%k\n%s\n' \
