@@ -20,6 +20,7 @@ int cmd_incidents(int argc, char **argv);
 int cmd_commands(int argc, char **argv);
 int cmd_respond(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* The default rule pack's directory: $VSOC_RULES, else the pack installed beside the
  * binary (../share/vsoc/rules), else the source tree's rules/. */

@@ -5,11 +5,13 @@
  * byte-identical output; the wall clock is read only for the summary and progress line. */
 #include "cli.h"
 #include "engine.h"
+#include "fleet.h"
 #include "score.h"
 #include "file/reader.h"
 #include "response.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -74,22 +76,89 @@ typedef struct replay {
     cli_bad_t bad;
     cli_response_t *resp; /* NULL: no response side */
     int resp_err;
+    /* fleet_count: every hit goes to one in-process counter (a replay is one instance) */
+    vsoc_fleet_t *fleet;
+    const vsoc_ruleset_t *rs;
+    uint64_t *fleet_alerts; /* per rule index */
+    uint64_t fleet_oom, fleet_bad_vin;
 } replay_t;
+
+static void write_alert(replay_t *rp, const vsoc_alert_t *a, const char *json)
+{
+    if (fputs(json, rp->out) == EOF || fputc('\n', rp->out) == EOF)
+        rp->out_err = errno;
+    if (rp->resp && cli_response_alert(rp->resp, a, json) != 0)
+        rp->resp_err = 1;
+    rp->alerts++;
+}
+
+/* The index of rule r in the ruleset (rules are sorted by id). */
+static size_t rule_index(const vsoc_ruleset_t *rs, const vsoc_rule_t *r)
+{
+    size_t lo = 0, hi = vsoc_ruleset_count(rs);
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(vsoc_rule_id(vsoc_ruleset_rule(rs, mid)), vsoc_rule_id(r));
+        if (c == 0)
+            return mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return SIZE_MAX;
+}
+
+/* A fleet_count rule's hit: counted, never written; the fleet alert it may raise is written
+ * and handed to the response like any alert, under the fleet alert's uid. */
+static void on_fleet_hit(replay_t *rp, const vsoc_alert_t *a)
+{
+    int64_t span;
+    uint64_t gte;
+    vsoc_fleet_result_t res;
+    vsoc_rule_fleet(a->rule, &span, &gte);
+    int rc = vsoc_fleet_hit(rp->fleet, vsoc_rule_id(a->rule), span, gte, a->vin.p, a->vin.n,
+                            a->time_us, &res);
+    if (rc == VSOC_EINVAL) {
+        rp->fleet_bad_vin++; /* no vehicle id, or one longer than a vehicle id can be */
+        return;
+    }
+    if (rc != 0) {
+        rp->fleet_oom++;
+        return;
+    }
+    if (!res.alert)
+        return;
+    char *s = vsoc_fleet_alert_json(a, &res);
+    if (!s) {
+        rp->out_err = ENOMEM;
+        return;
+    }
+    vsoc_alert_t copy = *a;
+    memcpy(copy.uid, res.uid, sizeof copy.uid);
+    copy.count = res.vehicles;
+    copy.first_us = res.first_us;
+    write_alert(rp, &copy, s);
+    free(s);
+    size_t i = rule_index(rp->rs, a->rule);
+    if (i != SIZE_MAX)
+        rp->fleet_alerts[i]++;
+}
 
 static void on_alert(void *ctx, const vsoc_alert_t *a)
 {
     replay_t *rp = ctx;
+    if (a->fleet_hit) {
+        on_fleet_hit(rp, a);
+        return;
+    }
     char *s = vsoc_alert_json(a);
     if (!s) {
         rp->out_err = ENOMEM;
         return;
     }
-    if (fputs(s, rp->out) == EOF || fputc('\n', rp->out) == EOF)
-        rp->out_err = errno;
-    if (rp->resp && cli_response_alert(rp->resp, a, s) != 0)
-        rp->resp_err = 1;
+    write_alert(rp, a, s);
     free(s);
-    rp->alerts++;
 }
 
 
@@ -263,6 +332,13 @@ int cmd_replay(int argc, char **argv)
             goto done;
         }
     }
+    rp.rs = rs;
+    rp.fleet = vsoc_fleet_new();
+    rp.fleet_alerts = calloc(vsoc_ruleset_count(rs) + 1, sizeof *rp.fleet_alerts);
+    if (!rp.fleet || !rp.fleet_alerts) {
+        fprintf(stderr, "vsoc replay: out of memory\n");
+        goto done;
+    }
     vsoc_engine_opts_t eo = {.on_alert = on_alert, .ctx = &rp,
                              .clock_ns = stats ? cli_now_ns : NULL, .scorer = scorer};
     eng = vsoc_engine_new(rs, &eo, err, sizeof err);
@@ -332,6 +408,13 @@ int cmd_replay(int argc, char **argv)
     if (oom)
         fprintf(stderr, "vsoc replay: warning: %llu events could not open a correlation group "
                         "(out of memory)\n", (unsigned long long)oom);
+    if (rp.fleet_oom)
+        fprintf(stderr, "vsoc replay: warning: %llu fleet_count hits could not be counted "
+                        "(out of memory)\n", (unsigned long long)rp.fleet_oom);
+    if (rp.fleet_bad_vin)
+        fprintf(stderr, "vsoc replay: warning: %llu fleet_count hits not counted: their "
+                        "vehicle id is empty or longer than %d bytes\n",
+                (unsigned long long)rp.fleet_bad_vin, VSOC_VIN_MAX);
     if (!quiet) {
         char rb[32];
         fprintf(stderr,
@@ -345,11 +428,13 @@ int cmd_replay(int argc, char **argv)
         fprintf(stderr, "alerts: %llu\n", (unsigned long long)rp.alerts);
         for (size_t i = 0; i < vsoc_ruleset_count(rs); i++) {
             const vsoc_rule_stats_t *st = vsoc_engine_rule_stats(eng, i);
-            if (!st->alerts && !st->suppressed)
+            /* A fleet_count rule's alerts are raised here, by the fleet counter. */
+            uint64_t n = st->alerts + rp.fleet_alerts[i];
+            if (!n && !st->suppressed)
                 continue;
             const vsoc_rule_t *rule = vsoc_ruleset_rule(rs, i);
             fprintf(stderr, "  %-48s %-13s %6llu", vsoc_rule_id(rule),
-                    vsoc_level_name(vsoc_rule_level(rule)), (unsigned long long)st->alerts);
+                    vsoc_level_name(vsoc_rule_level(rule)), (unsigned long long)n);
             if (st->suppressed)
                 fprintf(stderr, "  (+%llu suppressed)", (unsigned long long)st->suppressed);
             fputc('\n', stderr);
@@ -366,13 +451,16 @@ int cmd_replay(int argc, char **argv)
             const vsoc_rule_stats_t *st = vsoc_engine_rule_stats(eng, i);
             fprintf(stderr, "%-48s %12llu %10llu %8llu %10.2f %8llu\n",
                     vsoc_rule_id(vsoc_ruleset_rule(rs, i)), (unsigned long long)st->evals,
-                    (unsigned long long)st->matches, (unsigned long long)st->alerts,
+                    (unsigned long long)st->matches,
+                    (unsigned long long)(st->alerts + rp.fleet_alerts[i]),
                     (double)st->ns / 1e6, (unsigned long long)st->regex_limit);
         }
         fprintf(stderr, "correlation groups live at the end: %llu\n",
                 (unsigned long long)vsoc_engine_groups(eng));
     }
 done:
+    vsoc_fleet_free(rp.fleet);
+    free(rp.fleet_alerts);
     cli_response_free(rp.resp);
     free(pbs);
     if (rp.out != stdout)

@@ -253,13 +253,9 @@ static void on_mqtt(void *ctx, const char *topic, const void *payload, size_t n)
     handle_ack(rs, vin, payload, n);
 }
 
-static void on_kafka(void *ctx, const char *topic, const void *key, size_t keylen,
-                     const void *val, size_t n)
+static void on_kafka(void *ctx, const vsoc_kafka_msg_t *m)
 {
-    (void)topic;
-    (void)key;
-    (void)keylen;
-    handle_ack(ctx, NULL, val, n);
+    handle_ack(ctx, NULL, m->val, m->n);
 }
 
 static int on_approval(void *ctx, int64_t rowid, const char *cmd_id, const char *by,

@@ -45,7 +45,8 @@ typedef struct queue {
 struct cli_response {
     cli_response_opts_t o;
     vsoc_store_t *store;
-    vsoc_playbooks_t *pbs;
+    const vsoc_playbooks_t *pbs;
+    vsoc_playbooks_t *own_pbs; /* pbs when loaded here; NULL when borrowed */
     vsoc_incidents_t *inc;
     vsoc_responder_t *resp;
     vsoc_key_t *key;         /* signs commands */
@@ -70,6 +71,15 @@ static void logf_(cli_response_t *r, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void logf_(cli_response_t *r, const char *event, const char *fmt, ...)
 {
+    if (r->o.log_fn) {
+        char text[1024];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(text, sizeof text, fmt, ap);
+        va_end(ap);
+        r->o.log_fn(r->o.log_ctx, event, text);
+        return;
+    }
     if (!r->o.log)
         return;
     char t[40];
@@ -80,6 +90,21 @@ static void logf_(cli_response_t *r, const char *event, const char *fmt, ...)
     vfprintf(r->o.log, fmt, ap);
     va_end(ap);
     fputc('\n', r->o.log);
+}
+
+/* A failure or warning: "prog: message" on stderr, or the log function's "error" event. */
+static void errf(const cli_response_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void errf(const cli_response_t *r, const char *fmt, ...)
+{
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (r->o.log_fn)
+        r->o.log_fn(r->o.log_ctx, "error", text);
+    else
+        fprintf(stderr, "%s: %s\n", r->o.prog ? r->o.prog : "vsoc replay", text);
 }
 
 static int push(queue_t *q, const char *vin, const char *text, size_t n)
@@ -181,6 +206,13 @@ static int on_change(void *ctx, const vsoc_change_t *c)
     return r->failed ? -1 : 0;
 }
 
+static int limits(void *ctx, const vsoc_playbook_t *p, const char *vin, int *cooling,
+                  uint64_t *vehicles)
+{
+    cli_response_t *r = ctx;
+    return r->o.limits(r->o.limits_ctx, p, vin, cooling, vehicles);
+}
+
 static int loop_send(void *ctx, const vsoc_command_t *cmd, const char *envelope, size_t n)
 {
     cli_response_t *r = ctx;
@@ -217,7 +249,7 @@ static int drain(cli_response_t *r)
                 char err[256];
                 v->agent = vsoc_vagent_new(&ao, err, sizeof err);
                 if (!v->agent)
-                    fprintf(stderr, "vsoc replay: loopback agent for %s: %s\n", v->vin, err);
+                    errf(r, "loopback agent for %s: %s", v->vin, err);
             }
             if (v && v->agent) {
                 vsoc_vagent_state_t st = state_of(r, v);
@@ -239,7 +271,7 @@ static int drain(cli_response_t *r)
         const char *verdict = vr == VSOC_ENVELOPE_OK ? "ok" : vsoc_envelope_reason_name(vr);
         if (r->store && !r->o.dry_run &&
             vsoc_store_put_ack(r->store, &ack, m.text, verdict, r->now_us) != 0) {
-            fprintf(stderr, "vsoc replay: %s\n", vsoc_store_errmsg(r->store));
+            errf(r, "%s", vsoc_store_errmsg(r->store));
             r->failed = 1;
         }
         logf_(r, "ack", "%.8s %s from %s%s%s (signature %s)", ack.cmd_id,
@@ -254,7 +286,7 @@ static int drain(cli_response_t *r)
     r->acks.head = r->acks.n = 0;
     if (vsoc_responder_error(r->resp)) {
         r->failed = 1;
-        fprintf(stderr, "vsoc replay: %s\n", vsoc_responder_error(r->resp));
+        errf(r, "%s", vsoc_responder_error(r->resp));
     }
     return r->failed ? -1 : 0;
 }
@@ -289,7 +321,7 @@ cli_response_t *cli_response_new(const cli_response_opts_t *o, int *exit_code)
     char err[512];
     cli_response_t *r = calloc(1, sizeof *r);
     if (!r) {
-        fprintf(stderr, "vsoc replay: out of memory\n");
+        errf(r, "out of memory");
         return NULL;
     }
     r->o = *o;
@@ -298,12 +330,14 @@ cli_response_t *cli_response_new(const cli_response_opts_t *o, int *exit_code)
     vsoc_diags_t *d = vsoc_diags_new();
     if (!d)
         goto oom;
-    if (o->no_playbooks) {
-        r->pbs = vsoc_playbooks_load_string("none", "", 0, d);
+    if (o->use_playbooks && !o->no_playbooks) {
+        r->pbs = o->use_playbooks;
+    } else if (o->no_playbooks) {
+        r->pbs = r->own_pbs = vsoc_playbooks_load_string("none", "", 0, d);
     } else {
         const char *def = cli_default_playbooks();
-        r->pbs = vsoc_playbooks_load(o->nplaybooks ? o->playbooks : &def,
-                                     o->nplaybooks ? o->nplaybooks : 1, d);
+        r->pbs = r->own_pbs = vsoc_playbooks_load(o->nplaybooks ? o->playbooks : &def,
+                                                  o->nplaybooks ? o->nplaybooks : 1, d);
     }
     vsoc_diags_sort(d);
     for (size_t i = 0; i < vsoc_diags_count(d); i++) {
@@ -312,8 +346,8 @@ cli_response_t *cli_response_new(const cli_response_opts_t *o, int *exit_code)
             fprintf(stderr, "%s:%d:%d: error: %s\n", g->file, g->line, g->col, g->msg);
     }
     if (vsoc_diags_errors(d)) {
-        fprintf(stderr, "vsoc replay: %zu error%s in playbooks; nothing was run "
-                        "(see vsoc playbooks lint)\n",
+        errf(r, "%zu error%s in playbooks; nothing was run "
+                        "(see vsoc playbooks lint)",
                 vsoc_diags_errors(d), vsoc_diags_errors(d) == 1 ? "" : "s");
         *exit_code = 2;
         vsoc_diags_free(d);
@@ -326,13 +360,13 @@ cli_response_t *cli_response_new(const cli_response_opts_t *o, int *exit_code)
         if (o->keyfile) {
             r->key = vsoc_key_load_private(o->keyfile, NULL, err, sizeof err);
             if (!r->key) {
-                fprintf(stderr, "vsoc replay: %s\n", err);
+                errf(r, "%s", err);
                 goto fail;
             }
         } else {
             r->key = throwaway_key("replay-throwaway", err, sizeof err);
             if (!r->key) {
-                fprintf(stderr, "vsoc replay: throwaway key: %s\n", err);
+                errf(r, "throwaway key: %s", err);
                 goto fail;
             }
             if (r->o.log)
@@ -341,7 +375,7 @@ cli_response_t *cli_response_new(const cli_response_opts_t *o, int *exit_code)
         }
         r->vehicle_key = throwaway_key("loopback-vehicle", err, sizeof err);
         if (!r->vehicle_key) {
-            fprintf(stderr, "vsoc replay: throwaway key: %s\n", err);
+            errf(r, "throwaway key: %s", err);
             goto fail;
         }
     }
@@ -359,12 +393,13 @@ cli_response_t *cli_response_new(const cli_response_opts_t *o, int *exit_code)
         .on_change = on_change,
         .send = o->loopback ? loop_send : NULL,
         .ctx = r,
+        .limits = o->limits ? limits : NULL,
         .dry_run = o->dry_run,
         .approve_all = o->approve_all,
     };
     r->resp = vsoc_responder_new(&ro, err, sizeof err);
     if (!r->resp) {
-        fprintf(stderr, "vsoc replay: %s\n", err);
+        errf(r, "%s", err);
         goto fail;
     }
     if (r->store) {
@@ -372,17 +407,17 @@ cli_response_t *cli_response_new(const cli_response_opts_t *o, int *exit_code)
             cli_responder_restore(r->resp, r->store, 0) != 0)
             goto fail;
         if (!o->dry_run && vsoc_store_begin(r->store) != 0) {
-            fprintf(stderr, "vsoc replay: %s\n", vsoc_store_errmsg(r->store));
+            errf(r, "%s", vsoc_store_errmsg(r->store));
             goto fail;
         }
     }
     if (o->approve_all)
-        fprintf(stderr, "vsoc replay: --approve-all: EVERY COMMAND THAT NEEDS A PERSON'S "
+        errf(r, "--approve-all: EVERY COMMAND THAT NEEDS A PERSON'S "
                         "APPROVAL IS APPROVED WITHOUT ONE (for demos only)\n");
     *exit_code = 0;
     return r;
 oom:
-    fprintf(stderr, "vsoc replay: out of memory\n");
+    errf(r, "out of memory");
 fail:
     cli_response_free(r);
     return NULL;
@@ -399,7 +434,7 @@ void cli_response_free(cli_response_t *r)
     queue_free(&r->acks);
     vsoc_responder_free(r->resp);
     vsoc_incidents_free(r->inc);
-    vsoc_playbooks_free(r->pbs);
+    vsoc_playbooks_free(r->own_pbs);
     vsoc_key_free(r->key);
     vsoc_key_free(r->vehicle_key);
     vsoc_store_close(r->store);
@@ -448,10 +483,10 @@ int cli_response_alert(cli_response_t *r, const vsoc_alert_t *a, const char *jso
     vsoc_level_t level = vsoc_rule_level(a->rule);
     if (a->vin.n == 0 || a->vin.n > VSOC_VIN_MAX) {
         /* A command goes to exactly this vehicle: an id that does not fit is never cut. */
-        if (r->long_vins++ == 0 && r->o.log)
-            fprintf(r->o.log, "vsoc replay: warning: alerts of vehicle id '%.*s' have no "
-                              "incident: a vehicle id is 1..%d bytes\n",
-                    (int)(a->vin.n > 64 ? 64 : a->vin.n), a->vin.p, VSOC_VIN_MAX);
+        if (r->long_vins++ == 0 && (r->o.log || r->o.log_fn))
+            errf(r, "warning: alerts of vehicle id '%.*s' have no incident: a vehicle id is "
+                    "1..%d bytes",
+                 (int)(a->vin.n > 64 ? 64 : a->vin.n), a->vin.p, VSOC_VIN_MAX);
         return 0;
     }
     char vin[VSOC_VIN_MAX + 1];
@@ -461,7 +496,7 @@ int cli_response_alert(cli_response_t *r, const vsoc_alert_t *a, const char *jso
     if (r->store && !r->o.dry_run) {
         int rc = vsoc_store_put_alert(r->store, a->uid, rule_id, level, vin, a->time_us, json);
         if (rc < 0) {
-            fprintf(stderr, "vsoc replay: %s\n", vsoc_store_errmsg(r->store));
+            errf(r, "%s", vsoc_store_errmsg(r->store));
             r->failed = 1;
             return -1;
         }
@@ -483,7 +518,7 @@ int cli_response_alert(cli_response_t *r, const vsoc_alert_t *a, const char *jso
     const vsoc_incident_t *inc;
     unsigned flags;
     if (vsoc_incidents_add(r->inc, &ia, &inc, &flags) != 0) {
-        fprintf(stderr, "vsoc replay: out of memory grouping incidents\n");
+        errf(r, "out of memory grouping incidents");
         r->failed = 1;
         return -1;
     }
@@ -500,7 +535,7 @@ int cli_response_alert(cli_response_t *r, const vsoc_alert_t *a, const char *jso
     }
     if (r->store && !r->o.dry_run &&
         vsoc_store_put_incident(r->store, inc, a->uid, event, "vsoc", a->time_us) != 0) {
-        fprintf(stderr, "vsoc replay: %s\n", vsoc_store_errmsg(r->store));
+        errf(r, "%s", vsoc_store_errmsg(r->store));
         r->failed = 1;
         return -1;
     }
@@ -509,7 +544,7 @@ int cli_response_alert(cli_response_t *r, const vsoc_alert_t *a, const char *jso
     if (r->store && !r->o.dry_run && ++r->since_commit >= 256) {
         r->since_commit = 0;
         if (vsoc_store_commit(r->store) != 0 || vsoc_store_begin(r->store) != 0) {
-            fprintf(stderr, "vsoc replay: %s\n", vsoc_store_errmsg(r->store));
+            errf(r, "%s", vsoc_store_errmsg(r->store));
             r->failed = 1;
         }
     }
@@ -521,7 +556,7 @@ int cli_response_finish(cli_response_t *r)
     if (!r->failed && r->now_us != INT64_MIN)
         tick(r);
     if (r->store && !r->o.dry_run && vsoc_store_commit(r->store) != 0) {
-        fprintf(stderr, "vsoc replay: %s\n", vsoc_store_errmsg(r->store));
+        errf(r, "%s", vsoc_store_errmsg(r->store));
         r->failed = 1;
     }
     return r->failed ? -1 : 0;
@@ -552,4 +587,84 @@ void cli_response_summary(const cli_response_t *r, FILE *out)
         fprintf(out, "store: %s (vsoc incidents list --db %s)\n", r->o.db, r->o.db);
     if (r->o.approve_all)
         fprintf(out, "WARNING: --approve-all approved every command without a person\n");
+}
+
+/* ---- the service ------------------------------------------------------------------------- */
+
+int cli_response_commit(cli_response_t *r)
+{
+    if (r->failed)
+        return -1;
+    if (!r->store || r->o.dry_run)
+        return 0;
+    r->since_commit = 0;
+    if (vsoc_store_commit(r->store) != 0 || vsoc_store_begin(r->store) != 0) {
+        errf(r, "%s", vsoc_store_errmsg(r->store));
+        r->failed = 1;
+        return -1;
+    }
+    return 0;
+}
+
+int cli_response_advance(cli_response_t *r, int64_t now_us)
+{
+    if (r->failed)
+        return -1;
+    if (now_us > r->now_us)
+        r->now_us = now_us;
+    if (r->now_us == INT64_MIN || r->now_us < r->next_tick_us)
+        return 0;
+    r->next_tick_us = (r->now_us / US + 1) * US;
+    return tick(r);
+}
+
+int cli_response_set_playbooks(cli_response_t *r, const vsoc_playbooks_t *pbs)
+{
+    if (r->failed || r->o.no_playbooks)
+        return r->failed ? -1 : 0;
+    /* Runs refer to their playbooks: the new responder starts from what the store holds,
+     * exactly as after a restart, so everything is committed first. */
+    if (cli_response_commit(r) != 0)
+        return -1;
+    char err[512];
+    vsoc_responder_opts_t ro = {
+        .playbooks = pbs,
+        .key = r->o.loopback || r->o.dry_run ? r->key : NULL,
+        .on_change = on_change,
+        .send = r->o.loopback ? loop_send : NULL,
+        .ctx = r,
+        .limits = r->o.limits ? limits : NULL,
+        .dry_run = r->o.dry_run,
+        .approve_all = r->o.approve_all,
+    };
+    vsoc_responder_t *nr = vsoc_responder_new(&ro, err, sizeof err);
+    if (!nr) {
+        errf(r, "%s", err);
+        return -1;
+    }
+    if (r->store && cli_responder_restore(nr, r->store, 0) != 0) {
+        vsoc_responder_free(nr);
+        return -1;
+    }
+    vsoc_responder_free(r->resp);
+    r->resp = nr;
+    r->pbs = pbs;
+    vsoc_playbooks_free(r->own_pbs);
+    r->own_pbs = NULL;
+    return 0;
+}
+
+void cli_response_counts(const cli_response_t *r, cli_response_counts_t *c)
+{
+    c->alerts_new = r->alerts_new;
+    c->alerts_dup = r->alerts_dup;
+    c->incidents = r->incidents;
+    c->runs = r->runs;
+    c->sent = r->sent;
+    c->acked = r->acked;
+    c->deferred = r->deferred;
+    c->rejected = r->rejected;
+    c->pending = r->pending;
+    c->escalated = r->escalated;
+    c->notes = r->notes;
 }

@@ -8,6 +8,7 @@
 #define VSOC_CLI_RESPONSE_H
 
 #include "engine.h"
+#include "playbook.h"
 
 #include <stdio.h>
 
@@ -23,6 +24,16 @@ typedef struct cli_response_opts {
                                        queued in the store for `vsoc respond` */
     int64_t incident_gap_us;        /* 0: the default */
     FILE *log;                      /* the response log (stderr), NULL: silent */
+    /* The service: log lines and errors go to log_fn instead (event "error" for errors),
+     * and the playbooks are borrowed from its loaded set instead of loaded here. */
+    void (*log_fn)(void *ctx, const char *event, const char *text);
+    void *log_ctx;
+    const vsoc_playbooks_t *use_playbooks;
+    const char *prog;               /* prefix of errors on stderr; NULL: "vsoc replay" */
+    /* Fleet-wide limits shared between instances (respond.h, limits); NULL: local. */
+    int (*limits)(void *ctx, const vsoc_playbook_t *p, const char *vin, int *cooling,
+                  uint64_t *vehicles);
+    void *limits_ctx;
 } cli_response_opts_t;
 
 typedef struct cli_response cli_response_t;
@@ -39,6 +50,21 @@ int cli_response_alert(cli_response_t *r, const vsoc_alert_t *a, const char *jso
 int cli_response_event(cli_response_t *r, const vsoc_event_t *ev);
 /* End of input: last timers, commit. Returns 0 or -1. */
 int cli_response_finish(cli_response_t *r);
+/* Commits what the store holds so far (and opens the next transaction). 0 or -1. */
+int cli_response_commit(cli_response_t *r);
+/* Moves the response's event time to now_us (never back) and runs due timers. */
+int cli_response_advance(cli_response_t *r, int64_t now_us);
+/* Replaces the playbooks (borrowed; they must outlive their use here): commits, then builds
+ * a responder over pbs and restores the runs from the store, as after a restart. On failure
+ * the old playbooks stay. 0 or -1. */
+int cli_response_set_playbooks(cli_response_t *r, const vsoc_playbooks_t *pbs);
+
+typedef struct cli_response_counts {
+    uint64_t alerts_new, alerts_dup, incidents, runs, sent, acked, deferred, rejected,
+        pending, escalated, notes;
+} cli_response_counts_t;
+void cli_response_counts(const cli_response_t *r, cli_response_counts_t *c);
+
 /* A summary for the replay's stderr summary. */
 void cli_response_summary(const cli_response_t *r, FILE *out);
 

@@ -30,6 +30,7 @@ static void usage(FILE *out)
             "  incidents   list, show, resolve incidents in a store (vsoc incidents --help)\n"
             "  commands    list, approve, reject, export vehicle commands (vsoc commands --help)\n"
             "  respond     deliver approved commands to vehicles and collect their acks\n"
+            "  serve       the SOC service: Kafka in, alerts out, store, playbooks, metrics\n"
             "  audit       verify or show a store's hash-chained audit log\n"
             "  keygen      write an Ed25519 key pair for signing vehicle commands\n"
             "  version     print the version\n"
@@ -210,6 +211,8 @@ int main(int argc, char **argv)
         return cmd_commands(argc - 1, argv + 1);
     if (!strcmp(cmd, "respond"))
         return cmd_respond(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve"))
+        return cmd_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "audit"))
         return cmd_audit(argc - 1, argv + 1);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {

@@ -174,7 +174,10 @@ static json_t *event_json(const vsoc_event_t *ev)
     return o;
 }
 
-char *vsoc_alert_json(const vsoc_alert_t *a)
+/* The finding of alert a. uid, count and the window (first_us .. last_us) are passed apart
+ * because a fleet alert takes them from the fleet counter; fleet is NULL for any other. */
+static char *finding_json(const vsoc_alert_t *a, const char *uid, uint64_t count,
+                          int64_t first_us, int64_t last_us, const vsoc_fleet_result_t *fleet)
 {
     const vsoc_rule_t *r = a->rule;
     int sev = (int)r->level;
@@ -189,13 +192,13 @@ char *vsoc_alert_json(const vsoc_alert_t *a)
     json_object_set_new(o, "class_name", json_string("Detection Finding"));
     json_object_set_new(o, "type_uid", json_integer(200401));
     json_object_set_new(o, "time", json_integer(a->time_us / 1000));
-    json_object_set_new(o, "start_time", json_integer(a->first_us / 1000));
-    json_object_set_new(o, "end_time", json_integer(a->last_us / 1000));
+    json_object_set_new(o, "start_time", json_integer(first_us / 1000));
+    json_object_set_new(o, "end_time", json_integer(last_us / 1000));
     json_object_set_new(o, "severity_id", json_integer(sev));
     json_object_set_new(o, "severity", json_string(severity_names[sev]));
     json_object_set_new(o, "status_id", json_integer(1));
     json_object_set_new(o, "status", json_string("New"));
-    json_object_set_new(o, "count", json_integer((json_int_t)a->count));
+    json_object_set_new(o, "count", json_integer((json_int_t)count));
     json_object_set_new(o, "message", json_string(r->title));
 
     json_t *md = json_object();
@@ -214,12 +217,12 @@ char *vsoc_alert_json(const vsoc_alert_t *a)
     json_object_set_new(o, "metadata", md);
 
     json_t *fi = json_object();
-    json_object_set_new(fi, "uid", json_string(a->uid));
+    json_object_set_new(fi, "uid", json_string(uid));
     json_object_set_new(fi, "title", json_string(r->title));
     if (r->description)
         json_object_set_new(fi, "desc", json_string(r->description));
-    json_object_set_new(fi, "first_seen_time", json_integer(a->first_us / 1000));
-    json_object_set_new(fi, "last_seen_time", json_integer(a->last_us / 1000));
+    json_object_set_new(fi, "first_seen_time", json_integer(first_us / 1000));
+    json_object_set_new(fi, "last_seen_time", json_integer(last_us / 1000));
     json_t *an = json_object();
     json_object_set_new(an, "uid", json_string(r->id));
     json_object_set_new(an, "name", json_string(r->title));
@@ -233,9 +236,9 @@ char *vsoc_alert_json(const vsoc_alert_t *a)
     json_object_set_new(o, "finding_info", fi);
 
     json_t *evd = json_object();
-    json_object_set_new(evd, "count", json_integer((json_int_t)a->count));
-    json_object_set_new(evd, "first_seen_time", json_integer(a->first_us / 1000));
-    json_object_set_new(evd, "last_seen_time", json_integer(a->last_us / 1000));
+    json_object_set_new(evd, "count", json_integer((json_int_t)count));
+    json_object_set_new(evd, "first_seen_time", json_integer(first_us / 1000));
+    json_object_set_new(evd, "last_seen_time", json_integer(last_us / 1000));
     if (a->ngroup) {
         json_t *grp = json_object();
         for (size_t i = 0; i < a->ngroup; i++)
@@ -260,9 +263,32 @@ char *vsoc_alert_json(const vsoc_alert_t *a)
 
     json_t *veh = json_object();
     json_object_set_new(veh, "vin", str_n(a->vin.p, a->vin.n));
+    if (fleet) {
+        json_t *fl = json_object();
+        json_object_set_new(fl, "vehicles", json_integer((json_int_t)fleet->vehicles));
+        json_t *vins = json_array();
+        for (size_t i = 0; i < fleet->nvins && i < VSOC_FLEET_SAMPLES; i++)
+            json_array_append_new(vins, str_n(fleet->vins[i], strlen(fleet->vins[i])));
+        json_object_set_new(fl, "vins", vins);
+        json_object_set_new(veh, "fleet", fl);
+    }
     json_object_set_new(o, "vehicle", veh);
 
     char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10));
     json_decref(o);
     return s;
+}
+
+char *vsoc_alert_json(const vsoc_alert_t *a)
+{
+    return finding_json(a, a->uid, a->count, a->first_us, a->last_us, NULL);
+}
+
+char *vsoc_fleet_alert_json(const vsoc_alert_t *hit, const vsoc_fleet_result_t *res)
+{
+    /* The hit that raises an alert is its vehicle's latest, so it is never older than
+     * first_us; res may come from another counter (Redis), so the window is still kept
+     * from ending before it starts. */
+    int64_t last = hit->time_us > res->first_us ? hit->time_us : res->first_us;
+    return finding_json(hit, res->uid, res->vehicles, res->first_us, last, res);
 }

@@ -3,7 +3,14 @@
  * Invariants: event time alone drives windows and suppression, so a replay gives the same
  * alerts every time; the per-event path takes no locks, logs nothing and allocates only for
  * a group seen for the first time; groups idle longer than their window (and out of
- * suppression) are freed by a sweep that runs once per second of event time. */
+ * suppression) are freed by a sweep that runs once per second of event time.
+ *
+ * Time is each vehicle's own: a group is judged idle against the latest event time of the
+ * vehicle that opened it, never against another vehicle's. One engine serves many vehicles
+ * in the service, whose streams interleave with clocks a little apart; judging by the
+ * newest time of any vehicle would end a lagging vehicle's windows early and change its
+ * alerts (and their ids) from what a replay of its capture gives. A vehicle silent for an
+ * hour of the engine's time has its groups freed whatever their windows. */
 #include "engine.h"
 
 #include "decode.h"
@@ -24,6 +31,8 @@
 #define SWEEP_EVERY_US 1000000
 #define VIN_MAX 64
 #define HELD_KEEP_US (86400LL * 1000000)
+#define STALE_SWEEPS 3600           /* sweeps without an event of a vehicle: an hour */
+#define SWEEP_EVENTS (1u << 20)     /* a sweep at least this often when time stands still */
 #define MISSING_CHECK_US 250000
 
 enum { G_CORR = 1, G_SUPP = 2 };
@@ -63,6 +72,9 @@ typedef struct group {
     /* evidence: the most recent matching events */
     uint8_t nsamples, shead;
     sample_t samples[VSOC_ALERT_SAMPLES];
+    /* The vehicle that opened the group: its clock judges when the group is idle. */
+    uint8_t vinlen;
+    char vin[VIN_MAX];
 } group_t;
 
 typedef struct vehicle {
@@ -72,6 +84,8 @@ typedef struct vehicle {
     uint8_t vinlen, used, has_speed;
     double speed_kph;
     int64_t speed_ts;
+    int64_t now_ts;       /* time of the vehicle's latest event: its clock */
+    uint64_t seen_sweep;  /* the engine's sweep count at that event */
 } vehicle_t;
 
 /* Candidate lists per CAN identifier, computed once from the ruleset's index: the list is a
@@ -109,7 +123,11 @@ struct vsoc_engine {
     group_t **glast; /* per rule and kind, the group found last: a flood or a per-vehicle
                         group is hit again and again, and then needs no hashing at all */
     size_t gcap, gcount;
-    int64_t next_sweep;
+    int64_t next_sweep;   /* on max_ts */
+    int64_t max_ts;       /* the newest event time of any vehicle */
+    uint64_t sweeps;
+    uint32_t since_sweep; /* events since the last sweep */
+    vsoc_str_t cur_vin;   /* the vehicle of the event being matched */
     /* vehicles */
     vehicle_t *vtab;
     size_t vcap, vcount;
@@ -643,6 +661,8 @@ static group_t *group_get(vsoc_engine_t *e, uint32_t rule, uint8_t kind, const c
     g->until = INT64_MIN;
     for (int i = 0; i < VSOC_MAX_ITEMS; i++)
         g->t[i] = INT64_MIN;
+    g->vinlen = (uint8_t)(e->cur_vin.n < VIN_MAX ? e->cur_vin.n : VIN_MAX - 1);
+    memcpy(g->vin, e->cur_vin.p, g->vinlen);
     size_t i = (size_t)h & (e->gcap - 1);
     while (e->gtab[i])
         i = (i + 1) & (e->gcap - 1);
@@ -685,19 +705,27 @@ static int64_t rule_horizon(const vsoc_rule_t *r, uint8_t kind)
     return kind == G_SUPP ? r->sup.for_us : r->corr.span_us;
 }
 
-/* Frees groups whose window and suppression have passed. */
-static void sweep(vsoc_engine_t *e, int64_t now)
+static vehicle_t *vehicle_find(vsoc_engine_t *e, const char *vin, size_t n);
+
+/* Frees groups whose window and suppression have passed on their vehicle's clock. */
+static void sweep(vsoc_engine_t *e)
 {
+    e->sweeps++;
+    e->since_sweep = 0;
     for (size_t i = 0; i < e->gcap;) {
         group_t *g = e->gtab[i];
         if (g) {
             const vsoc_rule_t *r = e->rs->rules[g->rule];
+            vehicle_t *v = vehicle_find(e, g->vin, g->vinlen);
+            int64_t now = v ? v->now_ts : e->max_ts;
+            int stale = !v || e->sweeps - v->seen_sweep > STALE_SWEEPS;
             /* A suppress group that held alerts back stays (a day at most) so that the
              * next alert can report how many. */
-            int idle = g->kind == G_SUPP
-                           ? g->until <= now && (g->held == 0 || g->until + HELD_KEEP_US <= now)
-                           : g->last_ts < now - rule_horizon(r, g->kind) ||
-                                 g->last_ts > now + rule_horizon(r, g->kind);
+            int idle = stale ||
+                       (g->kind == G_SUPP
+                            ? g->until <= now && (g->held == 0 || g->until + HELD_KEEP_US <= now)
+                            : g->last_ts < now - rule_horizon(r, g->kind) ||
+                                  g->last_ts > now + rule_horizon(r, g->kind));
             if (idle) {
                 gtab_remove_at(e, i);
                 continue; /* slot i may now hold a shifted group */
@@ -1078,6 +1106,20 @@ static int correlate_step(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev,
 
 /* ---- vehicles ----------------------------------------------------------------------- */
 
+/* The vehicle named vin, or NULL when the engine has not seen it. */
+static vehicle_t *vehicle_find(vsoc_engine_t *e, const char *vin, size_t n)
+{
+    if (!e->vcap)
+        return NULL;
+    size_t h = (size_t)vsoc_hash_bytes(vin, n, 0) & (e->vcap - 1);
+    while (e->vtab[h].used) {
+        if (e->vtab[h].vinlen == n && memcmp(e->vtab[h].vin, vin, n) == 0)
+            return &e->vtab[h];
+        h = (h + 1) & (e->vcap - 1);
+    }
+    return NULL;
+}
+
 static vehicle_t *vehicle_get(vsoc_engine_t *e, vsoc_str_t vin)
 {
     size_t n = vin.n < VIN_MAX ? vin.n : VIN_MAX - 1;
@@ -1327,11 +1369,56 @@ void vsoc_engine_free(vsoc_engine_t *e)
     free(e);
 }
 
-/* A rule whose condition holds: an alert for a plain rule, a window step for a correlation. */
+/* ---- fleet hits --------------------------------------------------------------------- */
+
+/* The group of a fleet_count rule is the vehicle: its key is built like a group-by [vin]. */
+static const vsoc_field_t vin_field = {.id = VSOC_F_VIN, .type = VSOC_FT_STR};
+
+/* A fleet_count rule's match: a per-vehicle hit for the caller's fleet counter (fleet.h),
+ * throttled to one per vehicle per timespan/16 of event time, because the counter only needs
+ * each vehicle's latest hit and a CAN rule can match thousands of frames a second. The
+ * vehicle's group keeps the time of its last hit; it is swept like any correlation group
+ * once that is older than the timespan. Returns 1 (a hit), 0 (throttled) or VSOC_ENOMEM. */
+static int fleet_hit(vsoc_engine_t *e, uint32_t ri, const vsoc_event_t *ev)
+{
+    const vsoc_rule_t *r = e->rs->rules[ri];
+    char key[GROUP_KEY_MAX];
+    size_t keylen = build_key(e, &vin_field, 1, ev, key);
+    group_t *g = group_get(e, ri, G_CORR, key, keylen);
+    if (!g)
+        return VSOC_ENOMEM;
+    const int64_t span = r->corr.span_us, every = span / 16;
+    /* Emitted: the vehicle's first match, a match timespan/16 after its last hit, or one
+     * from more than a timespan before it (time went back: a second capture). */
+    if (g->seen && ev->ts_us >= g->last_ts - span && ev->ts_us - g->last_ts < every)
+        return 0;
+    g->seen = 1;
+    g->last_ts = ev->ts_us;
+    if (!e->opts.on_alert)
+        return 1;
+    vsoc_alert_t a;
+    memset(&a, 0, sizeof a);
+    a.rule = r;
+    a.fleet_hit = 1;
+    a.time_us = a.first_us = a.last_us = ev->ts_us;
+    a.count = 1;
+    a.vin = ev->vin;
+    a.event = ev;
+    make_uid(r, key, keylen, ev->ts_us, ev, a.uid);
+    a.samples[0] = ev->line;
+    a.nsamples = 1;
+    e->opts.on_alert(e->opts.ctx, &a);
+    return 1;
+}
+
+/* A rule whose condition holds: an alert for a plain rule, a window step for a correlation,
+ * a hit for a fleet_count rule. */
 static int on_match(vsoc_engine_t *e, uint32_t ri, const rulehdr_t *h, const vsoc_event_t *ev,
                     const int *items)
 {
     e->stats[ri].matches++;
+    if (h->corr == CORR_FLEET_COUNT)
+        return fleet_hit(e, ri, ev);
     if (h->corr != CORR_NONE)
         return correlate(e, ri, ev, items);
     char key[GROUP_KEY_MAX];
@@ -1454,13 +1541,23 @@ int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev)
             ev->derived |= VSOC_HAS_SPEED;
         }
     }
-    if (e->next_sweep != INT64_MIN && ev->ts_us < e->next_sweep - 2 * SWEEP_EVERY_US)
-        e->next_sweep = ev->ts_us; /* time went back: sweep on the new timeline */
-    if (e->gcount && ev->ts_us >= e->next_sweep) {
-        if (e->next_sweep != INT64_MIN)
-            sweep(e, ev->ts_us);
-        e->next_sweep = ev->ts_us + SWEEP_EVERY_US;
+    /* Sweeps follow the newest time of any vehicle; a vehicle whose own time went back
+     * (a second capture of it) is swept at once, so its old timeline's groups are gone
+     * before its new one matches; and a sweep comes every SWEEP_EVENTS events anyway. */
+    int back = 0;
+    if (veh) {
+        back = veh->used && ev->ts_us < veh->now_ts - 2 * SWEEP_EVERY_US;
+        veh->now_ts = ev->ts_us;
+        veh->seen_sweep = e->sweeps;
     }
+    if (e->max_ts < ev->ts_us || e->next_sweep == INT64_MIN)
+        e->max_ts = ev->ts_us;
+    if (e->gcount && (back || e->max_ts >= e->next_sweep || ++e->since_sweep >= SWEEP_EVENTS)) {
+        if (e->next_sweep != INT64_MIN)
+            sweep(e);
+        e->next_sweep = e->max_ts + SWEEP_EVERY_US;
+    }
+    e->cur_vin = ev->vin;
     int rc = match_event(e, ev);
     if (rc < 0 || missing < 0)
         return VSOC_ENOMEM;

@@ -10,14 +10,19 @@
 
 #include "event.h"
 #include "field.h"
+#include "fleet.h"
 #include "rule.h"
 
 #define VSOC_ALERT_SAMPLES 5
 #define VSOC_SAMPLE_MAX 200
 
-/* An alert, valid only during the callback. */
+/* An alert, valid only during the callback. With fleet_hit set it is a fleet_count rule's
+ * per-vehicle hit instead: uid identifies the hit (derived like a plain rule's alert id),
+ * count is 1, time, event and sample are the matching event's. */
 typedef struct vsoc_alert {
     const vsoc_rule_t *rule;
+    int fleet_hit;         /* 1: a fleet_count rule's per-vehicle hit, to be counted with
+                              fleet.h; not an alert by itself */
     char uid[37];          /* stable: derived from rule, group and window start */
     int64_t time_us;       /* event time of the event that raised it */
     int64_t first_us;      /* first event of the window */
@@ -50,8 +55,10 @@ typedef struct vsoc_engine_opts {
 
 typedef struct vsoc_rule_stats {
     uint64_t evals;       /* events that visited the rule */
-    uint64_t matches;     /* events that satisfied its condition */
-    uint64_t alerts;      /* alerts emitted */
+    uint64_t matches;     /* events that satisfied its condition (for a fleet_count rule,
+                             throttled ones included) */
+    uint64_t alerts;      /* alerts emitted (never a fleet_count rule's hits: its fleet
+                             alerts are counted by the caller that counts the fleet) */
     uint64_t suppressed;  /* alerts held back by suppress */
     uint64_t regex_limit; /* regex evaluations stopped by the match limit */
     uint64_t ns;          /* estimated time spent (sampled 1 in 64 events) */
@@ -66,8 +73,16 @@ vsoc_engine_t *vsoc_engine_new(vsoc_ruleset_t *rs, const vsoc_engine_opts_t *opt
 void vsoc_engine_free(vsoc_engine_t *e); /* NULL does nothing */
 
 /* Processes one event: decodes it in place, updates vehicle state, matches and correlates,
- * calling on_alert for each alert. Returns the number of alerts raised, or VSOC_ENOMEM
- * when a new group could not be allocated (the event is still matched). */
+ * calling on_alert for each alert. Returns the number of alerts raised (fleet hits
+ * included), or VSOC_ENOMEM when a new group could not be allocated (the event is still
+ * matched).
+ *
+ * A fleet_count rule's match is passed to on_alert as a hit (fleet_hit 1): a vehicle's
+ * first match always, later ones only once timespan/16 of event time has passed since its
+ * last hit, so that a rule matching every CAN frame of a vehicle gives about 16 hits per
+ * timespan. A vehicle's latest hit may therefore be up to timespan/16 older than its latest
+ * match, and it may leave the fleet window that much early. Time that goes back by more
+ * than the timespan (a second capture) starts the vehicle afresh. */
 int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev);
 
 const vsoc_rule_stats_t *vsoc_engine_rule_stats(const vsoc_engine_t *e, size_t rule_index);
@@ -77,5 +92,12 @@ uint64_t vsoc_engine_groups(const vsoc_engine_t *e); /* live correlation/suppres
 /* Serialises an alert as one OCSF Detection Finding JSON object (no newline). Returns a
  * string the caller frees with free(), or NULL on allocation failure. */
 char *vsoc_alert_json(const vsoc_alert_t *a);
+
+/* Serialises the fleet alert that hit raised in a counter (res->alert set; res from
+ * vsoc_fleet_hit or the Redis counter) as an OCSF Detection Finding: uid res->uid, count the
+ * vehicles, times from res->first_us to the hit's time, the hit's vehicle, event and sample
+ * as evidence, and vehicle.fleet with the count and the sample of vins (docs/alerts.md).
+ * Returns a string the caller frees with free(), or NULL on allocation failure. */
+char *vsoc_fleet_alert_json(const vsoc_alert_t *hit, const vsoc_fleet_result_t *res);
 
 #endif

@@ -706,6 +706,15 @@ int vsoc_responder_on_alert(vsoc_responder_t *r, const vsoc_incident_t *inc,
         }
         if (cooling)
             continue;
+        int shared_cooling = 0;
+        uint64_t shared = 0;
+        if (r->o.limits && !r->o.dry_run &&
+            r->o.limits(r->o.ctx, p, inc->vin, &shared_cooling, &shared) == 0) {
+            if (shared_cooling)
+                continue; /* another instance ran this playbook for the vehicle lately */
+            /* The shared count includes this run; the local one counts the others. */
+            vehicles = shared ? (size_t)(shared - 1) : 0;
+        }
         setstr(run.playbook, sizeof run.playbook, p->id);
         setstr(run.incident_id, sizeof run.incident_id, inc->id);
         setstr(run.vin, sizeof run.vin, inc->vin);

@@ -126,6 +126,14 @@ typedef struct vsoc_responder_opts {
      * non-zero when the transport refused it (the ack timeout resends). */
     int (*send)(void *ctx, const vsoc_command_t *cmd, const char *envelope, size_t n);
     void *ctx;
+    /* Fleet-wide limits kept outside this process (the service with Redis shares them
+     * between instances). Called before a run would start: sets *cooling when the vehicle
+     * is within the playbook's cooldown and *vehicles to the runs of the playbook started
+     * across the fleet in the current hour, this one included when it is admitted. Returns
+     * 0, or non-zero when the shared state cannot be reached: the responder then judges by
+     * its own runs. NULL: always by its own runs (replay, one instance). */
+    int (*limits)(void *ctx, const vsoc_playbook_t *p, const char *vin, int *cooling,
+                  uint64_t *vehicles);
     int dry_run;                        /* build and report commands, never send */
     int approve_all;                    /* treat every approval as given (by "approve-all") */
 } vsoc_responder_opts_t;

@@ -1287,10 +1287,13 @@ static void compile_group_by(ctx_t *c, yaml_node_t *v, vsoc_field_t *out, uint32
 }
 
 static const char *const corr_keys[] = {"type", "group-by", "timespan", "condition", "field",
-                                        "detections", "rules", "generate", "aliases"};
+                                        "detections", "rules", "generate", "aliases",
+                                        "gte", "gt"};
 
 typedef struct corr_arg {
     yaml_node_t *type, *type_key, *timespan, *cond, *field, *detections;
+    yaml_node_t *group_by; /* the key, for errors located at it */
+    yaml_node_t *short_key, *short_val; /* fleet_count's short threshold form, gte: N */
 } corr_arg_t;
 
 static void corr_pair(ctx_t *c, const char *key, yaml_node_t *k, yaml_node_t *v, void *arg)
@@ -1300,26 +1303,32 @@ static void corr_pair(ctx_t *c, const char *key, yaml_node_t *k, yaml_node_t *v,
     if (!strcmp(key, "type")) {
         a->type = v;
         a->type_key = k;
-    } else if (!strcmp(key, "group-by"))
+    } else if (!strcmp(key, "group-by")) {
+        a->group_by = k;
         compile_group_by(c, v, co->group_by, &co->ngroup);
-    else if (!strcmp(key, "timespan"))
+    } else if (!strcmp(key, "gte") || !strcmp(key, "gt")) {
+        a->short_key = k;
+        a->short_val = v;
+    } else if (!strcmp(key, "timespan")) {
         a->timespan = v;
-    else if (!strcmp(key, "condition"))
+    } else if (!strcmp(key, "condition")) {
         a->cond = v;
-    else if (!strcmp(key, "field"))
+    } else if (!strcmp(key, "field")) {
         a->field = v;
-    else if (!strcmp(key, "detections"))
+    } else if (!strcmp(key, "detections")) {
         a->detections = v;
-    else if (!strcmp(key, "rules"))
+    } else if (!strcmp(key, "rules")) {
         err_at(c, k, "correlation 'rules' (other rules' ids) is not supported yet; list this "
                      "rule's detections under 'detections'");
-    else
+    } else {
         err_at(c, k, "correlation '%s' is not supported", key);
+    }
 }
+
+static void compile_comparison(ctx_t *c, yaml_node_t *k, yaml_node_t *val);
 
 static void compile_threshold(ctx_t *c, yaml_node_t *v)
 {
-    corr_t *co = &c->rule->corr;
     if (!v) {
         err_at(c, NULL, "correlation needs a condition such as {gte: 3}");
         return;
@@ -1329,8 +1338,14 @@ static void compile_threshold(ctx_t *c, yaml_node_t *v)
         err_at(c, v, "correlation condition must be one comparison, e.g. {gte: 3}");
         return;
     }
-    yaml_node_t *k = node(c, v->data.mapping.pairs.start[0].key);
-    yaml_node_t *val = node(c, v->data.mapping.pairs.start[0].value);
+    compile_comparison(c, node(c, v->data.mapping.pairs.start[0].key),
+                       node(c, v->data.mapping.pairs.start[0].value));
+}
+
+/* One threshold, op k (gte or gt) and value val, into the rule's corr.threshold. */
+static void compile_comparison(ctx_t *c, yaml_node_t *k, yaml_node_t *val)
+{
+    corr_t *co = &c->rule->corr;
     const char *op = scalar(k), *s = scalar(val);
     int64_t n;
     if (!s || vsoc_parse_int(s, &n) != 0 || n < 0) {
@@ -1375,7 +1390,7 @@ static void compile_correlation(ctx_t *c, yaml_node_t *v)
     each_pair(c, v, corr_keys, sizeof corr_keys / sizeof corr_keys[0], "correlation",
               corr_pair, &a);
     static const char *const types[] = {"event_count", "value_count", "temporal",
-                                        "temporal_ordered"};
+                                        "temporal_ordered", "fleet_count"};
     if (!a.timespan) {
         err_at(c, v, "correlation needs a timespan (e.g. 30s, 10m)");
     } else {
@@ -1387,18 +1402,42 @@ static void compile_correlation(ctx_t *c, yaml_node_t *v)
     const char *t = a.type ? scalar(a.type) : NULL;
     if (!a.type) {
         err_at(c, v, "correlation needs a type (event_count, value_count, temporal, "
-                     "temporal_ordered)");
+                     "temporal_ordered, fleet_count)");
         return;
     }
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         if (t && !strcmp(t, types[i]))
             co->type = (corr_type_t)(i + 1);
     if (!co->type) {
-        const char *s = t ? vsoc_did_you_mean(t, types, 4) : NULL;
+        const char *s = t ? vsoc_did_you_mean(t, types, 5) : NULL;
         if (s)
             err_at(c, a.type, "unknown correlation type '%s' (did you mean '%s'?)", t, s);
         else
             err_at(c, a.type, "unknown correlation type '%s'", t ? t : "");
+        return;
+    }
+    if (a.short_key && co->type != CORR_FLEET_COUNT)
+        err_at(c, a.short_key, "'%s' directly under correlation is fleet_count's short form; "
+                               "write condition: {%s: N}", scalar(a.short_key),
+               scalar(a.short_key));
+    if (co->type == CORR_FLEET_COUNT) {
+        /* One counter per rule across the whole fleet: nothing to group or count by. */
+        if (a.group_by)
+            err_at(c, a.group_by, "fleet_count counts distinct vehicles across the fleet; it "
+                                  "takes no group-by");
+        if (a.field)
+            err_at(c, a.field, "fleet_count counts distinct vehicles; it takes no 'field'");
+        if (a.detections)
+            err_at(c, a.detections, "'detections' belongs to temporal correlations");
+        if (a.cond && a.short_key)
+            err_at(c, a.short_key, "give the threshold once: condition: {gte: N} or gte: N");
+        else if (a.cond)
+            compile_threshold(c, a.cond);
+        else if (a.short_key)
+            compile_comparison(c, a.short_key, a.short_val);
+        else
+            err_at(c, v, "correlation fleet_count needs a condition such as {gte: 5} "
+                         "(distinct vehicles)");
         return;
     }
     if (co->type == CORR_EVENT_COUNT || co->type == CORR_VALUE_COUNT) {
@@ -1880,6 +1919,7 @@ static const char *const categories[] = {"can", "ids", "j1939", "uds"};
 
 typedef struct rule_arg {
     yaml_node_t *detection, *correlation, *logsource, *tests, *suppress;
+    yaml_node_t *suppress_key;
     int have_id, have_level, have_title;
 } rule_arg_t;
 
@@ -2026,6 +2066,7 @@ static void rule_pair(ctx_t *c, const char *key, yaml_node_t *k, yaml_node_t *v,
         ra->correlation = v;
     } else if (!strcmp(key, "suppress")) {
         ra->suppress = v;
+        ra->suppress_key = k;
     } else if (!strcmp(key, "tests")) {
         ra->tests = v;
     }
@@ -2088,7 +2129,11 @@ static vsoc_rule_t *compile_rule(ctx_t *c, yaml_node_t *root)
         err_at(c, ra.detection, "detection needs a 'condition'");
     if (ra.detection && r->ndets == 0)
         err_at(c, ra.detection, "detection has no named selection");
-    if (ra.suppress) {
+    if (ra.suppress && r->corr.type == CORR_FLEET_COUNT) {
+        /* Hits feed the fleet count; holding some back would hide vehicles from it. */
+        err_at(c, ra.suppress_key, "fleet_count takes no suppress: a fleet alert repeats at "
+                                   "most once per timespan while the count stays reached");
+    } else if (ra.suppress) {
         if (ra.suppress->type != YAML_MAPPING_NODE) {
             err_at(c, ra.suppress, "suppress must be a map {group-by: [...], for: 10m}");
         } else {
@@ -2269,6 +2314,18 @@ const char *vsoc_rule_correlation(const vsoc_rule_t *r)
     case CORR_VALUE_COUNT: return "value_count";
     case CORR_TEMPORAL: return "temporal";
     case CORR_TEMPORAL_ORDERED: return "temporal_ordered";
+    case CORR_FLEET_COUNT: return "fleet_count";
     default: return NULL;
     }
+}
+
+int vsoc_rule_fleet(const vsoc_rule_t *r, int64_t *timespan_us, uint64_t *gte)
+{
+    if (r->corr.type != CORR_FLEET_COUNT)
+        return 0;
+    if (timespan_us)
+        *timespan_us = r->corr.span_us;
+    if (gte)
+        *gte = r->corr.threshold;
+    return 1;
 }

@@ -66,8 +66,12 @@ size_t vsoc_rule_tag_count(const vsoc_rule_t *r);
 const char *vsoc_rule_tag(const vsoc_rule_t *r, size_t i);
 const char *vsoc_rule_file(const vsoc_rule_t *r);
 int vsoc_rule_line(const vsoc_rule_t *r);
-/* "event_count", "value_count", "temporal", "temporal_ordered" or NULL. */
+/* "event_count", "value_count", "temporal", "temporal_ordered", "fleet_count" or NULL. */
 const char *vsoc_rule_correlation(const vsoc_rule_t *r);
+/* 1 for a fleet_count rule, with its window in *timespan_us and its threshold (distinct
+ * vehicles) in *gte (either may be NULL); 0 for any other rule. The engine reports such a
+ * rule's matches as per-vehicle hits (vsoc_alert_t.fleet_hit) for a counter (fleet.h). */
+int vsoc_rule_fleet(const vsoc_rule_t *r, int64_t *timespan_us, uint64_t *gte);
 size_t vsoc_rule_test_count(const vsoc_rule_t *r);
 const vsoc_rule_test_t *vsoc_rule_test(const vsoc_rule_t *r, size_t i);
 

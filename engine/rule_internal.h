@@ -85,6 +85,7 @@ typedef enum {
     CORR_VALUE_COUNT,
     CORR_TEMPORAL,
     CORR_TEMPORAL_ORDERED,
+    CORR_FLEET_COUNT, /* matches are per-vehicle hits for a fleet counter (fleet.h) */
 } corr_type_t;
 
 #define VSOC_MAX_GROUP_BY 8
@@ -96,7 +97,8 @@ typedef struct corr {
     vsoc_field_t group_by[VSOC_MAX_GROUP_BY];
     uint32_t ngroup;
     int64_t span_us;
-    uint32_t threshold; /* fire when the count reaches this (gte N, gt N-1) */
+    uint32_t threshold; /* fire when the count reaches this (gte N, gt N-1); fleet_count:
+                           distinct vehicles */
     vsoc_field_t value_field;
     uint32_t items[VSOC_MAX_ITEMS]; /* temporal: detection indices, in order */
     uint32_t nitems;

@@ -4,7 +4,8 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libyaml-dev libjansson-dev libpcre2-dev libssl-dev
       clang libclang-rt-14-dev llvm jq libsqlite3-dev sqlite3
-      libmosquitto-dev mosquitto mosquitto-clients librdkafka-dev kcat openssl)
+      libmosquitto-dev mosquitto mosquitto-clients librdkafka-dev kcat openssl
+      libhiredis-dev redis-server libmicrohttpd-dev curl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -22,3 +22,6 @@ endforeach()
 add_test(NAME e2e.response.shared COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/response.sh shared)
 set_tests_properties(e2e.response.shared PROPERTIES LABELS shared-data ENVIRONMENT "${VSOC_E2E_ENV}"
                      SKIP_RETURN_CODE 77)
+# fleet_count: hits of several vehicles counted into one fleet alert by vsoc replay.
+add_test(NAME e2e.fleet COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/fleet.sh)
+set_tests_properties(e2e.fleet PROPERTIES LABELS e2e ENVIRONMENT "${VSOC_E2E_ENV}")

@@ -163,10 +163,10 @@ kafka)
   mock_pid=$!
   for _ in $(seq 100); do
     [ -s "$work/kport" ] && break
-    kill -0 "$mock_pid" 2>/dev/null || fail "vsoc-kafka-mock exited: $(cat "$work/mock.err")"
+    kill -0 "$mock_pid" 2>/dev/null || fail "kafka-mock exited: $(cat "$work/mock.err")"
     sleep 0.1
   done
-  [ -s "$work/kport" ] || fail "vsoc-kafka-mock did not start within 10 s"
+  [ -s "$work/kport" ] || fail "kafka-mock did not start within 10 s"
   brokers=$(cat "$work/kport")
   "$VSOC" respond --db "$work/d.db" --key "$work/keys/vsoc-soc.key" \
     --vehicle-keys "$work/vkeys" --playbooks "$work/pb" --poll 200ms --kafka "$brokers" \

@@ -8,6 +8,7 @@
 
 typedef struct got {
     int n;
+    int fleet_hit[8];
     char uid[8][40];
     uint64_t count[8], suppressed[8];
     int64_t first[8], last[8];
@@ -18,6 +19,7 @@ static void on_alert(void *ctx, const vsoc_alert_t *a)
 {
     got_t *g = ctx;
     if (g->n < 8) {
+        g->fleet_hit[g->n] = a->fleet_hit;
         strcpy(g->uid[g->n], a->uid);
         g->count[g->n] = a->count;
         g->suppressed[g->n] = a->suppressed;
@@ -374,8 +376,142 @@ static void test_review_regressions(void)
     free(g.json);
 }
 
+static void test_fleet_hits_throttled(void)
+{
+    got_t g;
+    /* timespan 160 s: at most one hit per vehicle per 10 s. */
+    const char *yaml = CAN_HEAD("fl", "high") "detection:\n  s: {can.id: 0x123}\n  condition: s\n"
+                       "correlation: {type: fleet_count, timespan: 160s, gte: 3}\n";
+    vsoc_engine_t *e = engine(rules(yaml), &g);
+    ASSERT_EQ(can(e, 1000, 0x123, "01", "V1"), 1); /* a vehicle's first match: a hit */
+    ASSERT_EQ(g.fleet_hit[0], 1);
+    ASSERT_EQ(g.count[0], 1);
+    ASSERT_EQ(g.first[0], 1000000000);
+    ASSERT_EQ(g.last[0], 1000000000);
+    ASSERT_EQ(strlen(g.uid[0]), 36);
+    ASSERT_EQ(can(e, 1005, 0x123, "02", "V1"), 0);
+    ASSERT_EQ(can(e, 1009.999999, 0x123, "03", "V1"), 0);
+    ASSERT_EQ(can(e, 1010, 0x123, "04", "V1"), 1); /* timespan/16 after the last hit */
+    ASSERT_EQ(can(e, 1012, 0x123, "05", "V1"), 0);
+    ASSERT_EQ(can(e, 1012, 0x124, "05", "V2"), 0); /* not the rule's frame */
+    ASSERT_EQ(can(e, 1012, 0x123, "05", "V2"), 1); /* each vehicle has its own throttle */
+    ASSERT_EQ(can(e, 1012, 0x123, "05", "V3"), 1);
+    /* A flood from one vehicle: one hit per 10 s, not one per frame. */
+    int hits = 0;
+    for (int i = 0; i < 30000; i++)
+        hits += can(e, 2000 + i * 0.001, 0x123, "06", "V4");
+    ASSERT_EQ(hits, 3); /* at 2000, 2010 and 2020 s */
+    /* Time going back by more than the timespan (a second capture) starts afresh. */
+    ASSERT_EQ(can(e, 1500, 0x123, "07", "V4"), 1);
+    /* Hits are matches, never alerts: the caller counts fleet alerts. */
+    const vsoc_rule_stats_t *st = vsoc_engine_rule_stats(e, 0);
+    ASSERT_EQ(st->matches, 7 + 30000 + 1);
+    ASSERT_EQ(st->alerts, 0);
+    ASSERT_EQ(st->suppressed, 0);
+    for (int i = 0; i < 6; i++)
+        ASSERT_EQ(g.fleet_hit[i], 1);
+    char first_uid[40];
+    strcpy(first_uid, g.uid[0]);
+    ASSERT(strcmp(g.uid[0], g.uid[1]) != 0);
+    vsoc_engine_free(e);
+    free(g.json);
+
+    /* The same input gives the same hit id. */
+    e = engine(rules(yaml), &g);
+    can(e, 1000, 0x123, "01", "V1");
+    ASSERT_STREQ(g.uid[0], first_uid);
+    vsoc_engine_free(e);
+    free(g.json);
+}
+
+/* Hits of an engine into a fleet counter, and the fleet alert they raise as a document. */
+typedef struct fleet_run {
+    vsoc_fleet_t *f;
+    int hits, alerts;
+    char uid[37];
+    char *json;
+} fleet_run_t;
+
+static void on_fleet(void *ctx, const vsoc_alert_t *a)
+{
+    fleet_run_t *fr = ctx;
+    ASSERT(a->fleet_hit);
+    fr->hits++;
+    int64_t span;
+    uint64_t gte;
+    ASSERT(vsoc_rule_fleet(a->rule, &span, &gte));
+    vsoc_fleet_result_t res;
+    ASSERT_EQ(vsoc_fleet_hit(fr->f, vsoc_rule_id(a->rule), span, gte, a->vin.p, a->vin.n,
+                             a->time_us, &res), 0);
+    if (!res.alert)
+        return;
+    fr->alerts++;
+    strcpy(fr->uid, res.uid);
+    free(fr->json);
+    fr->json = vsoc_fleet_alert_json(a, &res);
+}
+
+static void test_fleet_alert_document(void)
+{
+    fleet_run_t fr;
+    memset(&fr, 0, sizeof fr);
+    fr.f = vsoc_fleet_new();
+    char err[128];
+    vsoc_engine_opts_t o = {.on_alert = on_fleet, .ctx = &fr};
+    vsoc_ruleset_t *rs = rules(
+        "id: fl.secoc\ntitle: SecOC failures across the fleet\nlevel: high\n"
+        "tags: [atm.affect-vehicle-function]\nlogsource: {product: vehicle, category: ids}\n"
+        "detection:\n  s: {type: secoc.verification_failed}\n  condition: s\n"
+        "correlation: {type: fleet_count, timespan: 1h, condition: {gte: 3}}\n");
+    vsoc_engine_t *e = vsoc_engine_new(rs, &o, err, sizeof err);
+    ASSERT(e != NULL);
+    vsoc_ruleset_unref(rs);
+    ids(e, "{\"vin\":\"VA\",\"ts\":100,\"type\":\"secoc.verification_failed\"}");
+    ids(e, "{\"vin\":\"VA\",\"ts\":101,\"type\":\"secoc.verification_failed\"}");
+    ids(e, "{\"vin\":\"VB\",\"ts\":200,\"type\":\"secoc.verification_failed\"}");
+    ASSERT_EQ(fr.alerts, 0);
+    ids(e, "{\"vin\":\"VC\",\"ts\":300.5,\"type\":\"secoc.verification_failed\"}");
+    ASSERT_EQ(fr.hits, 3);
+    ASSERT_EQ(fr.alerts, 1);
+    char want[37];
+    vsoc_fleet_uid("fl.secoc", 300500000, want);
+    ASSERT_STREQ(fr.uid, want);
+    json_error_t jerr;
+    json_t *doc = json_loads(fr.json, 0, &jerr);
+    ASSERT(doc != NULL);
+    ASSERT_EQ(json_integer_value(json_object_get(doc, "class_uid")), 2004);
+    ASSERT_EQ(json_integer_value(json_object_get(doc, "count")), 3);
+    ASSERT_EQ(json_integer_value(json_object_get(doc, "time")), 300500);
+    ASSERT_EQ(json_integer_value(json_object_get(doc, "start_time")), 100000);
+    ASSERT_EQ(json_integer_value(json_object_get(doc, "end_time")), 300500);
+    json_t *fi = json_object_get(doc, "finding_info");
+    ASSERT_STREQ(json_string_value(json_object_get(fi, "uid")), want);
+    ASSERT_STREQ(json_string_value(json_array_get(json_object_get(fi, "types"), 0)),
+                 "fleet_count");
+    json_t *veh = json_object_get(doc, "vehicle");
+    ASSERT_STREQ(json_string_value(json_object_get(veh, "vin")), "VC");
+    json_t *fl = json_object_get(veh, "fleet");
+    ASSERT_EQ(json_integer_value(json_object_get(fl, "vehicles")), 3);
+    json_t *vins = json_object_get(fl, "vins");
+    ASSERT_EQ(json_array_size(vins), 3);
+    ASSERT_STREQ(json_string_value(json_array_get(vins, 0)), "VC");
+    ASSERT_STREQ(json_string_value(json_array_get(vins, 2)), "VA");
+    json_t *data = json_object_get(json_array_get(json_object_get(doc, "evidences"), 0), "data");
+    ASSERT_EQ(json_integer_value(json_object_get(data, "count")), 3);
+    ASSERT_EQ(json_array_size(json_object_get(data, "samples")), 1);
+    ASSERT(strstr(json_string_value(json_array_get(json_object_get(data, "samples"), 0)),
+                  "\"VC\"") != NULL);
+    ASSERT(json_object_get(data, "group") == NULL);
+    json_decref(doc);
+    vsoc_engine_free(e);
+    vsoc_fleet_free(fr.f);
+    free(fr.json);
+}
+
 int main(void)
 {
+    test_fleet_hits_throttled();
+    test_fleet_alert_document();
     test_review_regressions();
     test_operators();
     test_event_count_sliding();

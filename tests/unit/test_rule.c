@@ -163,6 +163,82 @@ static void test_correlation_checks(void)
     vsoc_ruleset_unref(rs);
 }
 
+static void test_fleet_count(void)
+{
+    /* Both threshold forms compile; the accessor gives the window and the threshold. */
+    vsoc_ruleset_t *rs = load(HEAD "detection:\n  a: {can.id: 1}\n  condition: a\n"
+                                   "correlation: {type: fleet_count, timespan: 1h, gte: 5}\n"
+                                   "---\n"
+                                   "id: t.rule2\ntitle: T\nlevel: high\ntags: [atm.t1, unr155.a.1]\n"
+                                   "logsource: {product: vehicle, category: can}\n"
+                                   "detection:\n  a: {can.id: 1}\n  condition: a\n"
+                                   "correlation:\n  type: fleet_count\n  timespan: 30m\n"
+                                   "  condition: {gt: 9}\n");
+    ASSERT_EQ(vsoc_diags_errors(d), 0);
+    ASSERT_EQ(vsoc_ruleset_count(rs), 2);
+    int64_t span = 0;
+    uint64_t gte = 0;
+    const vsoc_rule_t *r = vsoc_ruleset_rule(rs, 0);
+    ASSERT_STREQ(vsoc_rule_correlation(r), "fleet_count");
+    ASSERT_EQ(vsoc_rule_fleet(r, &span, &gte), 1);
+    ASSERT_EQ(span, 3600LL * 1000000);
+    ASSERT_EQ(gte, 5);
+    ASSERT_EQ(vsoc_rule_fleet(vsoc_ruleset_rule(rs, 1), &span, &gte), 1);
+    ASSERT_EQ(span, 1800LL * 1000000);
+    ASSERT_EQ(gte, 10); /* gt: 9 */
+    vsoc_ruleset_unref(rs);
+
+    rs = load(HEAD "detection:\n  a: {can.id: 1}\n  condition: a\n"
+                   "correlation: {type: event_count, group-by: [vin], timespan: 1s, condition: {gte: 3}}\n");
+    ASSERT_EQ(vsoc_rule_fleet(vsoc_ruleset_rule(rs, 0), NULL, NULL), 0);
+    vsoc_ruleset_unref(rs);
+
+    /* What a fleet rule cannot take, each at its own position. */
+    rs = load(HEAD "detection:\n"                      /* 6 */
+                   "  a: {can.id: 1}\n"                 /* 7 */
+                   "  condition: a\n"                   /* 8 */
+                   "correlation:\n"                     /* 9 */
+                   "  type: fleet_count\n"              /* 10 */
+                   "  group-by: [vin]\n"                /* 11 */
+                   "  field: vin\n"                     /* 12 */
+                   "  timespan: 1h\n"                   /* 13 */
+                   "  condition: {gte: 5}\n"            /* 14 */
+                   "suppress: {group-by: [vin], for: 1m}\n"); /* 15 */
+    expect_diag(11, 3, "fleet_count counts distinct vehicles across the fleet; it takes no "
+                       "group-by");
+    expect_diag(12, 10, "fleet_count counts distinct vehicles; it takes no 'field'");
+    expect_diag(15, 1, "fleet_count takes no suppress");
+    ASSERT_EQ(vsoc_diags_errors(d), 3);
+    ASSERT_EQ(vsoc_ruleset_count(rs), 0);
+    vsoc_ruleset_unref(rs);
+
+    rs = load(HEAD "detection:\n  a: {can.id: 1}\n  condition: a\n"
+                   "correlation: {type: fleet_count, timespan: 1h}\n");
+    expect_diag(9, 14, "correlation fleet_count needs a condition such as {gte: 5}");
+    vsoc_ruleset_unref(rs);
+
+    rs = load(HEAD "detection:\n  a: {can.id: 1}\n  condition: a\n"
+                   "correlation: {type: fleet_count, timespan: 1h, gte: 0}\n");
+    expect_diag(9, 53, "correlation threshold must be 1..100000");
+    vsoc_ruleset_unref(rs);
+
+    rs = load(HEAD "detection:\n  a: {can.id: 1}\n  condition: a\n"
+                   "correlation: {type: fleet_count, timespan: 1h, gte: 5, condition: {gte: 5}}\n");
+    expect_diag(9, 48, "give the threshold once");
+    vsoc_ruleset_unref(rs);
+
+    /* The short form belongs to fleet_count only. */
+    rs = load(HEAD "detection:\n  a: {can.id: 1}\n  condition: a\n"
+                   "correlation: {type: event_count, timespan: 1s, gte: 3}\n");
+    expect_diag(9, 48, "'gte' directly under correlation is fleet_count's short form");
+    vsoc_ruleset_unref(rs);
+
+    rs = load(HEAD "detection:\n  a: {can.id: 1}\n  condition: a\n"
+                   "correlation: {type: fleet_cuont, timespan: 1h, gte: 5}\n");
+    expect_diag(9, 21, "unknown correlation type 'fleet_cuont' (did you mean 'fleet_count'?)");
+    vsoc_ruleset_unref(rs);
+}
+
 static void test_field_kind_checks(void)
 {
     vsoc_ruleset_t *rs = load("id: i\ntitle: T\nlevel: low\ntags: [a.b]\n"
@@ -208,6 +284,7 @@ int main(void)
     test_duplicates_and_yaml_errors();
     test_condition_grammar();
     test_correlation_checks();
+    test_fleet_count();
     test_field_kind_checks();
     vsoc_diags_free(d);
     printf("test_rule: ok\n");

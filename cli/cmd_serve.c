@@ -1,0 +1,1414 @@
+/* cmd_serve.c: vsoc serve, the SOC service (docs/serve.md): vehicle events from Kafka
+ * through the same engine as vsoc replay, alerts to a Kafka topic as OCSF JSON, alerts and
+ * incidents into the store, playbook runs, /metrics, reload.
+ *
+ * Threads: the main thread consumes, dispatches each message to the worker owning its
+ * vehicle, and is the only one to touch the store, the producer, Redis and the responder;
+ * the workers run the engine (serve_worker.c); libmicrohttpd's thread answers HTTP and reads
+ * counters. At-least-once: the main thread sends a MARK down every worker's ring each
+ * commit interval; when every worker has passed it back, everything those workers produced
+ * before it is in the main thread's hands; once the store has committed it and the broker
+ * has acknowledged every alert published before it, the offsets dispatched before the MARK
+ * are committed. A crash between the two redelivers those messages; alert and incident ids
+ * are derived from content, so the store adds nothing twice and a consumer of the alerts
+ * topic deduplicates by id. */
+#include "cli.h"
+#include "cli_store.h"
+#include "fleet.h"
+#include "http/http.h"
+#include "http/prom.h"
+#include "kafka/kafka.h"
+#include "redis/redis.h"
+#include "response.h"
+#include "serve.h"
+#include "serve_config.h"
+#include "util.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_TOPICS 32
+#define MAX_PENDING 64   /* epochs between a MARK and its offset commit */
+#define MAX_WORKERS 64
+
+enum { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+/* A partition this instance reads, and how far it has been handed to workers. */
+typedef struct part {
+    int topic;
+    int32_t partition;
+    int64_t next;      /* offset after the last message dispatched; -1: none yet */
+    int64_t committed; /* last committed; -1: none */
+} part_t;
+
+typedef struct epoch {
+    uint64_t id;
+    int marked;           /* its MARK was sent; the newest epoch is open until then */
+    unsigned marks;       /* workers that passed the MARK back */
+    int stored;           /* the store committed everything before it */
+    uint64_t outstanding; /* alerts published before it, not yet acknowledged */
+    int64_t max_ts_us;
+    size_t nparts;
+    part_t *parts;        /* the partition table when the MARK was sent */
+} epoch_t;
+
+/* An alert handed to the producer: kept until the broker acknowledges it, re-sent if not. */
+typedef struct pub {
+    uint64_t epoch;
+    int64_t produced_ms;
+    size_t vinlen;
+    char vin[33];
+    char *json;
+} pub_t;
+
+/* Alerts per rule for /metrics (the main thread writes under mu; HTTP reads under mu). */
+typedef struct rule_count {
+    char *id;
+    const char *level;
+    uint64_t alerts;
+} rule_count_t;
+
+typedef struct serve {
+    serve_config_t *cfg;
+    const char *config_path;
+    char instance[256];
+    int level;
+    int nworkers;
+    serve_worker_t *w;
+    serve_set_t *set;
+    uint64_t generation;
+    vsoc_kafka_consumer_t *cons;
+    vsoc_kafka_producer_t *prod;
+    cli_response_t *resp;
+    vsoc_fleet_t *fleet;      /* in process: no Redis, or while Redis is away */
+    vsoc_redis_t *redis;      /* NULL: no redis.url */
+    serve_out_t *hits;        /* fleet hits of one drain pass, counted together */
+    size_t nhits, caphits;
+    uint64_t last_ping_ns;
+    vsoc_http_t *http;
+    char *topics[MAX_TOPICS];
+    size_t ntopics;
+    part_t *parts;
+    size_t nparts, capparts;
+    uint64_t next_epoch;   /* id of the next MARK */
+    uint64_t *wepoch;      /* per worker: the epoch its next outputs belong to */
+    epoch_t pending[MAX_PENDING];
+    size_t pending_head, npending;
+    uint64_t dispatched_since_mark;
+    uint64_t last_mark_ns;
+    pub_t **retry;         /* alerts whose delivery failed or that the queue refused */
+    size_t nretry, capretry;
+    int failed;            /* a store or response failure: stop */
+    int joined;            /* the consumer has had an assignment (even an empty one) */
+    /* HTTP-visible state, under mu. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    rule_count_t *rc;
+    size_t nrc, caprc;
+    uint64_t published, publish_retries, publish_failures, fleet_alerts, bad_total;
+    uint64_t offset_commits, offset_commit_errors, epochs_done;
+    uint64_t reloads_ok, reloads_failed;
+    int redis_up;
+    uint64_t redis_fallbacks;
+    vsoc_redis_stats_t redis_stats;
+    char last_reload_error[1024];
+    int64_t lag;
+    size_t assigned;
+    cli_response_counts_t counts;
+    vsoc_hist_t *latency;    /* message timestamp to alert acknowledged by the broker */
+    vsoc_hist_t *store_commit;
+    int ready;
+    _Atomic int reload_req;
+    uint64_t reload_seq, reload_done;
+    int reload_rc;
+    char reload_msg[1024];
+} serve_t;
+
+static volatile sig_atomic_t got_term, got_hup;
+static void on_signal(int sig)
+{
+    if (sig == SIGHUP)
+        got_hup = 1;
+    else
+        got_term = 1;
+}
+
+/* ---- logging: JSON lines on stderr -------------------------------------------------------- */
+
+static void slog(serve_t *s, int level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void slog(serve_t *s, int level, const char *event, const char *fmt, ...)
+{
+    if (level < s->level)
+        return;
+    char msg[1536], t[40];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cli_fmt_time(cli_wall_us(), t, sizeof t);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s}", "ts", t, "level", level_names[level], "event",
+                          event, "msg", msg);
+    char *line = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    if (line) {
+        fprintf(stderr, "%s\n", line);
+        free(line);
+    } else {
+        fprintf(stderr, "{\"level\":\"error\",\"msg\":\"out of memory while logging\"}\n");
+    }
+    json_decref(j);
+}
+
+static void response_log(void *ctx, const char *event, const char *text)
+{
+    serve_t *s = ctx;
+    slog(s, strcmp(event, "error") ? LOG_INFO : LOG_ERROR, event, "%s", text);
+}
+
+/* ---- the loaded set ----------------------------------------------------------------------- */
+
+/* Loads rules, baseline and playbooks as the config names them. Returns the set, or NULL
+ * with what went wrong in why (every diagnostic is also logged). */
+static serve_set_t *load_set(serve_t *s, char *why, size_t n)
+{
+    serve_config_t *c = s->cfg;
+    serve_set_t *set = calloc(1, sizeof *set);
+    vsoc_diags_t *d = vsoc_diags_new();
+    if (!set || !d) {
+        snprintf(why, n, "out of memory");
+        goto fail;
+    }
+    atomic_init(&set->refs, 1);
+    const char *def = cli_default_rules();
+    vsoc_rule_load_opts_t ro = cli_rule_load_opts;
+    set->rules = vsoc_ruleset_load(c->rules.n ? (const char *const *)c->rules.v : &def,
+                                   c->rules.n ? c->rules.n : 1, &ro, d);
+    vsoc_diags_sort(d);
+    size_t errors = vsoc_diags_errors(d);
+    for (size_t i = 0; i < vsoc_diags_count(d); i++) {
+        const vsoc_diag_t *g = vsoc_diags_get(d, i);
+        if (g->severity == VSOC_DIAG_ERROR)
+            slog(s, c->skip_bad_rules ? LOG_WARN : LOG_ERROR, "rules.error", "%s:%d:%d: %s",
+                 g->file, g->line, g->col, g->msg);
+    }
+    if (!set->rules || (errors && !c->skip_bad_rules)) {
+        const vsoc_diag_t *g = vsoc_diags_count(d) ? vsoc_diags_get(d, 0) : NULL;
+        if (g)
+            snprintf(why, n, "%zu error%s in rules, first %s:%d:%d: %s", errors,
+                     errors == 1 ? "" : "s", g->file, g->line, g->col, g->msg);
+        else
+            snprintf(why, n, "rules could not be loaded");
+        goto fail;
+    }
+    if (errors)
+        slog(s, LOG_WARN, "rules.skipped", "skip_bad_rules: %zu rule error%s skipped", errors,
+             errors == 1 ? "" : "s");
+    vsoc_diags_free(d);
+    d = NULL;
+    if (c->baseline && c->baseline[0]) {
+        char err[512];
+        set->baseline = vsoc_baseline_load(c->baseline, err, sizeof err);
+        if (!set->baseline) {
+            snprintf(why, n, "%s", err);
+            goto fail;
+        }
+        if (!(set->scorer = vsoc_scorer_new(set->baseline))) {
+            snprintf(why, n, "out of memory");
+            goto fail;
+        }
+    }
+    if (!(d = vsoc_diags_new())) {
+        snprintf(why, n, "out of memory");
+        goto fail;
+    }
+    const char *defp = cli_default_playbooks();
+    if (c->response.enabled)
+        set->playbooks = vsoc_playbooks_load(
+            c->playbooks.n ? (const char *const *)c->playbooks.v : &defp,
+            c->playbooks.n ? c->playbooks.n : 1, d);
+    else
+        set->playbooks = vsoc_playbooks_load_string("none", "", 0, d);
+    vsoc_diags_sort(d);
+    for (size_t i = 0; i < vsoc_diags_count(d); i++) {
+        const vsoc_diag_t *g = vsoc_diags_get(d, i);
+        if (g->severity == VSOC_DIAG_ERROR)
+            slog(s, LOG_ERROR, "playbooks.error", "%s:%d:%d: %s", g->file, g->line, g->col,
+                 g->msg);
+    }
+    if (!set->playbooks || vsoc_diags_errors(d)) {
+        const vsoc_diag_t *g = vsoc_diags_count(d) ? vsoc_diags_get(d, 0) : NULL;
+        if (g)
+            snprintf(why, n, "%zu error%s in playbooks, first %s:%d:%d: %s",
+                     vsoc_diags_errors(d), vsoc_diags_errors(d) == 1 ? "" : "s", g->file,
+                     g->line, g->col, g->msg);
+        else
+            snprintf(why, n, "playbooks could not be loaded");
+        goto fail;
+    }
+    vsoc_diags_free(d);
+    set->generation = ++s->generation;
+    return set;
+fail:
+    vsoc_diags_free(d);
+    serve_set_unref(set);
+    return NULL;
+}
+
+/* ---- HTTP --------------------------------------------------------------------------------- */
+
+static uint64_t ld(_Atomic uint64_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+static void metrics(void *ctx, vsoc_prom_t *p)
+{
+    serve_t *s = ctx;
+    static const char *const kinds[] = {"can", "ids"};
+    vsoc_prom_family(p, "vsoc_events_total", "counter", "Events processed, by type.");
+    for (int k = 0; k < 2; k++) {
+        uint64_t v = 0;
+        for (int i = 0; i < s->nworkers; i++)
+            v += ld(k == 0 ? &s->w[i].st.events_can : &s->w[i].st.events_ids);
+        vsoc_prom_label_t l[] = {{"type", kinds[k]}};
+        vsoc_prom_sample(p, "vsoc_events_total", l, 1, (double)v);
+    }
+    uint64_t bad = 0, nomem = 0, hits = 0;
+    for (int i = 0; i < s->nworkers; i++) {
+        bad += ld(&s->w[i].st.malformed);
+        nomem += ld(&s->w[i].st.no_memory);
+        hits += ld(&s->w[i].st.hits);
+    }
+    vsoc_prom_family(p, "vsoc_events_malformed_total", "counter",
+                     "Messages that were not an event in any known format (skipped).");
+    vsoc_prom_sample(p, "vsoc_events_malformed_total", NULL, 0, (double)bad);
+    vsoc_prom_family(p, "vsoc_engine_no_memory_total", "counter",
+                     "Events that could not open a correlation group (out of memory).");
+    vsoc_prom_sample(p, "vsoc_engine_no_memory_total", NULL, 0, (double)nomem);
+    vsoc_prom_family(p, "vsoc_fleet_hits_total", "counter", "fleet_count rule hits counted.");
+    vsoc_prom_sample(p, "vsoc_fleet_hits_total", NULL, 0, (double)hits);
+    vsoc_prom_family(p, "vsoc_worker_busy_seconds_total", "counter",
+                     "Time each worker spent on events.");
+    for (int i = 0; i < s->nworkers; i++) {
+        char wi[16];
+        snprintf(wi, sizeof wi, "%d", i);
+        vsoc_prom_label_t l[] = {{"worker", wi}};
+        vsoc_prom_sample(p, "vsoc_worker_busy_seconds_total", l, 1,
+                         (double)ld(&s->w[i].st.busy_ns) / 1e9);
+    }
+    /* Per-rule evaluations and time, from each worker's last snapshot (a family's samples
+     * follow its HELP and TYPE lines, so one pass per family). */
+    static const char *const fam[] = {"vsoc_rule_evaluations_total", "vsoc_rule_matches_total",
+                                      "vsoc_rule_seconds_total"};
+    static const char *const help[] = {"Events that visited a rule (since its set was loaded).",
+                                       "Events that satisfied a rule's condition.",
+                                       "Estimated time spent in a rule (sampled)."};
+    for (int f = 0; f < 3; f++) {
+        vsoc_prom_family(p, fam[f], "counter", help[f]);
+        for (int i = 0; i < s->nworkers; i++) {
+            serve_worker_t *w = &s->w[i];
+            char wi[16];
+            snprintf(wi, sizeof wi, "%d", i);
+            pthread_mutex_lock(&w->stats_mu);
+            for (size_t r = 0; w->stats_set && r < w->nrule_stats; r++) {
+                vsoc_prom_label_t l[] = {
+                    {"rule", vsoc_rule_id(vsoc_ruleset_rule(w->stats_set->rules, r))},
+                    {"worker", wi}};
+                const vsoc_rule_stats_t *st = &w->rule_stats[r];
+                vsoc_prom_sample(p, fam[f], l, 2,
+                                 f == 0 ? (double)st->evals
+                                 : f == 1 ? (double)st->matches
+                                          : (double)st->ns / 1e9);
+            }
+            pthread_mutex_unlock(&w->stats_mu);
+        }
+    }
+    pthread_mutex_lock(&s->mu);
+    vsoc_prom_family(p, "vsoc_alerts_total", "counter", "Alerts raised, by rule and level.");
+    for (size_t i = 0; i < s->nrc; i++) {
+        vsoc_prom_label_t l[] = {{"rule", s->rc[i].id}, {"level", s->rc[i].level}};
+        vsoc_prom_sample(p, "vsoc_alerts_total", l, 2, (double)s->rc[i].alerts);
+    }
+    vsoc_prom_family(p, "vsoc_alerts_published_total", "counter",
+                     "Alerts acknowledged by the broker on the alerts topic.");
+    vsoc_prom_sample(p, "vsoc_alerts_published_total", NULL, 0, (double)s->published);
+    vsoc_prom_family(p, "vsoc_alerts_publish_retries_total", "counter",
+                     "Alert deliveries that failed and were sent again.");
+    vsoc_prom_sample(p, "vsoc_alerts_publish_retries_total", NULL, 0,
+                     (double)s->publish_retries);
+    vsoc_prom_family(p, "vsoc_consumer_lag", "gauge",
+                     "Messages on the assigned partitions not yet read (-1: unknown).");
+    vsoc_prom_sample(p, "vsoc_consumer_lag", NULL, 0, (double)s->lag);
+    vsoc_prom_family(p, "vsoc_partitions_assigned", "gauge", "Partitions this instance reads.");
+    vsoc_prom_sample(p, "vsoc_partitions_assigned", NULL, 0, (double)s->assigned);
+    vsoc_prom_family(p, "vsoc_offset_commits_total", "counter", "Offset commits, by result.");
+    vsoc_prom_label_t ok[] = {{"result", "ok"}}, ko[] = {{"result", "error"}};
+    vsoc_prom_sample(p, "vsoc_offset_commits_total", ok, 1, (double)s->offset_commits);
+    vsoc_prom_sample(p, "vsoc_offset_commits_total", ko, 1, (double)s->offset_commit_errors);
+    vsoc_prom_family(p, "vsoc_store_commit_seconds", "histogram",
+                     "Time of a store commit (one per commit interval).");
+    vsoc_prom_hist(p, "vsoc_store_commit_seconds", NULL, 0, s->store_commit);
+    vsoc_prom_family(p, "vsoc_event_to_alert_seconds", "histogram",
+                     "From an event's Kafka timestamp to its alert acknowledged on the alerts "
+                     "topic.");
+    vsoc_prom_hist(p, "vsoc_event_to_alert_seconds", NULL, 0, s->latency);
+    vsoc_prom_family(p, "vsoc_incidents_opened_total", "counter", "Incidents opened.");
+    vsoc_prom_sample(p, "vsoc_incidents_opened_total", NULL, 0, (double)s->counts.incidents);
+    vsoc_prom_family(p, "vsoc_playbook_runs_total", "counter", "Playbook runs started.");
+    vsoc_prom_sample(p, "vsoc_playbook_runs_total", NULL, 0, (double)s->counts.runs);
+    vsoc_prom_family(p, "vsoc_commands_total", "counter", "Command transitions, by status.");
+    struct { const char *st; uint64_t v; } cs[] = {
+        {"sent", s->counts.sent},         {"acked", s->counts.acked},
+        {"deferred", s->counts.deferred}, {"rejected", s->counts.rejected},
+        {"pending_approval", s->counts.pending}, {"escalated", s->counts.escalated}};
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+        vsoc_prom_label_t l[] = {{"status", cs[i].st}};
+        vsoc_prom_sample(p, "vsoc_commands_total", l, 1, (double)cs[i].v);
+    }
+    if (s->redis) {
+        vsoc_prom_family(p, "vsoc_redis_up", "gauge",
+                         "1 while Redis answers; 0: fleet state is kept in process.");
+        vsoc_prom_sample(p, "vsoc_redis_up", NULL, 0, s->redis_up);
+        vsoc_prom_family(p, "vsoc_redis_fallbacks_total", "counter",
+                         "Fleet hits and playbook limits judged locally because Redis was "
+                         "away.");
+        vsoc_prom_sample(p, "vsoc_redis_fallbacks_total", NULL, 0, (double)s->redis_fallbacks);
+        vsoc_prom_family(p, "vsoc_redis_errors_total", "counter", "Redis operations that "
+                                                                   "failed.");
+        vsoc_prom_sample(p, "vsoc_redis_errors_total", NULL, 0,
+                         (double)s->redis_stats.errors);
+        vsoc_prom_family(p, "vsoc_redis_reconnects_total", "counter",
+                         "Connections to Redis made again after it went away.");
+        vsoc_prom_sample(p, "vsoc_redis_reconnects_total", NULL, 0,
+                         (double)s->redis_stats.reconnects);
+    }
+    vsoc_prom_family(p, "vsoc_fleet_alerts_total", "counter", "Fleet alerts raised.");
+    vsoc_prom_sample(p, "vsoc_fleet_alerts_total", NULL, 0, (double)s->fleet_alerts);
+    vsoc_prom_family(p, "vsoc_reloads_total", "counter", "Reloads of rules, baseline and "
+                                                          "playbooks, by result.");
+    vsoc_prom_sample(p, "vsoc_reloads_total", ok, 1, (double)s->reloads_ok);
+    vsoc_prom_sample(p, "vsoc_reloads_total", ko, 1, (double)s->reloads_failed);
+    vsoc_prom_family(p, "vsoc_ruleset_generation", "gauge",
+                     "Generation of the loaded rule set (1 at start, +1 per good reload).");
+    vsoc_prom_sample(p, "vsoc_ruleset_generation", NULL, 0, (double)s->set->generation);
+    vsoc_prom_family(p, "vsoc_rules_loaded", "gauge", "Rules in the loaded set.");
+    vsoc_prom_sample(p, "vsoc_rules_loaded", NULL, 0,
+                     (double)vsoc_ruleset_count(s->set->rules));
+    pthread_mutex_unlock(&s->mu);
+}
+
+static int ready(void *ctx, char *why, size_t n)
+{
+    serve_t *s = ctx;
+    pthread_mutex_lock(&s->mu);
+    int r = s->ready;
+    pthread_mutex_unlock(&s->mu);
+    if (!r)
+        snprintf(why, n, got_term ? "shutting down" : "not yet in the consumer group");
+    return r;
+}
+
+/* On the HTTP thread: asks the main thread to reload and waits for its answer. */
+static int http_reload(void *ctx, char *msg, size_t n)
+{
+    serve_t *s = ctx;
+    pthread_mutex_lock(&s->mu);
+    uint64_t mine = ++s->reload_seq;
+    atomic_store(&s->reload_req, 1);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 60;
+    while (s->reload_done < mine)
+        if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)
+            break;
+    int rc = s->reload_done >= mine ? s->reload_rc : -1;
+    snprintf(msg, n, "%s", s->reload_done >= mine ? s->reload_msg : "reload timed out");
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* ---- dispatch ----------------------------------------------------------------------------- */
+
+static int topic_index(serve_t *s, const char *t)
+{
+    for (size_t i = 0; i < s->ntopics; i++)
+        if (!strcmp(s->topics[i], t))
+            return (int)i;
+    if (s->ntopics == MAX_TOPICS || !(s->topics[s->ntopics] = strdup(t)))
+        return -1;
+    return (int)s->ntopics++;
+}
+
+static part_t *part_of(serve_t *s, int topic, int32_t partition)
+{
+    for (size_t i = 0; i < s->nparts; i++)
+        if (s->parts[i].topic == topic && s->parts[i].partition == partition)
+            return &s->parts[i];
+    if (vsoc_array_grow((void **)&s->parts, &s->capparts, s->nparts, sizeof *s->parts) != 0)
+        return NULL;
+    part_t *p = &s->parts[s->nparts++];
+    *p = (part_t){topic, partition, -1, -1};
+    return p;
+}
+
+static void drain(serve_t *s);
+
+/* Hands a slot to worker i, draining outputs while its ring is full. */
+static serve_in_t *claim_in(serve_t *s, int i)
+{
+    serve_in_t *slot;
+    while (!(slot = cli_ring_claim(&s->w[i].in))) {
+        drain(s);
+        vsoc_kafka_producer_poll(s->prod, 0, NULL, NULL);
+        struct timespec ts = {0, 50000};
+        nanosleep(&ts, NULL);
+    }
+    return slot;
+}
+
+static uint32_t vin_hash(const void *p, size_t n)
+{
+    /* FNV-1a: stable across runs and machines, so a vehicle's worker is predictable. */
+    const unsigned char *b = p;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 16777619u;
+    return h;
+}
+
+static void on_message(void *ctx, const vsoc_kafka_msg_t *m)
+{
+    serve_t *s = ctx;
+    int topic = topic_index(s, m->topic);
+    part_t *p = topic < 0 ? NULL : part_of(s, topic, m->partition);
+    if (!p) {
+        slog(s, LOG_ERROR, "out_of_memory", "dispatching %s/%d@%lld", m->topic,
+             (int)m->partition, (long long)m->offset);
+        s->failed = 1;
+        return;
+    }
+    size_t keylen = m->keylen;
+    int wi = (int)(vin_hash(m->key, keylen) % (uint32_t)s->nworkers);
+    serve_in_t *slot = claim_in(s, wi);
+    slot->kind = SERVE_IN_EVENT;
+    slot->topic = (uint8_t)topic;
+    slot->partition = m->partition;
+    slot->offset = m->offset;
+    slot->ts_ms = m->timestamp_ms;
+    slot->big = NULL;
+    /* A key longer than any VIN cannot name a vehicle: the worker rejects it as unkeyed. */
+    slot->keylen = (uint16_t)(keylen <= SERVE_KEY_MAX ? keylen : 0);
+    memcpy(slot->key, m->key, slot->keylen);
+    size_t n = m->n;
+    while (n && (((const char *)m->val)[n - 1] == '\n' || ((const char *)m->val)[n - 1] == '\r'))
+        n--;
+    slot->n = (uint32_t)n;
+    /* NUL-terminated, as a line from a file reader is. */
+    if (n < SERVE_INLINE) {
+        memcpy(slot->data, m->val, n);
+        slot->data[n] = 0;
+    } else if ((slot->big = malloc(n + 1))) {
+        memcpy(slot->big, m->val, n);
+        slot->big[n] = 0;
+    } else {
+        slot->n = 0; /* counted as malformed by the worker: an empty line parses as nothing */
+    }
+    cli_ring_publish(&s->w[wi].in);
+    p->next = m->offset + 1;
+    s->dispatched_since_mark++;
+}
+
+/* ---- epochs: from dispatched to committed ------------------------------------------------- */
+
+static epoch_t *epoch_get(serve_t *s, uint64_t id)
+{
+    for (size_t k = 0; k < s->npending; k++) {
+        epoch_t *e = &s->pending[(s->pending_head + k) % MAX_PENDING];
+        if (e->id == id)
+            return e;
+    }
+    return NULL;
+}
+
+/* Opens the next epoch (the queue's tail). Returns 0, or -1 when the queue is full. */
+static int open_epoch(serve_t *s)
+{
+    if (s->npending == MAX_PENDING)
+        return -1;
+    epoch_t *e = &s->pending[(s->pending_head + s->npending) % MAX_PENDING];
+    memset(e, 0, sizeof *e);
+    e->id = s->next_epoch++;
+    e->max_ts_us = INT64_MIN;
+    s->npending++;
+    return 0;
+}
+
+/* Sends the open epoch's MARK down every worker and opens the next one. Returns 0, or -1
+ * when too many epochs wait for their commit (the broker or the store is behind). */
+static int mark(serve_t *s)
+{
+    if (s->npending == MAX_PENDING)
+        return -1;
+    epoch_t *e = &s->pending[(s->pending_head + s->npending - 1) % MAX_PENDING];
+    if (s->nparts) {
+        if (!(e->parts = malloc(s->nparts * sizeof *e->parts)))
+            return -1;
+        memcpy(e->parts, s->parts, s->nparts * sizeof *e->parts);
+        e->nparts = s->nparts;
+    }
+    e->marked = 1;
+    for (int i = 0; i < s->nworkers; i++) {
+        serve_in_t *slot = claim_in(s, i);
+        slot->kind = SERVE_IN_MARK;
+        slot->epoch = e->id;
+        slot->big = NULL;
+        cli_ring_publish(&s->w[i].in);
+    }
+    s->dispatched_since_mark = 0;
+    s->last_mark_ns = cli_now_ns();
+    return open_epoch(s);
+}
+
+/* Commits the offsets of finished epochs, oldest first. */
+static void complete(serve_t *s)
+{
+    while (s->npending) {
+        epoch_t *e = &s->pending[s->pending_head];
+        if (!e->marked || e->marks < (unsigned)s->nworkers)
+            return;
+        if (!e->stored) {
+            if (e->max_ts_us != INT64_MIN)
+                cli_response_advance(s->resp, e->max_ts_us);
+            uint64_t t0 = cli_now_ns();
+            if (cli_response_commit(s->resp) != 0) {
+                s->failed = 1;
+                return;
+            }
+            vsoc_hist_observe(s->store_commit, (double)(cli_now_ns() - t0) / 1e9);
+            e->stored = 1;
+            pthread_mutex_lock(&s->mu);
+            cli_response_counts(s->resp, &s->counts);
+            pthread_mutex_unlock(&s->mu);
+        }
+        if (e->outstanding)
+            return;
+        vsoc_kafka_partition_t list[256];
+        size_t n = 0;
+        for (size_t i = 0; i < e->nparts && n < 256; i++) {
+            part_t *cur = NULL;
+            for (size_t j = 0; j < s->nparts; j++)
+                if (s->parts[j].topic == e->parts[i].topic &&
+                    s->parts[j].partition == e->parts[i].partition)
+                    cur = &s->parts[j];
+            if (!cur || e->parts[i].next < 0 || e->parts[i].next <= cur->committed)
+                continue; /* revoked since, nothing read, or committed already */
+            list[n++] = (vsoc_kafka_partition_t){s->topics[e->parts[i].topic],
+                                                 e->parts[i].partition, e->parts[i].next};
+        }
+        char err[512];
+        if (n && vsoc_kafka_commit_offsets(s->cons, list, n, err, sizeof err) != 0) {
+            /* The next epoch's commit covers these offsets too: nothing is lost, a crash
+             * before it only redelivers more. */
+            slog(s, LOG_WARN, "kafka.commit_failed", "%s", err);
+            pthread_mutex_lock(&s->mu);
+            s->offset_commit_errors++;
+            pthread_mutex_unlock(&s->mu);
+        } else if (n) {
+            for (size_t i = 0; i < e->nparts; i++)
+                for (size_t j = 0; j < s->nparts; j++)
+                    if (s->parts[j].topic == e->parts[i].topic &&
+                        s->parts[j].partition == e->parts[i].partition &&
+                        e->parts[i].next > s->parts[j].committed)
+                        s->parts[j].committed = e->parts[i].next;
+            pthread_mutex_lock(&s->mu);
+            s->offset_commits++;
+            pthread_mutex_unlock(&s->mu);
+        }
+        free(e->parts);
+        e->parts = NULL;
+        s->pending_head = (s->pending_head + 1) % MAX_PENDING;
+        s->npending--;
+        s->epochs_done++;
+    }
+}
+
+/* ---- outputs: alerts, malformed messages, markers ----------------------------------------- */
+
+static void count_alert(serve_t *s, const vsoc_rule_t *rule)
+{
+    const char *id = vsoc_rule_id(rule);
+    pthread_mutex_lock(&s->mu);
+    size_t i;
+    for (i = 0; i < s->nrc; i++)
+        if (!strcmp(s->rc[i].id, id))
+            break;
+    if (i == s->nrc) {
+        if (vsoc_array_grow((void **)&s->rc, &s->caprc, s->nrc, sizeof *s->rc) != 0 ||
+            !(s->rc[i].id = strdup(id))) {
+            pthread_mutex_unlock(&s->mu);
+            return;
+        }
+        s->rc[i].level = vsoc_level_name(vsoc_rule_level(rule));
+        s->rc[i].alerts = 0;
+        s->nrc++;
+    }
+    s->rc[i].alerts++;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void retry_later(serve_t *s, pub_t *pb)
+{
+    if (vsoc_array_grow((void **)&s->retry, &s->capretry, s->nretry, sizeof *s->retry) != 0) {
+        /* Without memory to keep it, the alert is still in the store; its epoch never
+         * completes, so its offsets are not committed and a restart publishes it again. */
+        slog(s, LOG_ERROR, "out_of_memory", "an alert could not be queued for publishing");
+        free(pb->json);
+        free(pb);
+        return;
+    }
+    s->retry[s->nretry++] = pb;
+}
+
+static void publish(serve_t *s, pub_t *pb)
+{
+    char err[512];
+    if (vsoc_kafka_produce_async(s->prod, s->cfg->kafka.topics.alerts, pb->vin, pb->vinlen,
+                                 pb->json, strlen(pb->json), pb, err, sizeof err) != 0)
+        retry_later(s, pb);
+}
+
+static void on_delivery(void *ctx, void *opaque, int ok, const char *errstr)
+{
+    serve_t *s = ctx;
+    pub_t *pb = opaque;
+    if (!pb)
+        return;
+    if (!ok) {
+        pthread_mutex_lock(&s->mu);
+        s->publish_retries++;
+        pthread_mutex_unlock(&s->mu);
+        slog(s, LOG_WARN, "alert.publish_failed", "will send again: %s", errstr);
+        retry_later(s, pb);
+        return;
+    }
+    epoch_t *e = epoch_get(s, pb->epoch);
+    if (e && e->outstanding)
+        e->outstanding--;
+    pthread_mutex_lock(&s->mu);
+    s->published++;
+    if (pb->produced_ms >= 0) {
+        double lat = (double)(cli_wall_us() / 1000 - pb->produced_ms) / 1e3;
+        vsoc_hist_observe(s->latency, lat < 0 ? 0 : lat);
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(pb->json);
+    free(pb);
+}
+
+static void redis_state(serve_t *s)
+{
+    if (!s->redis)
+        return;
+    int up = vsoc_redis_up(s->redis);
+    pthread_mutex_lock(&s->mu);
+    if (up != s->redis_up)
+        slog(s, up ? LOG_INFO : LOG_WARN, up ? "redis.up" : "redis.down", "%s",
+             up ? "connected: fleet state is shared again"
+                : vsoc_redis_errstr(s->redis));
+    s->redis_up = up;
+    vsoc_redis_stats(s->redis, &s->redis_stats);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Makes o (a hit that raised its rule's fleet alert) the alert: o->json and o->uid become
+ * exactly what vsoc_fleet_alert_json writes in replay (the hit's finding with the counter's
+ * uid, count, window and vehicles). Returns 0, or -1 when memory ran out. */
+static int fleet_json(serve_out_t *o, const vsoc_fleet_result_t *res)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(o->json, 0, &jerr);
+    if (!j)
+        return -1;
+    int64_t last = o->time_us > res->first_us ? o->time_us : res->first_us;
+    json_t *fi = json_object_get(j, "finding_info");
+    json_t *evd = json_object_get(json_array_get(json_object_get(j, "evidences"), 0), "data");
+    json_t *veh = json_object_get(j, "vehicle");
+    json_object_set_new(j, "start_time", json_integer(res->first_us / 1000));
+    json_object_set_new(j, "end_time", json_integer(last / 1000));
+    json_object_set_new(j, "count", json_integer((json_int_t)res->vehicles));
+    json_object_set_new(fi, "uid", json_string(res->uid));
+    json_object_set_new(fi, "first_seen_time", json_integer(res->first_us / 1000));
+    json_object_set_new(fi, "last_seen_time", json_integer(last / 1000));
+    json_object_set_new(evd, "count", json_integer((json_int_t)res->vehicles));
+    json_object_set_new(evd, "first_seen_time", json_integer(res->first_us / 1000));
+    json_object_set_new(evd, "last_seen_time", json_integer(last / 1000));
+    json_t *fl = json_object(), *vins = json_array();
+    json_object_set_new(fl, "vehicles", json_integer((json_int_t)res->vehicles));
+    for (size_t i = 0; i < res->nvins && i < VSOC_FLEET_SAMPLES; i++)
+        json_array_append_new(vins, json_string(res->vins[i]));
+    json_object_set_new(fl, "vins", vins);
+    json_object_set_new(veh, "fleet", fl);
+    char *out = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(10));
+    json_decref(j);
+    if (!out)
+        return -1;
+    free(o->json);
+    o->json = out;
+    memcpy(o->uid, res->uid, sizeof o->uid);
+    return 0;
+}
+
+static void handle_alert(serve_t *s, int wi, serve_out_t *o);
+
+/* Counts the fleet hits of one drain pass: in one pipeline to Redis, or in process when
+ * there is no Redis or it is away (then each instance counts only its own vehicles until
+ * it is back; docs/redis.md). Hits that raise an alert go on as alerts. */
+static void count_hits(serve_t *s)
+{
+    size_t n = s->nhits;
+    if (!n)
+        return;
+    vsoc_fleet_result_t res[64];
+    vsoc_redis_fleet_hit_t rh[64];
+    for (size_t base = 0; base < n; base += 64) {
+        size_t m = n - base < 64 ? n - base : 64;
+        int valid[64];
+        for (size_t i = 0; i < m; i++) {
+            serve_out_t *o = &s->hits[base + i];
+            int64_t span = 0;
+            uint64_t gte = 0;
+            valid[i] = vsoc_rule_fleet(o->rule, &span, &gte);
+            rh[i] = (vsoc_redis_fleet_hit_t){vsoc_rule_id(o->rule), span, gte ? gte : 1,
+                                             o->vin, o->vinlen, o->time_us};
+        }
+        int shared = s->redis && vsoc_redis_fleet_hits(s->redis, rh, m, res) == 0;
+        if (s->redis && !shared) {
+            pthread_mutex_lock(&s->mu);
+            s->redis_fallbacks += m;
+            pthread_mutex_unlock(&s->mu);
+        }
+        for (size_t i = 0; i < m; i++) {
+            serve_out_t *o = &s->hits[base + i];
+            int alert = 0;
+            if (valid[i] && !shared &&
+                vsoc_fleet_hit(s->fleet, rh[i].rule_id, rh[i].timespan_us, rh[i].gte, o->vin,
+                               o->vinlen, o->time_us, &res[i]) != 0)
+                valid[i] = 0;
+            alert = valid[i] && res[i].alert;
+            if (alert && fleet_json(o, &res[i]) == 0) {
+                pthread_mutex_lock(&s->mu);
+                s->fleet_alerts++;
+                pthread_mutex_unlock(&s->mu);
+                o->fleet_hit = 0;
+                handle_alert(s, o->topic, o); /* topic holds the worker index here */
+            } else {
+                free(o->json);
+            }
+        }
+    }
+    s->nhits = 0;
+    redis_state(s);
+}
+
+/* The responder's fleet-wide limits through Redis (respond.h, limits). */
+static int shared_limits(void *ctx, const vsoc_playbook_t *p, const char *vin, int *cooling,
+                         uint64_t *vehicles)
+{
+    serve_t *s = ctx;
+    char key[300];
+    *cooling = 0;
+    *vehicles = 0;
+    int rc = 0;
+    if (p->cooldown_s > 0) {
+        int acquired = 0;
+        snprintf(key, sizeof key, "playbook:%s:%s", p->id, vin);
+        rc = vsoc_redis_cooldown(s->redis, key, p->cooldown_s * 1000, &acquired);
+        if (rc == 0 && !acquired) {
+            *cooling = 1;
+            return 0;
+        }
+    }
+    if (rc == 0 && p->max_vehicles_per_hour) {
+        int64_t count = 0;
+        snprintf(key, sizeof key, "blast:%s", p->id);
+        rc = vsoc_redis_window_incr(s->redis, key, 3600 * 1000, &count);
+        *vehicles = (uint64_t)count;
+    }
+    if (rc != 0) {
+        pthread_mutex_lock(&s->mu);
+        s->redis_fallbacks++;
+        pthread_mutex_unlock(&s->mu);
+    }
+    redis_state(s);
+    return rc;
+}
+
+static void handle_alert(serve_t *s, int wi, serve_out_t *o)
+{
+    if (o->fleet_hit) {
+        if (vsoc_array_grow((void **)&s->hits, &s->caphits, s->nhits, sizeof *s->hits) != 0) {
+            free(o->json);
+            slog(s, LOG_ERROR, "out_of_memory", "a fleet hit could not be counted");
+            return;
+        }
+        o->topic = (uint8_t)wi;
+        o->epoch = s->wepoch[wi]; /* its alert belongs where the hit came from */
+        s->hits[s->nhits++] = *o;
+        return;
+    }
+    count_alert(s, o->rule);
+    vsoc_alert_t a = {.rule = o->rule, .time_us = o->time_us, .vin = {o->vin, o->vinlen}};
+    memcpy(a.uid, o->uid, sizeof a.uid);
+    if (cli_response_alert(s->resp, &a, o->json) != 0)
+        s->failed = 1;
+    if (!s->cfg->kafka.topics.alerts || !s->cfg->kafka.topics.alerts[0]) {
+        free(o->json);
+        return;
+    }
+    pub_t *pb = malloc(sizeof *pb);
+    if (!pb) {
+        free(o->json);
+        slog(s, LOG_ERROR, "out_of_memory", "an alert could not be published");
+        return;
+    }
+    pb->epoch = o->epoch ? o->epoch : s->wepoch[wi];
+    pb->produced_ms = o->produced_ms;
+    pb->vinlen = o->vinlen;
+    memcpy(pb->vin, o->vin, sizeof pb->vin);
+    pb->json = o->json;
+    /* Counted before it is handed over: its delivery report may come at once. The epoch
+     * is the open one or a marked one still pending: outputs of a worker before its MARK
+     * come before the MARK, and an epoch leaves the queue only after all MARKs. */
+    epoch_t *e = epoch_get(s, pb->epoch);
+    if (e)
+        e->outstanding++;
+    publish(s, pb);
+}
+
+/* Takes every output the workers have ready. */
+static void drain(serve_t *s)
+{
+    for (int i = 0; i < s->nworkers; i++) {
+        serve_out_t *o;
+        while ((o = cli_ring_peek(&s->w[i].out))) {
+            switch (o->kind) {
+            case SERVE_OUT_ALERT:
+                handle_alert(s, i, o);
+                break;
+            case SERVE_OUT_BAD: {
+                uint64_t n;
+                pthread_mutex_lock(&s->mu);
+                n = ++s->bad_total;
+                pthread_mutex_unlock(&s->mu);
+                if (n <= 20 || n % 10000 == 0)
+                    slog(s, LOG_WARN, "event.malformed", "%s/%d@%lld: %s%s",
+                         s->topics[o->topic], (int)o->partition, (long long)o->offset,
+                         o->reason, n == 20 ? " (further ones are counted, and logged once "
+                                              "every 10000)" : "");
+                break;
+            }
+            case SERVE_OUT_MARK: {
+                epoch_t *e = epoch_get(s, o->epoch);
+                if (e) {
+                    e->marks++;
+                    if (o->max_ts_us > e->max_ts_us)
+                        e->max_ts_us = o->max_ts_us;
+                }
+                s->wepoch[i] = o->epoch + 1;
+                break;
+            }
+            case SERVE_OUT_RELEASE:
+                serve_set_unref(o->set);
+                break;
+            case SERVE_OUT_STOP:
+                break;
+            }
+            cli_ring_release(&s->w[i].out);
+        }
+    }
+    count_hits(s);
+}
+
+/* Publishes again what the producer refused or lost; their epochs wait for them. */
+static void republish(serve_t *s)
+{
+    size_t n = s->nretry;
+    if (!n)
+        return;
+    pub_t **v = s->retry;
+    s->retry = NULL;
+    s->nretry = s->capretry = 0;
+    for (size_t i = 0; i < n; i++)
+        publish(s, v[i]);
+    free(v);
+}
+
+/* One turn of the main loop's output side: outputs, delivery reports, finished epochs. */
+static void turn(serve_t *s)
+{
+    drain(s);
+    if (s->prod)
+        vsoc_kafka_producer_poll(s->prod, 0, on_delivery, s);
+    republish(s);
+    complete(s);
+}
+
+/* Makes everything dispatched so far durable and commits its offsets, waiting up to
+ * timeout_ms. Returns 0 when done, -1 when the time ran out (the offsets stay where they
+ * were: those messages will be read again). */
+static int barrier(serve_t *s, int timeout_ms)
+{
+    uint64_t end = cli_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    while (mark(s) != 0) {
+        turn(s);
+        if (s->failed || cli_now_ns() > end)
+            return -1;
+        if (s->prod)
+            vsoc_kafka_producer_poll(s->prod, 5, on_delivery, s);
+    }
+    /* Done when only the (new, empty) open epoch is left. */
+    while (s->npending > 1) {
+        turn(s);
+        if (s->failed || cli_now_ns() > end)
+            return -1;
+        if (s->npending > 1 && s->prod)
+            vsoc_kafka_producer_poll(s->prod, 1, on_delivery, s);
+    }
+    return 0;
+}
+
+/* ---- rebalance ---------------------------------------------------------------------------- */
+
+static void on_assign(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
+{
+    serve_t *s = ctx;
+    for (size_t i = 0; i < n; i++) {
+        int t = topic_index(s, p[i].topic);
+        if (t >= 0)
+            part_of(s, t, p[i].partition);
+    }
+    pthread_mutex_lock(&s->mu);
+    s->joined = s->ready = 1;
+    s->assigned = vsoc_kafka_assigned(s->cons);
+    pthread_mutex_unlock(&s->mu);
+    slog(s, LOG_INFO, "kafka.assigned", "%zu partition%s assigned, %zu in all", n,
+         n == 1 ? "" : "s", vsoc_kafka_assigned(s->cons));
+}
+
+static void on_revoke(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
+{
+    serve_t *s = ctx;
+    /* The partitions go to another instance, which starts where the committed offsets
+     * say: everything read from them is made durable and committed first. */
+    if (barrier(s, 20000) != 0)
+        slog(s, LOG_WARN, "kafka.revoke_uncommitted",
+             "could not commit before giving up %zu partition%s: their last messages will be "
+             "read again by the next owner", n, n == 1 ? "" : "s");
+    for (size_t i = 0; i < n; i++) {
+        int t = topic_index(s, p[i].topic);
+        for (size_t j = 0; j < s->nparts; j++)
+            if (s->parts[j].topic == t && s->parts[j].partition == p[i].partition) {
+                s->parts[j] = s->parts[--s->nparts];
+                break;
+            }
+    }
+    slog(s, LOG_INFO, "kafka.revoked", "%zu partition%s revoked", n, n == 1 ? "" : "s");
+}
+
+/* ---- reload ------------------------------------------------------------------------------- */
+
+static int reload(serve_t *s, char *msg, size_t n)
+{
+    char why[512];
+    serve_set_t *set = load_set(s, why, sizeof why);
+    if (!set) {
+        snprintf(msg, n, "reload failed, generation %llu keeps running: %s",
+                 (unsigned long long)s->set->generation, why);
+        slog(s, LOG_ERROR, "reload.failed", "%s", msg);
+        pthread_mutex_lock(&s->mu);
+        s->reloads_failed++;
+        snprintf(s->last_reload_error, sizeof s->last_reload_error, "%s", why);
+        pthread_mutex_unlock(&s->mu);
+        return -1;
+    }
+    if (cli_response_set_playbooks(s->resp, set->playbooks) != 0) {
+        snprintf(msg, n, "reload failed, generation %llu keeps running: the playbooks could "
+                         "not be swapped", (unsigned long long)s->set->generation);
+        serve_set_unref(set);
+        pthread_mutex_lock(&s->mu);
+        s->reloads_failed++;
+        pthread_mutex_unlock(&s->mu);
+        return -1;
+    }
+    for (int i = 0; i < s->nworkers; i++) {
+        serve_in_t *slot = claim_in(s, i);
+        slot->kind = SERVE_IN_SWAP;
+        slot->big = NULL;
+        serve_set_ref(set);
+        slot->set = set;
+        cli_ring_publish(&s->w[i].in);
+    }
+    pthread_mutex_lock(&s->mu);
+    serve_set_t *old = s->set;
+    s->set = set;
+    s->reloads_ok++;
+    pthread_mutex_unlock(&s->mu);
+    serve_set_unref(old);
+    snprintf(msg, n, "reloaded: generation %llu, %zu rules, %zu playbooks%s",
+             (unsigned long long)set->generation, vsoc_ruleset_count(set->rules),
+             vsoc_playbooks_count(set->playbooks), set->baseline ? ", a baseline" : "");
+    slog(s, LOG_INFO, "reload.done", "%s", msg);
+    return 0;
+}
+
+/* ---- set-up and the main loop ------------------------------------------------------------- */
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: vsoc serve -c FILE [--check]\n"
+            "\n"
+            "Runs the SOC service: reads vehicle events from Kafka (key: the VIN, value: one\n"
+            "candump line or one JSON IDS event), runs the rules, baseline and playbooks,\n"
+            "publishes alerts as OCSF JSON to Kafka, and keeps alerts, incidents, runs and\n"
+            "commands in the store. Logs are JSON lines on stderr.\n"
+            "\n"
+            "options:\n"
+            "  -c, --config FILE  the configuration (docs/config.md; samples/vsoc.yaml)\n"
+            "  --check            load the configuration, rules, baseline and playbooks,\n"
+            "                     report every problem, and exit (0: all good)\n"
+            "  --config-docs      print the configuration reference (Markdown) and exit\n"
+            "  -h, --help         this help\n"
+            "\n"
+            "signals: SIGHUP reloads rules, baseline and playbooks (a set that fails to load\n"
+            "leaves the running one in place); SIGTERM or SIGINT drains, commits and exits 0.\n"
+            "HTTP (http.listen): /metrics, /healthz, /readyz, POST /-/reload.\n"
+            "\n"
+            "exit status: 0 stopped cleanly, 1 a Kafka, store or runtime failure, 2 usage,\n"
+            "configuration, rule or playbook errors.\n");
+}
+
+static void free_serve(serve_t *s)
+{
+    for (size_t i = 0; i < s->ntopics; i++)
+        free(s->topics[i]);
+    free(s->parts);
+    for (size_t k = 0; k < MAX_PENDING; k++)
+        free(s->pending[k].parts);
+    for (size_t i = 0; i < s->nretry; i++) {
+        free(s->retry[i]->json);
+        free(s->retry[i]);
+    }
+    free(s->retry);
+    for (size_t i = 0; i < s->nrc; i++)
+        free(s->rc[i].id);
+    free(s->rc);
+    free(s->wepoch);
+    free(s->w);
+    for (size_t i = 0; i < s->nhits; i++)
+        free(s->hits[i].json);
+    free(s->hits);
+    vsoc_hist_free(s->latency);
+    vsoc_hist_free(s->store_commit);
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    const char *cpath = NULL;
+    int check = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val = NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (cli_opt(a, "--config", &val) || cli_opt(a, "-c", &val)) {
+            if (!(cpath = cli_value(argc, argv, &i, val, "vsoc serve", "--config")))
+                return EXIT_USAGE;
+        } else if (!strcmp(a, "--check")) {
+            check = 1;
+        } else if (!strcmp(a, "--config-docs")) {
+            serve_config_print_docs(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "vsoc serve: unknown argument '%s' (see vsoc serve --help)\n", a);
+            return EXIT_USAGE;
+        }
+    }
+    if (!cpath) {
+        fprintf(stderr, "vsoc serve: no configuration: vsoc serve -c FILE (see "
+                        "samples/vsoc.yaml)\n");
+        return EXIT_USAGE;
+    }
+    serve_t sv = {.config_path = cpath, .level = LOG_INFO};
+    serve_t *s = &sv;
+    int rc = EXIT_USAGE;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    vsoc_diags_t *d = vsoc_diags_new();
+    if (!d) {
+        fprintf(stderr, "vsoc serve: out of memory\n");
+        return 1;
+    }
+    s->cfg = serve_config_load(cpath, d);
+    vsoc_diags_sort(d);
+    vsoc_diags_print(d, stderr);
+    if (!s->cfg || vsoc_diags_errors(d)) {
+        fprintf(stderr, "vsoc serve: %zu error%s in %s\n", vsoc_diags_errors(d),
+                vsoc_diags_errors(d) == 1 ? "" : "s", cpath);
+        vsoc_diags_free(d);
+        serve_config_free(s->cfg);
+        return EXIT_USAGE;
+    }
+    vsoc_diags_free(d);
+    s->level = s->cfg->log.level;
+    char err[1024];
+    if (!(s->set = load_set(s, err, sizeof err))) {
+        slog(s, LOG_ERROR, "start.failed", "%s", err);
+        goto done;
+    }
+    if (check) {
+        printf("%s: configuration good; %zu rules, %zu playbooks%s\n", cpath,
+               vsoc_ruleset_count(s->set->rules), vsoc_playbooks_count(s->set->playbooks),
+               s->set->baseline ? ", a baseline" : "");
+        rc = 0;
+        goto done;
+    }
+    rc = 1;
+    s->nworkers = s->cfg->workers > 0 ? s->cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (s->nworkers < 1)
+        s->nworkers = 1;
+    if (s->nworkers > MAX_WORKERS)
+        s->nworkers = MAX_WORKERS;
+    if (!(s->fleet = vsoc_fleet_new()) ||
+        !(s->w = calloc((size_t)s->nworkers, sizeof *s->w)) ||
+        !(s->wepoch = calloc((size_t)s->nworkers, sizeof *s->wepoch))) {
+        slog(s, LOG_ERROR, "start.failed", "out of memory");
+        goto done;
+    }
+    if (!(s->latency = vsoc_hist_new(vsoc_hist_latency_bounds, VSOC_HIST_LATENCY_NBOUNDS, err,
+                                     sizeof err)) ||
+        !(s->store_commit = vsoc_hist_new(vsoc_hist_latency_bounds, VSOC_HIST_LATENCY_NBOUNDS,
+                                          err, sizeof err))) {
+        slog(s, LOG_ERROR, "start.failed", "%s", err);
+        goto done;
+    }
+    if (s->cfg->redis.url && s->cfg->redis.url[0]) {
+        vsoc_redis_opts_t rop = {.url = s->cfg->redis.url, .prefix = s->cfg->redis.prefix,
+                                 .timeout_ms = (int)(s->cfg->redis.timeout_us / 1000)};
+        if (!(s->redis = vsoc_redis_new(&rop, err, sizeof err))) {
+            slog(s, LOG_ERROR, "start.failed", "redis.url: %s", err);
+            goto done;
+        }
+        /* Not fatal: the service runs on local state until Redis answers. */
+        if (vsoc_redis_ping(s->redis) != 0)
+            slog(s, LOG_WARN, "redis.down", "%s: running on local state until it answers",
+                 vsoc_redis_errstr(s->redis));
+        redis_state(s);
+    }
+    cli_response_opts_t ro = {.db = s->cfg->store.sqlite, .no_playbooks = !s->cfg->response.enabled,
+                              .incident_gap_us = s->cfg->response.incident_gap_us,
+                              .log_fn = response_log, .log_ctx = s,
+                              .use_playbooks = s->set->playbooks, .prog = "vsoc serve",
+                              .limits = s->redis ? shared_limits : NULL, .limits_ctx = s};
+    int code;
+    if (!(s->resp = cli_response_new(&ro, &code)))
+        goto done;
+    /* Every client gets the pass-through properties; client.id names this instance. */
+    if (s->cfg->instance[0])
+        snprintf(s->instance, sizeof s->instance, "%s", s->cfg->instance);
+    else if (gethostname(s->instance, sizeof s->instance - 1) != 0)
+        snprintf(s->instance, sizeof s->instance, "vsoc");
+    const vsoc_confmap_map_t *props = &s->cfg->kafka.properties;
+    char **kv = calloc(props->n + 1, sizeof *kv);
+    size_t nkv = 0;
+    int has_cid = 0, oom = !kv;
+    for (size_t i = 0; kv && i < props->n; i++) {
+        if (asprintf(&kv[nkv], "%s=%s", props->v[i].key, props->v[i].value) < 0) {
+            oom = 1;
+            break;
+        }
+        nkv++;
+        if (!strcmp(props->v[i].key, "client.id"))
+            has_cid = 1;
+    }
+    if (kv && !oom && !has_cid && asprintf(&kv[nkv], "client.id=vsoc-%s", s->instance) >= 0)
+        nkv++;
+    if (oom) {
+        slog(s, LOG_ERROR, "start.failed", "out of memory");
+        for (size_t i = 0; i < nkv; i++)
+            free(kv[i]);
+        free(kv);
+        goto done;
+    }
+    s->prod = vsoc_kafka_producer_new(s->cfg->kafka.brokers, (const char *const *)kv, nkv, err, sizeof err);
+    if (s->prod)
+        s->cons = vsoc_kafka_consumer_new(
+            s->cfg->kafka.brokers, s->cfg->kafka.group,
+            (const char *const *)s->cfg->kafka.topics.events.v, s->cfg->kafka.topics.events.n,
+            (const char *const *)kv,
+            nkv, err, sizeof err);
+    for (size_t i = 0; i < nkv; i++)
+        free(kv[i]);
+    free(kv);
+    if (!s->prod || !s->cons) {
+        slog(s, LOG_ERROR, "start.failed", "kafka: %s", err);
+        goto done;
+    }
+    vsoc_kafka_consumer_on_rebalance(s->cons, on_assign, on_revoke, s);
+    for (int i = 0; i < s->nworkers; i++) {
+        s->w[i].topics = s->topics;
+        if (serve_worker_start(&s->w[i], i, s->set, cli_now_ns, err, sizeof err) != 0) {
+            slog(s, LOG_ERROR, "start.failed", "%s", err);
+            s->nworkers = i; /* the started ones are stopped below */
+            s->failed = 1;
+            break;
+        }
+    }
+    s->next_epoch = 1;
+    for (int i = 0; i < s->nworkers; i++)
+        s->wepoch[i] = 1;
+    open_epoch(s);
+    if (!s->failed && s->cfg->http.listen && s->cfg->http.listen[0]) {
+        vsoc_http_handlers_t h = {.metrics = metrics, .ready = ready, .reload = http_reload,
+                                  .ctx = s};
+        s->http = vsoc_http_start(s->cfg->http.listen, &h, err, sizeof err);
+        if (!s->http) {
+            slog(s, LOG_ERROR, "start.failed", "http: %s", err);
+            s->failed = 1;
+        }
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    /* The bound address: with port 0 in http.listen, this is where to find it. */
+    char http[300] = "off";
+    if (s->http) {
+        const char *hl = s->cfg->http.listen;
+        const char *colon = strrchr(hl, ':');
+        snprintf(http, sizeof http, "%.*s:%d", (int)(colon ? colon - hl : (long)strlen(hl)),
+                 hl, vsoc_http_port(s->http));
+    }
+    if (!s->failed)
+        slog(s, LOG_INFO, "start", "instance %s: %d worker%s, %zu rules, %zu playbooks, "
+             "brokers %s, group %s, store %s, http %s", s->instance, s->nworkers,
+             s->nworkers == 1 ? "" : "s", vsoc_ruleset_count(s->set->rules),
+             vsoc_playbooks_count(s->set->playbooks), s->cfg->kafka.brokers,
+             s->cfg->kafka.group, s->cfg->store.sqlite, http);
+    uint64_t interval_ns = (uint64_t)s->cfg->kafka.commit_interval_us * 1000ull;
+    uint64_t last_lag_ns = 0;
+    s->last_mark_ns = cli_now_ns();
+    while (!got_term && !s->failed) {
+        if (got_hup || atomic_exchange(&s->reload_req, 0)) {
+            got_hup = 0;
+            char msg[1024];
+            int r = reload(s, msg, sizeof msg);
+            pthread_mutex_lock(&s->mu);
+            s->reload_done = s->reload_seq;
+            s->reload_rc = r;
+            snprintf(s->reload_msg, sizeof s->reload_msg, "%s", msg);
+            pthread_cond_broadcast(&s->cv);
+            pthread_mutex_unlock(&s->mu);
+        }
+        /* Short polls while work is in flight keep alerts moving; longer ones when idle. */
+        int busy = s->npending > 1 || s->dispatched_since_mark || s->nretry;
+        int got = vsoc_kafka_poll(s->cons, busy ? 1 : 50, on_message, s, err, sizeof err);
+        if (got < 0)
+            slog(s, LOG_WARN, "kafka.error", "%s", err);
+        turn(s);
+        uint64_t now = cli_now_ns();
+        if (s->dispatched_since_mark && now - s->last_mark_ns >= interval_ns)
+            mark(s);
+        if (now - last_lag_ns > 1000000000ull) {
+            last_lag_ns = now;
+            /* A Redis that went away is tried again (within its backoff) even when no
+             * hit needs it, so /metrics says when it is back. */
+            if (s->redis && !vsoc_redis_up(s->redis)) {
+                vsoc_redis_ping(s->redis);
+                redis_state(s);
+            }
+            int64_t lag = vsoc_kafka_lag(s->cons);
+            pthread_mutex_lock(&s->mu);
+            s->lag = lag;
+            s->assigned = vsoc_kafka_assigned(s->cons);
+            pthread_mutex_unlock(&s->mu);
+        }
+    }
+    pthread_mutex_lock(&s->mu);
+    s->ready = 0;
+    pthread_mutex_unlock(&s->mu);
+    if (!s->failed) {
+        slog(s, LOG_INFO, "stop", "draining: making what was read durable, then committing");
+        if (barrier(s, 30000) == 0) {
+            rc = 0;
+        } else {
+            slog(s, LOG_ERROR, "stop.uncommitted", "could not make everything durable within "
+                 "30 s: the last messages will be read again on restart");
+        }
+    }
+done:
+    if (s->cons) {
+        /* Leaving the group revokes the partitions: on_revoke commits what is left. */
+        vsoc_kafka_consumer_free(s->cons);
+        s->cons = NULL;
+    }
+    for (int i = 0; i < s->nworkers; i++) {
+        serve_in_t *slot;
+        while (!(slot = cli_ring_claim(&s->w[i].in)))
+            turn(s);
+        slot->kind = SERVE_IN_STOP;
+        slot->big = NULL;
+        cli_ring_publish(&s->w[i].in);
+    }
+    for (int i = 0; i < s->nworkers; i++) {
+        /* Outputs drained until the worker's STOP, so it never blocks on a full ring. */
+        int stopped = 0;
+        while (!stopped) {
+            serve_out_t *o = cli_ring_peek(&s->w[i].out);
+            if (!o) {
+                struct timespec ts = {0, 100000};
+                nanosleep(&ts, NULL);
+                continue;
+            }
+            if (o->kind == SERVE_OUT_STOP)
+                stopped = 1;
+            else if (o->kind == SERVE_OUT_ALERT)
+                free(o->json);
+            else if (o->kind == SERVE_OUT_RELEASE)
+                serve_set_unref(o->set);
+            cli_ring_release(&s->w[i].out);
+        }
+        serve_worker_join(&s->w[i]);
+    }
+    vsoc_http_stop(s->http);
+    if (s->prod) {
+        vsoc_kafka_producer_flush(s->prod, 5000, on_delivery, s);
+        vsoc_kafka_producer_free(s->prod);
+    }
+    if (s->resp) {
+        if (cli_response_finish(s->resp) != 0)
+            rc = 1;
+        cli_response_free(s->resp);
+    }
+    if (s->failed)
+        rc = 1;
+    if (rc == 0)
+        slog(s, LOG_INFO, "stopped", "offsets committed, store closed");
+    vsoc_fleet_free(s->fleet);
+    vsoc_redis_free(s->redis);
+    serve_set_unref(s->set);
+    free_serve(s);
+    serve_config_free(s->cfg);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    return rc;
+}

@@ -1,0 +1,118 @@
+/* serve.h: the pieces of vsoc serve that its threads share (docs/serve.md).
+ *
+ * The main thread consumes Kafka and hands each message to the worker that owns its vehicle
+ * (a hash of the key, the VIN) through that worker's input ring; the worker parses it, runs
+ * its engine and hands alerts back through its output ring; the main thread publishes them,
+ * writes them to the store and runs the response side. Rings are the only channel: the
+ * per-event path takes no lock. Markers travel the same rings in order, which is what lets
+ * the main thread know that everything before an offset is durable (MARK), that no alert of
+ * an old rule set is still in flight (RELEASE), and that a worker has stopped (STOP). */
+#ifndef VSOC_CLI_SERVE_H
+#define VSOC_CLI_SERVE_H
+
+#include "engine.h"
+#include "playbook.h"
+#include "ring.h"
+#include "score.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+/* A loaded set of rules, baseline and playbooks: built whole on start and on reload, then
+ * shared read-only. Each worker and the main thread hold a reference. */
+typedef struct serve_set {
+    _Atomic int refs;
+    uint64_t generation;
+    vsoc_ruleset_t *rules;
+    vsoc_baseline_t *baseline; /* NULL: none */
+    vsoc_scorer_t *scorer;     /* NULL: none */
+    vsoc_playbooks_t *playbooks;
+} serve_set_t;
+
+void serve_set_ref(serve_set_t *s);
+void serve_set_unref(serve_set_t *s); /* NULL does nothing */
+
+enum { SERVE_IN_EVENT = 1, SERVE_IN_MARK, SERVE_IN_SWAP, SERVE_IN_STOP };
+
+#define SERVE_KEY_MAX 64
+#define SERVE_INLINE 400
+
+/* A slot of a worker's input ring (512 bytes). */
+typedef struct serve_in {
+    uint8_t kind;
+    uint8_t topic;        /* index into the service's topic names */
+    uint16_t keylen;
+    int32_t partition;
+    int64_t offset;
+    int64_t ts_ms;        /* the message's timestamp, -1 if none */
+    uint64_t epoch;       /* MARK */
+    serve_set_t *set;     /* SWAP: taken by the worker */
+    uint32_t n;
+    char *big;            /* the value when longer than SERVE_INLINE (malloc'd, taken) */
+    char key[SERVE_KEY_MAX];
+    char data[SERVE_INLINE];
+} serve_in_t;
+
+enum { SERVE_OUT_ALERT = 1, SERVE_OUT_BAD, SERVE_OUT_MARK, SERVE_OUT_RELEASE, SERVE_OUT_STOP };
+
+#define SERVE_REASON_MAX 200
+
+/* A slot of a worker's output ring. */
+typedef struct serve_out {
+    uint8_t kind;
+    uint8_t topic;
+    uint8_t fleet_hit;          /* ALERT: a fleet_count hit, to be counted (fleet.h) */
+    int32_t partition;
+    int64_t offset;             /* BAD: where the message was */
+    uint64_t epoch;             /* MARK */
+    int64_t max_ts_us;          /* MARK: newest event time this worker has seen */
+    serve_set_t *set;           /* ALERT: the set rule belongs to; RELEASE: to unref */
+    const vsoc_rule_t *rule;
+    char *json;                 /* ALERT: the OCSF JSON (malloc'd, taken) */
+    char uid[37];
+    uint8_t vinlen;
+    char vin[33];
+    int64_t time_us;
+    int64_t produced_ms;        /* ALERT: the message's timestamp, for latency */
+    char reason[SERVE_REASON_MAX];
+} serve_out_t;
+
+/* Counters a worker writes alone and other threads read (relaxed atomics: no lock). */
+typedef struct serve_wstats {
+    _Atomic uint64_t events_can, events_ids, malformed, no_memory, alerts, hits;
+    _Atomic uint64_t busy_ns; /* time spent on events */
+} serve_wstats_t;
+
+typedef struct serve_worker {
+    int index;
+    pthread_t thread;
+    cli_ring_t in, out;
+    serve_set_t *set;           /* worker-owned reference */
+    vsoc_engine_t *engine;
+    serve_wstats_t st;
+    /* A copy of the engine's per-rule counters, refreshed at each MARK, for /metrics. */
+    pthread_mutex_t stats_mu;
+    serve_set_t *stats_set;     /* the set the copy's indexes refer to (referenced) */
+    vsoc_rule_stats_t *rule_stats;
+    size_t nrule_stats;
+    int64_t max_ts_us;
+    uint64_t (*clock_ns)(void);
+    char *const *topics;        /* the service's topic names (appended to, never moved) */
+    int src_topic, src_partition;
+    size_t srclen;
+    char src[300];              /* "kafka:<topic>/<partition>" of the last message */
+} serve_worker_t;
+
+/* Starts a worker over set (a reference is taken); clock_ns measures its busy time.
+ * Returns 0, or -1 with err and nothing left to free. */
+int serve_worker_start(serve_worker_t *w, int index, serve_set_t *set,
+                       uint64_t (*clock_ns)(void), char *err, size_t errlen);
+/* After it has sent STOP: joins the thread and frees everything it owns. */
+void serve_worker_join(serve_worker_t *w);
+
+/* Pushes into a worker's output ring, spinning politely while it is full: the main thread
+ * drains outputs while it waits on a full input ring, so this never deadlocks. */
+void serve_out_push(serve_worker_t *w, const serve_out_t *o);
+
+#endif

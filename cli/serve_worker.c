@@ -1,0 +1,293 @@
+/* serve_worker.c: a worker thread of vsoc serve (serve.h): parses the messages of the
+ * vehicles it owns, runs its own engine over them, and hands alerts back.
+ *
+ * The worker owns its engine and its reference to the rule set; it never touches Kafka, the
+ * store or Redis, and takes no lock per event. A set swap (reload) arrives in the input ring
+ * between two events: the worker builds an engine over the new set and sends RELEASE for the
+ * old one behind every alert that still points into it. */
+#include "serve.h"
+
+#include "file/reader.h"
+#include "util.h"
+
+#include <jansson.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static inline void bump(_Atomic uint64_t *c, uint64_t n)
+{
+    /* One writer: a plain load and store, no locked add. */
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+void serve_set_ref(serve_set_t *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+}
+
+void serve_set_unref(serve_set_t *s)
+{
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    vsoc_playbooks_free(s->playbooks);
+    vsoc_scorer_free(s->scorer);
+    vsoc_baseline_free(s->baseline);
+    vsoc_ruleset_unref(s->rules);
+    free(s);
+}
+
+void serve_out_push(serve_worker_t *w, const serve_out_t *o)
+{
+    serve_out_t *slot;
+    unsigned spins = 0;
+    while (!(slot = cli_ring_claim(&w->out))) {
+        if (++spins < 64)
+            sched_yield();
+        else {
+            struct timespec ts = {0, 100000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    *slot = *o;
+    cli_ring_publish(&w->out);
+}
+
+typedef struct alert_ctx {
+    serve_worker_t *w;
+    const serve_in_t *msg;
+} alert_ctx_t;
+
+static _Thread_local alert_ctx_t cur;
+
+static void on_alert(void *ctx, const vsoc_alert_t *a)
+{
+    serve_worker_t *w = ctx;
+    serve_out_t o = {.kind = SERVE_OUT_ALERT};
+    o.json = vsoc_alert_json(a);
+    if (!o.json) {
+        bump(&w->st.no_memory, 1);
+        return;
+    }
+    o.fleet_hit = (uint8_t)a->fleet_hit;
+    o.set = w->set;
+    o.rule = a->rule;
+    memcpy(o.uid, a->uid, sizeof o.uid);
+    o.vinlen = (uint8_t)(a->vin.n < sizeof o.vin ? a->vin.n : 0);
+    memcpy(o.vin, a->vin.p, o.vinlen);
+    o.vin[o.vinlen] = 0;
+    o.time_us = a->time_us;
+    if (cur.msg) {
+        o.topic = cur.msg->topic;
+        o.partition = cur.msg->partition;
+        o.offset = cur.msg->offset;
+        o.produced_ms = cur.msg->ts_ms;
+    }
+    bump(a->fleet_hit ? &w->st.hits : &w->st.alerts, 1);
+    serve_out_push(w, &o);
+}
+
+static vsoc_engine_t *engine_over(serve_worker_t *w, serve_set_t *set, char *err, size_t n)
+{
+    vsoc_engine_opts_t eo = {.on_alert = on_alert, .ctx = w, .clock_ns = w->clock_ns,
+                             .scorer = set->scorer};
+    return vsoc_engine_new(set->rules, &eo, err, n);
+}
+
+static void bad(serve_worker_t *w, const serve_in_t *m, const char *reason)
+{
+    bump(&w->st.malformed, 1);
+    serve_out_t o = {.kind = SERVE_OUT_BAD, .topic = m->topic, .partition = m->partition,
+                     .offset = m->offset};
+    snprintf(o.reason, sizeof o.reason, "%s", reason);
+    serve_out_push(w, &o);
+}
+
+/* One message: one event line, its key the VIN. */
+static void event(serve_worker_t *w, const serve_in_t *m)
+{
+    const char *text = m->big ? m->big : m->data;
+    vsoc_event_t ev;
+    vsoc_event_clear(&ev);
+    const char *reason = NULL;
+    if (vsoc_parse_line(VSOC_FMT_UNKNOWN, text, m->n, &ev, NULL, &reason) != 0) {
+        bad(w, m, reason ? reason : "not an event in any known format");
+        return;
+    }
+    if (ev.kind == VSOC_EVENT_IDS) {
+        /* The key routes the message to the vehicle's worker: an event that names another
+         * vehicle would land beside the wrong state. */
+        if (m->keylen && (ev.vin.n != m->keylen || memcmp(ev.vin.p, m->key, m->keylen))) {
+            char why[SERVE_REASON_MAX];
+            snprintf(why, sizeof why, "the event's vin '%.*s' is not the message key '%.*s'",
+                     (int)(ev.vin.n > 40 ? 40 : ev.vin.n), ev.vin.p, (int)m->keylen, m->key);
+            json_decref(ev.doc);
+            bad(w, m, why);
+            return;
+        }
+    } else {
+        if (!m->keylen) {
+            bad(w, m, "no message key: the key names the vehicle (its VIN)");
+            return;
+        }
+        ev.vin.p = m->key;
+        ev.vin.n = m->keylen;
+        /* Untimed lines (ID#DATA lists) take the message's time. */
+        if (ev.ts_us == 0 && m->ts_ms >= 0)
+            ev.ts_us = m->ts_ms * 1000;
+    }
+    /* Where the event came from, as a file's name and line are for a capture: the
+     * partition, and the message's position in it counting from 1 (offset + 1). */
+    if (m->topic != w->src_topic || m->partition != w->src_partition) {
+        w->src_topic = m->topic;
+        w->src_partition = m->partition;
+        int k = snprintf(w->src, sizeof w->src, "kafka:%s/%d", w->topics[m->topic],
+                         (int)m->partition);
+        w->srclen = k < 0 ? 0 : (size_t)k < sizeof w->src ? (size_t)k : sizeof w->src - 1;
+    }
+    ev.source.p = w->src;
+    ev.source.n = w->srclen;
+    ev.lineno = (uint64_t)m->offset + 1;
+    bump(ev.kind == VSOC_EVENT_CAN ? &w->st.events_can : &w->st.events_ids, 1);
+    if (ev.ts_us > w->max_ts_us)
+        w->max_ts_us = ev.ts_us;
+    cur.msg = m;
+    if (vsoc_engine_process(w->engine, &ev) == VSOC_ENOMEM)
+        bump(&w->st.no_memory, 1);
+    cur.msg = NULL;
+    if (ev.kind == VSOC_EVENT_IDS)
+        json_decref(ev.doc);
+}
+
+/* Copies the engine's per-rule counters for /metrics: once per MARK, under the worker's own
+ * mutex, which only the metrics reader also takes. */
+static void snapshot_stats(serve_worker_t *w)
+{
+    size_t n = vsoc_ruleset_count(w->set->rules);
+    pthread_mutex_lock(&w->stats_mu);
+    if (w->stats_set != w->set || w->nrule_stats != n) {
+        vsoc_rule_stats_t *v = realloc(w->rule_stats, (n ? n : 1) * sizeof *v);
+        if (!v) {
+            pthread_mutex_unlock(&w->stats_mu);
+            return;
+        }
+        w->rule_stats = v;
+        w->nrule_stats = n;
+        serve_set_ref(w->set);
+        serve_set_unref(w->stats_set);
+        w->stats_set = w->set;
+    }
+    for (size_t i = 0; i < n; i++)
+        w->rule_stats[i] = *vsoc_engine_rule_stats(w->engine, i);
+    pthread_mutex_unlock(&w->stats_mu);
+}
+
+static void swap(serve_worker_t *w, serve_set_t *set)
+{
+    char err[256];
+    vsoc_engine_t *e = engine_over(w, set, err, sizeof err);
+    if (!e) {
+        /* Out of memory: keep matching with the set that works. */
+        bump(&w->st.no_memory, 1);
+        serve_set_unref(set);
+        return;
+    }
+    /* Correlation windows open in the old engine end here (docs/serve.md, reload). */
+    vsoc_engine_free(w->engine);
+    w->engine = e;
+    serve_out_t o = {.kind = SERVE_OUT_RELEASE, .set = w->set};
+    w->set = set;
+    serve_out_push(w, &o);
+}
+
+static void *run(void *arg)
+{
+    serve_worker_t *w = arg;
+    for (;;) {
+        serve_in_t *m = cli_ring_peek(&w->in);
+        if (!m) {
+            cli_ring_wait(&w->in, 50);
+            continue;
+        }
+        switch (m->kind) {
+        case SERVE_IN_EVENT: {
+            uint64_t t0 = w->clock_ns();
+            event(w, m);
+            bump(&w->st.busy_ns, w->clock_ns() - t0);
+            free(m->big);
+            break;
+        }
+        case SERVE_IN_MARK: {
+            snapshot_stats(w);
+            serve_out_t o = {.kind = SERVE_OUT_MARK, .epoch = m->epoch,
+                             .max_ts_us = w->max_ts_us};
+            serve_out_push(w, &o);
+            break;
+        }
+        case SERVE_IN_SWAP:
+            swap(w, m->set);
+            break;
+        case SERVE_IN_STOP: {
+            cli_ring_release(&w->in);
+            serve_out_t o = {.kind = SERVE_OUT_STOP};
+            serve_out_push(w, &o);
+            return NULL;
+        }
+        }
+        cli_ring_release(&w->in);
+    }
+}
+
+int serve_worker_start(serve_worker_t *w, int index, serve_set_t *set,
+                       uint64_t (*clock_ns)(void), char *err, size_t errlen)
+{
+    w->index = index;
+    w->max_ts_us = INT64_MIN;
+    w->clock_ns = clock_ns;
+    w->src_topic = -1;
+    pthread_mutex_init(&w->stats_mu, NULL);
+    if (cli_ring_init(&w->in, 4096, sizeof(serve_in_t)) != 0 ||
+        cli_ring_init(&w->out, 4096, sizeof(serve_out_t)) != 0) {
+        snprintf(err, errlen, "worker %d: out of memory", index);
+        goto fail;
+    }
+    w->set = set;
+    serve_set_ref(set);
+    if (!(w->engine = engine_over(w, set, err, errlen)))
+        goto fail;
+    int rc = pthread_create(&w->thread, NULL, run, w);
+    if (rc != 0) {
+        snprintf(err, errlen, "worker %d: cannot start a thread: %s", index, strerror(rc));
+        goto fail;
+    }
+    return 0;
+fail:
+    vsoc_engine_free(w->engine);
+    w->engine = NULL;
+    serve_set_unref(w->set);
+    w->set = NULL;
+    cli_ring_fini(&w->in);
+    cli_ring_fini(&w->out);
+    pthread_mutex_destroy(&w->stats_mu);
+    return -1;
+}
+
+void serve_worker_join(serve_worker_t *w)
+{
+    pthread_join(w->thread, NULL);
+    vsoc_engine_free(w->engine);
+    w->engine = NULL;
+    serve_set_unref(w->set);
+    w->set = NULL;
+    pthread_mutex_lock(&w->stats_mu);
+    serve_set_unref(w->stats_set);
+    w->stats_set = NULL;
+    free(w->rule_stats);
+    w->rule_stats = NULL;
+    pthread_mutex_unlock(&w->stats_mu);
+    pthread_mutex_destroy(&w->stats_mu);
+    cli_ring_fini(&w->in);
+    cli_ring_fini(&w->out);
+}

@@ -1,0 +1,361 @@
+/* fleet.c: the in-process fleet_count counter (see fleet.h for the semantics it shares with
+ * the Redis counter).
+ *
+ * Per rule: a hash from vin to the vehicle's entry, and the entries in a doubly linked list
+ * ordered by (latest hit, vin), oldest first. Hits nearly always arrive in event-time order,
+ * so a re-hit moves its entry to the tail in O(1), expiry pops from the head, and the sample
+ * reads back from the tail; only a hit older than the newest walks the list to its place.
+ * Entries live in one array per rule (linked by index, so the array can grow by realloc)
+ * and freed entries go to a free list: a known vehicle's hit allocates nothing, and a new
+ * vehicle allocates only when the rule has never had that many vehicles at once.
+ *
+ * Invariant after every call: every entry of a rule is inside the rule's window
+ * (t >= newest - timespan), so the count is the number of entries. */
+#include "fleet.h"
+
+#include "util.h"
+#include "vsoc.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NIL UINT32_MAX
+
+typedef struct fentry {
+    int64_t t;             /* the vehicle's latest hit */
+    uint32_t hash;         /* of the vin: rehashing and deletion need no second pass */
+    uint32_t prev, next;   /* time order; next also links the free list */
+    uint8_t vinlen;
+    char vin[VSOC_VIN_MAX + 1];
+} fentry_t;
+
+typedef struct frule {
+    char *id;
+    uint64_t idhash;
+    int64_t newest;        /* INT64_MIN until the first recorded hit */
+    int64_t alert_clock;   /* newest when the last alert was raised */
+    int alerted;           /* an alert was raised for the rule */
+    int below;             /* a hit saw the count below gte since the last alert */
+    fentry_t *e;
+    uint32_t ecap, eused;  /* entries allocated, entries ever handed out */
+    uint32_t n;            /* live entries: the count */
+    uint32_t free;         /* free list head */
+    uint32_t head, tail;   /* oldest, newest */
+    uint32_t *slot;        /* vin hash table: entry index + 1, 0 empty */
+    uint32_t scap;         /* a power of two, at least twice n */
+} frule_t;
+
+struct vsoc_fleet {
+    frule_t **rtab;        /* rule table by id hash, open addressing; never shrinks */
+    size_t rcap, rn;
+    frule_t *last;         /* the rule hit last: bursts of hits are for one rule */
+};
+
+/* ---- rules -------------------------------------------------------------------------- */
+
+static void rule_free(frule_t *r)
+{
+    if (!r)
+        return;
+    free(r->id);
+    free(r->e);
+    free(r->slot);
+    free(r);
+}
+
+vsoc_fleet_t *vsoc_fleet_new(void)
+{
+    return calloc(1, sizeof(vsoc_fleet_t));
+}
+
+void vsoc_fleet_free(vsoc_fleet_t *f)
+{
+    if (!f)
+        return;
+    for (size_t i = 0; i < f->rcap; i++)
+        rule_free(f->rtab[i]);
+    free(f->rtab);
+    free(f);
+}
+
+static int rtab_grow(vsoc_fleet_t *f)
+{
+    size_t ncap = f->rcap ? f->rcap * 2 : 16;
+    frule_t **nt = calloc(ncap, sizeof *nt);
+    if (!nt)
+        return VSOC_ENOMEM;
+    for (size_t i = 0; i < f->rcap; i++) {
+        frule_t *r = f->rtab[i];
+        if (!r)
+            continue;
+        size_t h = (size_t)r->idhash & (ncap - 1);
+        while (nt[h])
+            h = (h + 1) & (ncap - 1);
+        nt[h] = r;
+    }
+    free(f->rtab);
+    f->rtab = nt;
+    f->rcap = ncap;
+    return 0;
+}
+
+/* The rule's state, created on its first hit. NULL when out of memory. */
+static frule_t *rule_get(vsoc_fleet_t *f, const char *id)
+{
+    if (f->last && !strcmp(f->last->id, id))
+        return f->last;
+    size_t len = strlen(id);
+    uint64_t h = vsoc_hash_bytes(id, len, 0x466c656574ULL);
+    if (f->rcap) {
+        for (size_t i = (size_t)h & (f->rcap - 1); f->rtab[i]; i = (i + 1) & (f->rcap - 1))
+            if (f->rtab[i]->idhash == h && !strcmp(f->rtab[i]->id, id))
+                return f->last = f->rtab[i];
+    }
+    if ((f->rn + 1) * 2 > f->rcap && rtab_grow(f) != 0)
+        return NULL;
+    frule_t *r = calloc(1, sizeof *r);
+    if (!r || !(r->id = malloc(len + 1))) {
+        free(r);
+        return NULL;
+    }
+    memcpy(r->id, id, len + 1);
+    r->idhash = h;
+    r->newest = INT64_MIN;
+    r->free = r->head = r->tail = NIL;
+    size_t i = (size_t)h & (f->rcap - 1);
+    while (f->rtab[i])
+        i = (i + 1) & (f->rcap - 1);
+    f->rtab[i] = r;
+    f->rn++;
+    return f->last = r;
+}
+
+/* ---- the vin table ------------------------------------------------------------------ */
+
+static uint32_t vin_hash(const char *vin, size_t n)
+{
+    return (uint32_t)vsoc_hash_bytes(vin, n, 0x56494eULL);
+}
+
+/* The entry of vin, or NIL. */
+static uint32_t vin_find(const frule_t *r, const char *vin, size_t n, uint32_t h)
+{
+    if (!r->scap)
+        return NIL;
+    uint32_t mask = r->scap - 1;
+    for (uint32_t i = h & mask; r->slot[i]; i = (i + 1) & mask) {
+        const fentry_t *x = &r->e[r->slot[i] - 1];
+        if (x->hash == h && x->vinlen == n && memcmp(x->vin, vin, n) == 0)
+            return r->slot[i] - 1;
+    }
+    return NIL;
+}
+
+static void slot_put(uint32_t *slot, uint32_t cap, uint32_t h, uint32_t idx)
+{
+    uint32_t i = h & (cap - 1);
+    while (slot[i])
+        i = (i + 1) & (cap - 1);
+    slot[i] = idx + 1;
+}
+
+/* Removes entry idx from the table with backward-shift deletion (no tombstones). */
+static void vin_remove(frule_t *r, uint32_t idx)
+{
+    uint32_t mask = r->scap - 1, i = r->e[idx].hash & mask;
+    while (r->slot[i] != idx + 1)
+        i = (i + 1) & mask;
+    r->slot[i] = 0;
+    for (uint32_t j = (i + 1) & mask; r->slot[j]; j = (j + 1) & mask) {
+        uint32_t home = r->e[r->slot[j] - 1].hash & mask;
+        /* Move the entry at j into the hole when the hole lies between its home and j. */
+        if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
+            r->slot[i] = r->slot[j];
+            r->slot[j] = 0;
+            i = j;
+        }
+    }
+}
+
+/* Makes room for one more vehicle: a free entry and a table at most half full. Allocates
+ * only here, before anything changes, so a failure leaves the rule as it was. */
+static int reserve(frule_t *r)
+{
+    if (r->free == NIL && r->eused == r->ecap) {
+        uint32_t ncap = r->ecap ? r->ecap * 2 : 16;
+        if (ncap <= r->ecap)
+            return VSOC_ENOMEM;
+        fentry_t *ne = realloc(r->e, (size_t)ncap * sizeof *ne);
+        if (!ne)
+            return VSOC_ENOMEM;
+        r->e = ne;
+        r->ecap = ncap;
+    }
+    if ((r->n + 1) * 2 > r->scap) {
+        uint32_t ncap = r->scap ? r->scap * 2 : 32;
+        if (ncap <= r->scap)
+            return VSOC_ENOMEM;
+        uint32_t *ns = calloc(ncap, sizeof *ns);
+        if (!ns)
+            return VSOC_ENOMEM;
+        for (uint32_t i = 0; i < r->scap; i++)
+            if (r->slot[i])
+                slot_put(ns, ncap, r->e[r->slot[i] - 1].hash, r->slot[i] - 1);
+        free(r->slot);
+        r->slot = ns;
+        r->scap = ncap;
+    }
+    return 0;
+}
+
+/* ---- time order --------------------------------------------------------------------- */
+
+/* Orders (t, vin) pairs: time, then bytes, a prefix first. The list runs in this order, so
+ * reading it backwards gives the sample order of fleet.h. */
+static int key_cmp(int64_t ta, const char *va, size_t na, const fentry_t *b)
+{
+    if (ta != b->t)
+        return ta < b->t ? -1 : 1;
+    size_t m = na < b->vinlen ? na : b->vinlen;
+    int c = memcmp(va, b->vin, m);
+    if (c)
+        return c;
+    return na < b->vinlen ? -1 : na > b->vinlen;
+}
+
+static void unlink_entry(frule_t *r, uint32_t idx)
+{
+    fentry_t *x = &r->e[idx];
+    if (x->prev != NIL)
+        r->e[x->prev].next = x->next;
+    else
+        r->head = x->next;
+    if (x->next != NIL)
+        r->e[x->next].prev = x->prev;
+    else
+        r->tail = x->prev;
+}
+
+/* Links entry idx at its place, searching back from the tail: in-order hits stop at once. */
+static void link_entry(frule_t *r, uint32_t idx)
+{
+    fentry_t *x = &r->e[idx];
+    uint32_t after = r->tail;
+    while (after != NIL && key_cmp(x->t, x->vin, x->vinlen, &r->e[after]) < 0)
+        after = r->e[after].prev;
+    x->prev = after;
+    x->next = after == NIL ? r->head : r->e[after].next;
+    if (x->next != NIL)
+        r->e[x->next].prev = idx;
+    else
+        r->tail = idx;
+    if (after != NIL)
+        r->e[after].next = idx;
+    else
+        r->head = idx;
+}
+
+/* Drops the vehicles whose latest hit is before horizon. */
+static void expire(frule_t *r, int64_t horizon)
+{
+    while (r->head != NIL && r->e[r->head].t < horizon) {
+        uint32_t idx = r->head;
+        unlink_entry(r, idx);
+        vin_remove(r, idx);
+        r->e[idx].next = r->free;
+        r->free = idx;
+        r->n--;
+    }
+}
+
+/* ---- hits --------------------------------------------------------------------------- */
+
+/* a - b without overflow, clamped to the int64 range. */
+static int64_t sub_sat(int64_t a, int64_t b)
+{
+    if (b > 0 && a < INT64_MIN + b)
+        return INT64_MIN;
+    if (b < 0 && a > INT64_MAX + b)
+        return INT64_MAX;
+    return a - b;
+}
+
+static void fill(const frule_t *r, vsoc_fleet_result_t *out)
+{
+    out->vehicles = r->n;
+    out->first_us = r->head != NIL ? r->e[r->head].t : 0;
+    out->nvins = 0;
+    for (uint32_t i = r->tail; i != NIL && out->nvins < VSOC_FLEET_SAMPLES; i = r->e[i].prev) {
+        const fentry_t *x = &r->e[i];
+        memcpy(out->vins[out->nvins], x->vin, x->vinlen);
+        out->vins[out->nvins][x->vinlen] = 0;
+        out->nvins++;
+    }
+}
+
+int vsoc_fleet_hit(vsoc_fleet_t *f, const char *rule_id, int64_t timespan_us, uint64_t gte,
+                   const char *vin, size_t vinlen, int64_t time_us, vsoc_fleet_result_t *out)
+{
+    if (!f || !rule_id || !*rule_id || !vin || vinlen == 0 || vinlen > VSOC_VIN_MAX ||
+        timespan_us < 1 || gte < 1 || !out)
+        return VSOC_EINVAL;
+    memset(out, 0, sizeof *out);
+    frule_t *r = rule_get(f, rule_id);
+    if (!r)
+        return VSOC_ENOMEM;
+    int64_t newest = r->newest == INT64_MIN || time_us > r->newest ? time_us : r->newest;
+    int64_t horizon = sub_sat(newest, timespan_us);
+    if (time_us < horizon) {
+        /* Late beyond the window: as of its own time the vehicle is already out. */
+        expire(r, sub_sat(r->newest, timespan_us));
+        fill(r, out);
+        return 0;
+    }
+    uint32_t h = vin_hash(vin, vinlen);
+    uint32_t idx = vin_find(r, vin, vinlen, h);
+    if (idx == NIL) {
+        if (reserve(r) != 0)
+            return VSOC_ENOMEM;
+        if (r->free != NIL) {
+            idx = r->free;
+            r->free = r->e[idx].next;
+        } else {
+            idx = r->eused++;
+        }
+        fentry_t *x = &r->e[idx];
+        x->t = time_us;
+        x->hash = h;
+        x->vinlen = (uint8_t)vinlen;
+        memcpy(x->vin, vin, vinlen);
+        x->vin[vinlen] = 0;
+        slot_put(r->slot, r->scap, h, idx);
+        link_entry(r, idx);
+        r->n++;
+    } else if (time_us > r->e[idx].t) {
+        unlink_entry(r, idx);
+        r->e[idx].t = time_us;
+        link_entry(r, idx);
+    }
+    r->newest = newest;
+    expire(r, horizon);
+    if (r->n < gte) {
+        r->below = 1;
+    } else if (!r->alerted || r->below || sub_sat(r->newest, r->alert_clock) >= timespan_us) {
+        r->alerted = 1;
+        r->below = 0;
+        r->alert_clock = r->newest;
+        out->alert = 1;
+        vsoc_fleet_uid(rule_id, time_us, out->uid);
+    }
+    fill(r, out);
+    return 0;
+}
+
+void vsoc_fleet_uid(const char *rule_id, int64_t time_us, char uid[37])
+{
+    char t[24];
+    snprintf(t, sizeof t, "%lld", (long long)time_us);
+    const char *parts[3] = {"fleet", rule_id, t};
+    vsoc_uuid_derive(parts, 3, uid);
+}

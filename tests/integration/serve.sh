@@ -1,0 +1,443 @@
+#!/usr/bin/env bash
+# serve.sh: vsoc serve against the Kafka-protocol test broker (kafka-mock), with kcat as an
+# independent client. Usage: serve.sh CASE, with VSOC, VSOC_GEN, VSOC_KAFKA_MOCK set.
+#   parity      the same captures produced to the events topic give the same alert ids on
+#               the alerts topic as vsoc replay gives, over several vehicles and workers
+#   restart     SIGTERM drains and exits 0; a restart reads nothing twice and adds nothing
+#   kill        kill -9 in the middle of the stream, restart: no alert lost, none duplicated
+#               after deduplication by id, and the store holds each alert once
+#   reload      a bad rule on reload keeps the old set running (HTTP 500, metric, log); a
+#               good one replaces it (HTTP 200, generation 2); SIGHUP reloads too
+#   broker-down all brokers down for 20 s, then back: the service resumes and loses nothing
+#   bad-input   malformed messages are counted and logged with topic/partition@offset and
+#               the stream goes on
+#   fleet       two instances in one consumer group split the partitions; fleet_count
+#               counts the vehicles seen by both (a real redis-server started here) and
+#               raises one alert between them; Redis killed: both keep running, say so in
+#               /metrics, and judge fleet hits locally
+# Exits 0 on success, 1 on failure (saying why). A broker that does not start is a failure.
+set -euo pipefail
+t=$1
+vsoc=${VSOC:?VSOC is not set}
+gen=${VSOC_GEN:?VSOC_GEN is not set}
+mock=${VSOC_KAFKA_MOCK:?VSOC_KAFKA_MOCK is not set}
+src=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+mock_pid=
+serve_pid=
+serve2_pid=
+redis_pid=
+cleanup() {
+  for p in $serve_pid $serve2_pid $redis_pid $mock_pid; do
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  if [ -n "${KEEP:-}" ]; then echo "work dir kept: $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL: $*" >&2
+  for f in mock.err serve.err serve2.err redis.log; do
+    if [ -s "$work/$f" ]; then
+      echo "--- $f (last 30 lines):" >&2
+      tail -n 30 "$work/$f" >&2
+    fi
+  done
+  exit 1
+}
+
+command -v kcat >/dev/null || fail "kcat is not installed (apt-get install kcat)"
+command -v curl >/dev/null || fail "curl is not installed (apt-get install curl)"
+command -v jq >/dev/null || fail "jq is not installed (apt-get install jq)"
+
+# A redis-server of the test's own on a free loopback port; sets $redis_port.
+start_redis() {
+  command -v redis-server >/dev/null || fail "redis-server is not installed"
+  for _ in 1 2 3 4 5; do
+    redis_port=$((20000 + RANDOM % 30000))
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+      >"$work/redis.log" 2>&1 &
+    redis_pid=$!
+    for _ in $(seq 50); do
+      redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG && return 0
+      kill -0 "$redis_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill "$redis_pid" 2>/dev/null || true
+    wait "$redis_pid" 2>/dev/null || true
+    redis_pid=
+  done
+  fail "redis-server did not start"
+}
+
+start_mock() {
+  "$mock" --brokers 3 --topic vsoc.events:4 --topic vsoc.alerts:2 --port-file "$work/port" \
+    >"$work/mock.out" 2>"$work/mock.err" &
+  mock_pid=$!
+  for _ in $(seq 100); do
+    [ -s "$work/port" ] && break
+    kill -0 "$mock_pid" 2>/dev/null || fail "kafka-mock exited before it was ready"
+    sleep 0.1
+  done
+  [ -s "$work/port" ] || fail "kafka-mock did not start within 10 s"
+  brokers=$(cat "$work/port")
+}
+
+# The inputs: the README's sample truck and three generated vehicles, one key (VIN) each.
+make_inputs() {
+  cp "$src/samples/demo.log" "$work/1VSCDEM0000000001.log"
+  cp "$src/samples/demo-ids.jsonl" "$work/ids.jsonl"
+  "$gen" --seconds 8 --seed 2 --attack fuzz@2+2 --attack dos@5+1 >"$work/WVWZZZ1JZXW000002.log"
+  "$gen" --seconds 8 --seed 3 --attack uds-bruteforce@1+3 >"$work/WVWZZZ1JZXW000003.log"
+  "$gen" --seconds 8 --seed 4 >"$work/WVWZZZ1JZXW000004.log"
+  : >"$work/events.tsv"
+  for v in 1VSCDEM0000000001 WVWZZZ1JZXW000002 WVWZZZ1JZXW000003 WVWZZZ1JZXW000004; do
+    sed "s/^/$v\t/" "$work/$v.log" >>"$work/events.tsv"
+    [ "$v" = 1VSCDEM0000000001 ] && sed "s/^/$v\t/" "$work/ids.jsonl" >>"$work/events.tsv"
+  done
+  total=$(wc -l <"$work/events.tsv")
+}
+
+# What vsoc replay says, vehicle by vehicle (each vehicle's events in the order produced).
+replay_ids() {
+  : >"$work/replay.jsonl"
+  for v in 1VSCDEM0000000001 WVWZZZ1JZXW000002 WVWZZZ1JZXW000003 WVWZZZ1JZXW000004; do
+    local extra=
+    [ "$v" = 1VSCDEM0000000001 ] && extra="$work/ids.jsonl"
+    "$vsoc" replay -q --no-progress --no-playbooks --vin "$v" $rules_opt "$work/$v.log" \
+      $extra >>"$work/replay.jsonl" || fail "vsoc replay failed"
+  done
+  jq -r .finding_info.uid "$work/replay.jsonl" | sort >"$work/replay.ids"
+  [ -s "$work/replay.ids" ] || fail "vsoc replay raised no alert: the test would prove nothing"
+}
+
+produce() { # FILE
+  timeout 60 kcat -P -b "$brokers" -t vsoc.events -K $'\t' -z snappy <"$1" ||
+    fail "kcat could not produce $1"
+}
+
+config() { # NAME EXTRA...
+  local name=$1
+  shift
+  cat >"$work/$name.yaml" <<EOF
+instance: $name
+workers: 2
+log:
+  level: info
+kafka:
+  brokers: "$brokers"
+  group: vsoc-test
+  topics:
+    events: [vsoc.events]
+    alerts: vsoc.alerts
+  properties:
+    session.timeout.ms: "6000"
+    heartbeat.interval.ms: "500"
+  commit_interval: 100ms
+store:
+  sqlite: $work/$name.db
+http:
+  listen: 127.0.0.1:0
+response:
+  enabled: false
+$(printf '%s\n' "$@")
+EOF
+}
+
+start_serve() { # CONFIG [ERRFILE]
+  local err=${2:-$work/serve.err} before
+  touch "$err"
+  before=$(grep -c '"event":"start"' "$err" || true)
+  "$vsoc" serve -c "$work/$1.yaml" 2>>"$err" &
+  serve_pid=$!
+  port=
+  for _ in $(seq 150); do
+    if [ "$(grep -c '"event":"start"' "$err" || true)" -gt "$before" ]; then
+      port=$(grep -o '"event":"start".*http 127.0.0.1:[0-9]*' "$err" | tail -n 1 |
+               grep -o '[0-9]*$' || true)
+    fi
+    [ -n "$port" ] && break
+    kill -0 "$serve_pid" 2>/dev/null || fail "vsoc serve exited before it started"
+    sleep 0.1
+  done
+  [ -n "$port" ] || fail "vsoc serve did not start within 15 s"
+}
+
+metric() { # NAME (sum over label sets); fails the test when /metrics does not answer
+  local text
+  text=$(curl -sf --max-time 10 "http://127.0.0.1:$port/metrics") ||
+    fail "GET /metrics on port $port did not answer"
+  awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%d\n", s }' \
+    <<<"$text"
+}
+
+# Waits until the service has processed want events (from its metrics) and every epoch
+# is committed (lag 0), within timeout seconds.
+wait_events() { # WANT TIMEOUT
+  local want=$1 end=$((SECONDS + $2)) got=0 lag=1
+  while [ $SECONDS -lt $end ]; do
+    got=$(metric vsoc_events_total)
+    lag=$(metric vsoc_consumer_lag)
+    [ "$got" -ge "$want" ] && [ "$lag" -eq 0 ] && return 0
+    kill -0 "$serve_pid" 2>/dev/null || fail "vsoc serve died"
+    sleep 0.2
+  done
+  fail "vsoc serve processed $got of $want events (lag $lag) within $2 s"
+}
+
+alerts_topic() { # OUTFILE
+  timeout 30 kcat -C -b "$brokers" -t vsoc.alerts -o beginning -e -q >"$1" ||
+    fail "kcat could not read the alerts topic"
+}
+
+stop_serve() {
+  kill -TERM "$serve_pid"
+  local rc=0
+  wait "$serve_pid" || rc=$?
+  serve_pid=
+  [ $rc -eq 0 ] || fail "vsoc serve exited $rc on SIGTERM, expected 0"
+}
+
+rules_opt=
+case $t in
+parity | restart)
+  start_mock
+  make_inputs
+  replay_ids
+  produce "$work/events.tsv"
+  config a
+  start_serve a
+  wait_events "$total" 60
+  sleep 0.5
+  alerts_topic "$work/topic.jsonl"
+  jq -r .finding_info.uid "$work/topic.jsonl" | sort >"$work/topic.ids"
+  diff -u "$work/replay.ids" "$work/topic.ids" >"$work/diff" ||
+    fail "alert ids on the topic differ from vsoc replay's: $(head -20 "$work/diff")"
+  # The documents too, but for where the evidence came from (a file and its line in
+  # replay, kafka:<topic>/<partition> and the offset + 1 in the service).
+  strip='del(.evidences[].data.event.source, .evidences[].data.event.line)'
+  jq -c "$strip" "$work/replay.jsonl" | sort >"$work/a"
+  jq -c "$strip" "$work/topic.jsonl" | sort >"$work/b"
+  cmp -s "$work/a" "$work/b" ||
+    fail "alert documents on the topic differ from vsoc replay's: $(diff "$work/a" "$work/b" | head -4 | cut -c1-400)"
+  jq -r '.evidences[].data.event.source' "$work/topic.jsonl" | grep -qv '^kafka:vsoc.events/[0-3]$' &&
+    fail "an alert's evidence does not name its partition"
+  # Every alert is keyed by its vehicle.
+  timeout 30 kcat -C -b "$brokers" -t vsoc.alerts -o beginning -e -q -f '%k\n' |
+    sort -u >"$work/keys"
+  [ "$(cat "$work/keys")" = "$(jq -r .vehicle.vin "$work/topic.jsonl" | sort -u)" ] ||
+    fail "alert keys are not the alerts' vehicles"
+  n=$(wc -l <"$work/topic.ids")
+  [ "$(metric vsoc_alerts_published_total)" -eq "$n" ] || fail "published metric is not $n"
+  stored=$(sqlite3 "$work/a.db" 'select count(*) from alerts')
+  [ "$stored" -eq "$n" ] || fail "the store holds $stored alerts, expected $n"
+  if [ "$t" = restart ]; then
+    stop_serve
+    grep -q '"event":"stopped"' "$work/serve.err" || fail "no 'stopped' log line"
+    start_serve a
+    sleep 8 # a rejoin; nothing must be read again
+    [ "$(metric vsoc_events_total)" -eq 0 ] ||
+      fail "after a clean stop, the restart read $(metric vsoc_events_total) events again"
+    stop_serve
+    alerts_topic "$work/topic2.jsonl"
+    [ "$(wc -l <"$work/topic2.jsonl")" -eq "$n" ] || fail "the restart published alerts again"
+  fi
+  echo "ok: $total events, $n alerts, ids and documents equal to vsoc replay's"
+  ;;
+kill)
+  start_mock
+  make_inputs
+  replay_ids
+  produce "$work/events.tsv"
+  config a
+  start_serve a
+  # Kill it somewhere in the middle.
+  for _ in $(seq 200); do
+    [ "$(metric vsoc_events_total)" -ge $((total / 3)) ] && break
+    sleep 0.05
+  done
+  kill -KILL "$serve_pid"
+  wait "$serve_pid" 2>/dev/null || true
+  serve_pid=
+  echo "killed after about a third of $total events" >&2
+  start_serve a
+  # It reads again from the last committed offsets, up to the end.
+  wait_events 1 60
+  sleep 1
+  alerts_topic "$work/topic.jsonl"
+  jq -r .finding_info.uid "$work/topic.jsonl" | sort -u >"$work/topic.ids"
+  diff -u "$work/replay.ids" "$work/topic.ids" >"$work/diff" ||
+    fail "after kill -9 and restart the alert ids differ from vsoc replay's: $(head -20 "$work/diff")"
+  stored=$(sqlite3 "$work/a.db" 'select count(*) from alerts')
+  [ "$stored" -eq "$(wc -l <"$work/replay.ids")" ] ||
+    fail "the store holds $stored alerts, expected $(wc -l <"$work/replay.ids")"
+  stop_serve
+  echo "ok: kill -9 and restart: $(wc -l <"$work/topic.jsonl") alerts published," \
+    "$(wc -l <"$work/topic.ids") distinct, equal to vsoc replay's"
+  ;;
+reload)
+  start_mock
+  mkdir -p "$work/rules"
+  cp -r "$src/rules/can" "$work/rules/"
+  config a "rules: [$work/rules]"
+  start_serve a
+  # A bad rule: the reload is refused and the running set stays.
+  printf 'title: broken\nid: test.broken\nlevel: high\nlogsource: {product: vehicle, category: can}\ndetection:\n  sel:\n    can.id|contians: 1\n  condition: sel\n' \
+    >"$work/rules/broken.yml"
+  code=$(curl -s -o "$work/reload.out" -w '%{http_code}' -X POST "http://127.0.0.1:$port/-/reload")
+  [ "$code" = 500 ] || fail "a bad reload answered $code, expected 500: $(cat "$work/reload.out")"
+  grep -q "broken.yml:7:5: unknown modifier" "$work/reload.out" ||
+    fail "the reload answer does not locate the error: $(cat "$work/reload.out")"
+  grep -q '"event":"reload.failed"' "$work/serve.err" || fail "no reload.failed log line"
+  [ "$(metric 'vsoc_reloads_total{result="error"}')" -eq 1 ] || fail "reload error not counted"
+  [ "$(metric vsoc_ruleset_generation)" -eq 1 ] || fail "the generation changed"
+  # The old rules still alert.
+  "$gen" --seconds 4 --seed 5 --attack fuzz@1+2 | sed 's/^/WVWZZZ1JZXW000009\t/' >"$work/f.tsv"
+  produce "$work/f.tsv"
+  wait_events "$(wc -l <"$work/f.tsv")" 60
+  [ "$(metric vsoc_alerts_total)" -gt 0 ] || fail "the running rules raised nothing"
+  # A good reload replaces the set.
+  rm "$work/rules/broken.yml"
+  code=$(curl -s -o "$work/reload.out" -w '%{http_code}' -X POST "http://127.0.0.1:$port/-/reload")
+  [ "$code" = 200 ] || fail "a good reload answered $code: $(cat "$work/reload.out")"
+  [ "$(metric vsoc_ruleset_generation)" -eq 2 ] || fail "the generation is not 2"
+  kill -HUP "$serve_pid"
+  for _ in $(seq 50); do
+    [ "$(metric vsoc_ruleset_generation)" -eq 3 ] && break
+    sleep 0.1
+  done
+  [ "$(metric vsoc_ruleset_generation)" -eq 3 ] || fail "SIGHUP did not reload"
+  stop_serve
+  echo "ok: bad reload refused and located, good reload and SIGHUP applied"
+  ;;
+broker-down)
+  start_mock
+  make_inputs
+  replay_ids
+  head -n 20000 "$work/events.tsv" >"$work/first.tsv"
+  tail -n +20001 "$work/events.tsv" >"$work/rest.tsv"
+  produce "$work/first.tsv"
+  config a
+  start_serve a
+  wait_events 20000 60
+  kill -USR1 "$mock_pid" # every broker down
+  sleep 20
+  kill -0 "$serve_pid" 2>/dev/null || fail "vsoc serve died while the brokers were down"
+  kill -USR2 "$mock_pid" # back
+  produce "$work/rest.tsv"
+  wait_events "$total" 90
+  sleep 0.5
+  alerts_topic "$work/topic.jsonl"
+  jq -r .finding_info.uid "$work/topic.jsonl" | sort -u >"$work/topic.ids"
+  diff -u "$work/replay.ids" "$work/topic.ids" >"$work/diff" ||
+    fail "after the brokers' outage the alert ids differ: $(head -20 "$work/diff")"
+  stop_serve
+  echo "ok: 20 s without brokers, nothing lost"
+  ;;
+bad-input)
+  start_mock
+  {
+    printf 'WVWZZZ1JZXW000007\t(1764064800.000754) can0 0CFF0103#090002CBFFFF340C\n'
+    printf 'WVWZZZ1JZXW000007\tthis is not a frame\n'
+    printf 'WVWZZZ1JZXW000008\t{"vin":"SOMEONEELSE","ts":1,"type":"x"}\n'
+    printf 'WVWZZZ1JZXW000007\t(1764064800.001754) can0 0CFF0103#090002CBFFFF340C\n'
+  } >"$work/bad.tsv"
+  config a
+  start_serve a
+  produce "$work/bad.tsv"
+  wait_events 2 60
+  [ "$(metric vsoc_events_malformed_total)" -eq 2 ] || fail "malformed messages not counted"
+  grep -q 'vsoc.events/[0-9]*@[0-9]*: ' "$work/serve.err" ||
+    fail "a malformed message was not logged with topic/partition@offset"
+  grep -q "is not the message key" "$work/serve.err" || fail "a vin/key mismatch was not said"
+  stop_serve
+  echo "ok: malformed messages counted and located"
+  ;;
+fleet)
+  start_mock
+  start_redis
+  # One SecOC failure on each of six vehicles, 10 s apart: the fleet rule wants five.
+  : >"$work/fleet.tsv"
+  for i in 1 2 3 4 5 6; do
+    vin=WVWZZZ1JZXW10000$i
+    printf '%s\t{"vin":"%s","ts":%d.0,"type":"secoc.verification_failed","ecu":"BCM","can_id":291,"freshness":%d}\n' \
+      "$vin" "$vin" $((1764064800 + 10 * i)) $((1000 + i)) >>"$work/fleet.tsv"
+  done
+  config a "redis:" "  url: redis://127.0.0.1:$redis_port" "  timeout: 200ms"
+  config b "redis:" "  url: redis://127.0.0.1:$redis_port" "  timeout: 200ms"
+  start_serve a
+  port_a=$port
+  pid_a=$serve_pid
+  start_serve b "$work/serve2.err"
+  port_b=$port
+  serve2_pid=$serve_pid
+  serve_pid=$pid_a
+  # Both in the group, the four partitions split between them.
+  for _ in $(seq 300); do
+    pa=$(port=$port_a metric vsoc_partitions_assigned)
+    pb=$(port=$port_b metric vsoc_partitions_assigned)
+    [ "$pa" -gt 0 ] && [ "$pb" -gt 0 ] && [ $((pa + pb)) -eq 4 ] && break
+    sleep 0.1
+  done
+  [ "$pa" -gt 0 ] && [ "$pb" -gt 0 ] && [ $((pa + pb)) -eq 4 ] ||
+    fail "the instances did not split the 4 partitions (a: $pa, b: $pb)"
+  produce "$work/fleet.tsv"
+  for _ in $(seq 300); do
+    ea=$(port=$port_a metric vsoc_events_total)
+    eb=$(port=$port_b metric vsoc_events_total)
+    [ $((ea + eb)) -ge 6 ] && break
+    sleep 0.1
+  done
+  [ $((ea + eb)) -eq 6 ] || fail "the instances matched $ea + $eb events, expected 6"
+  ha=$(port=$port_a metric vsoc_fleet_hits_total)
+  hb=$(port=$port_b metric vsoc_fleet_hits_total)
+  [ "$ha" -ge 1 ] && [ "$hb" -ge 1 ] && [ "$ha" -lt 5 ] && [ "$hb" -lt 5 ] ||
+    fail "each instance must see some but fewer than 5 vehicles to prove sharing (a: $ha, b: $hb)"
+  sleep 1
+  alerts_topic "$work/topic.jsonl"
+  n=$(jq -r 'select(.finding_info.analytic.uid == "vsoc.fleet.secoc-failures-fleet-wide") | .finding_info.uid' \
+        "$work/topic.jsonl" | sort -u | wc -l)
+  [ "$n" -eq 1 ] || fail "expected one fleet alert between the two instances, got $n"
+  count=$(jq -r 'select(.finding_info.analytic.uid == "vsoc.fleet.secoc-failures-fleet-wide") | .count' \
+            "$work/topic.jsonl" | head -n 1)
+  [ "$count" -eq 5 ] || fail "the fleet alert counts $count vehicles, expected 5 (the fifth raised it)"
+  fa=$(port=$port_a metric vsoc_fleet_alerts_total)
+  fb=$(port=$port_b metric vsoc_fleet_alerts_total)
+  [ $((fa + fb)) -eq 1 ] || fail "fleet alerts raised: a $fa, b $fb; expected one in all"
+  # Redis goes away: both keep running on local state and say so.
+  kill -KILL "$redis_pid"
+  wait "$redis_pid" 2>/dev/null || true
+  redis_pid=
+  : >"$work/fleet2.tsv"
+  for i in 1 2 3 4 5 6; do
+    vin=WVWZZZ1JZXW10000$i
+    printf '%s\t{"vin":"%s","ts":%d.0,"type":"secoc.verification_failed","ecu":"BCM","can_id":291,"freshness":%d}\n' \
+      "$vin" "$vin" $((1764072000 + 10 * i)) $((2000 + i)) >>"$work/fleet2.tsv"
+  done
+  produce "$work/fleet2.tsv"
+  for _ in $(seq 100); do
+    ea=$(port=$port_a metric vsoc_events_total)
+    eb=$(port=$port_b metric vsoc_events_total)
+    [ $((ea + eb)) -ge 12 ] && break
+    sleep 0.1
+  done
+  [ $((ea + eb)) -eq 12 ] || fail "with Redis gone the instances matched $ea + $eb of 12 events"
+  for p in $port_a $port_b; do
+    [ "$(port=$p metric vsoc_redis_up)" -eq 0 ] || fail "vsoc_redis_up is not 0 on port $p"
+  done
+  [ $(($(port=$port_a metric vsoc_redis_fallbacks_total) + $(port=$port_b metric vsoc_redis_fallbacks_total))) -gt 0 ] ||
+    fail "no fallback to local fleet state was counted"
+  kill -0 "$pid_a" && kill -0 "$serve2_pid" || fail "an instance died when Redis went away"
+  grep -q '"event":"redis.down"' "$work/serve.err" || fail "instance a did not log redis.down"
+  stop_serve
+  serve_pid=$serve2_pid
+  serve2_pid=
+  stop_serve
+  echo "ok: two instances ($pa + $pb partitions, $ha + $hb vehicles) raised one fleet alert;" \
+    "without Redis both ran on local state"
+  ;;
+*)
+  fail "unknown case $t"
+  ;;
+esac

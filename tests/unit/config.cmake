@@ -1,0 +1,13 @@
+# unit.test_serve_config: the configuration of vsoc serve. Its source, cli/serve_config.c,
+# is otherwise built only into the vsoc program, so the test compiles it in. The test reads
+# docs/config.md and samples/vsoc.yaml through VSOC_SOURCE_DIR.
+if(NOT TARGET test_serve_config)
+  add_executable(test_serve_config ${CMAKE_CURRENT_LIST_DIR}/test_serve_config.c)
+  target_link_libraries(test_serve_config PRIVATE vsoc_connectors)
+  target_include_directories(test_serve_config PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+  add_test(NAME unit.test_serve_config COMMAND test_serve_config)
+  set_tests_properties(unit.test_serve_config PROPERTIES LABELS unit
+                       ENVIRONMENT "VSOC_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+endif()
+target_sources(test_serve_config PRIVATE ${CMAKE_SOURCE_DIR}/cli/serve_config.c)
+target_include_directories(test_serve_config PRIVATE ${CMAKE_SOURCE_DIR}/cli)
