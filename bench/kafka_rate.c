@@ -124,8 +124,11 @@ static rd_kafka_t *producer_new(const char *brokers, char *const *conf_kv, size_
         }
         memcpy(key, conf_kv[i], (size_t)(eq - conf_kv[i]));
         key[eq - conf_kv[i]] = '\0';
-        if (rd_kafka_conf_set(conf, key, eq + 1, errstr, sizeof errstr) != RD_KAFKA_CONF_OK)
+        char why[384];
+        if (rd_kafka_conf_set(conf, key, eq + 1, why, sizeof why) != RD_KAFKA_CONF_OK) {
+            snprintf(errstr, sizeof errstr, "-X '%s': %s", conf_kv[i], why);
             goto fail;
+        }
     }
     if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof errstr) !=
         RD_KAFKA_CONF_OK)
@@ -225,6 +228,7 @@ int main(int argc, char **argv)
     size_t cap = 0;
     uint64_t sent = 0, late = 0, max_behind_ns = 0;
     uint64_t t0 = 0, t_last = 0;
+    rd_kafka_resp_err_t fe;
     /* Connect and learn the topic's partitions before the clock starts. */
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     const struct rd_kafka_metadata *md = NULL;
@@ -279,7 +283,7 @@ int main(int argc, char **argv)
     rc = 0;
 done:
     /* Whatever happened, what was handed over is given its chance to be delivered. */
-    rd_kafka_resp_err_t fe = rd_kafka_flush(rk, FLUSH_MS);
+    fe = rd_kafka_flush(rk, FLUSH_MS);
     if (fe != RD_KAFKA_RESP_ERR_NO_ERROR) {
         fprintf(stderr, PROG ": %d messages not delivered within %d ms: %s\n",
                 rd_kafka_outq_len(rk), FLUSH_MS, rd_kafka_err2str(fe));

@@ -20,6 +20,7 @@
 #include "kafka/kafka.h"
 #include "redis/redis.h"
 #include "response.h"
+#include "store/store.h"
 #include "serve.h"
 #include "serve_config.h"
 #include "util.h"
@@ -57,7 +58,17 @@ typedef struct epoch {
     int64_t max_ts_us;
     size_t nparts;
     part_t *parts;        /* the partition table when the MARK was sent */
+    int snap_failed;      /* a worker could not snapshot: no checkpoint for this epoch */
+    size_t nsnaps;
+    serve_snap_t **snaps; /* one per worker, as their MARKs came back */
 } epoch_t;
+
+/* A checkpoint offset read from the store at start (docs/serve.md, crash recovery). */
+typedef struct stored_offset {
+    char *topic;
+    int32_t partition;
+    int64_t next;
+} stored_offset_t;
 
 /* An alert handed to the producer: kept until the broker acknowledges it, re-sent if not. */
 typedef struct pub {
@@ -106,6 +117,9 @@ typedef struct serve {
     pub_t **retry;         /* alerts whose delivery failed or that the queue refused */
     size_t nretry, capretry;
     int failed;            /* a store or response failure: stop */
+    stored_offset_t *so;   /* the store's checkpoint offsets */
+    size_t nso, capso;
+    uint64_t restored, restore_dropped;
     int joined;            /* the consumer has had an assignment (even an empty one) */
     /* HTTP-visible state, under mu. */
     pthread_mutex_t mu;
@@ -164,6 +178,18 @@ static void slog(serve_t *s, int level, const char *event, const char *fmt, ...)
         fprintf(stderr, "{\"level\":\"error\",\"msg\":\"out of memory while logging\"}\n");
     }
     json_decref(j);
+}
+
+/* librdkafka's messages, on its threads: slog only formats and writes one line. */
+static void kafka_log(void *ctx, int level, const char *fac, const char *msg)
+{
+    serve_t *s = ctx;
+    int l = level <= 3 ? LOG_ERROR : level == 4 ? LOG_WARN : level <= 6 ? LOG_INFO : LOG_DEBUG;
+    /* kafka.properties go to every client; that a consumer setting means nothing to the
+     * producer (and the reverse) is expected, not a warning. */
+    if (strstr(msg, "property and will be ignored by this"))
+        l = LOG_DEBUG;
+    slog(s, l, "kafka.client", "%s: %s", fac, msg);
 }
 
 static void response_log(void *ctx, const char *event, const char *text)
@@ -546,6 +572,8 @@ static int open_epoch(serve_t *s)
     memset(e, 0, sizeof *e);
     e->id = s->next_epoch++;
     e->max_ts_us = INT64_MIN;
+    /* Without room for the snapshots the epoch still commits, without a checkpoint. */
+    e->snaps = calloc((size_t)s->nworkers, sizeof *e->snaps);
     s->npending++;
     return 0;
 }
@@ -576,17 +604,77 @@ static int mark(serve_t *s)
     return open_epoch(s);
 }
 
+static const stored_offset_t *stored_offset(serve_t *s, const char *topic, int32_t partition);
+static int load_offset(void *ctx, const char *topic, int32_t partition, int64_t next);
+
+static void epoch_free_snaps(epoch_t *e)
+{
+    for (size_t i = 0; i < e->nsnaps; i++)
+        serve_snap_free(e->snaps[i]);
+    free(e->snaps);
+    e->snaps = NULL;
+    e->nsnaps = 0;
+}
+
+/* Writes the epoch's checkpoint into the store's open transaction: where each partition was
+ * read up to, and the engine state of every vehicle that changed, as of the MARK. It is
+ * committed with what those events produced, so a restart from it finds the store and the
+ * engines in step (docs/serve.md, crash recovery). */
+static int checkpoint(serve_t *s, const epoch_t *e)
+{
+    vsoc_store_t *st = cli_response_store(s->resp);
+    if (!st)
+        return 0;
+    for (size_t i = 0; i < e->nparts; i++) {
+        const part_t *p = &e->parts[i];
+        if (p->next < 0)
+            continue;
+        if (vsoc_store_put_offset(st, s->topics[p->topic], p->partition, p->next) != 0)
+            goto fail;
+        /* Kept in step in memory: a partition that goes and comes back is judged by it. */
+        stored_offset_t *so = (stored_offset_t *)stored_offset(s, s->topics[p->topic],
+                                                               p->partition);
+        if (so)
+            so->next = p->next;
+        else if (load_offset(s, s->topics[p->topic], p->partition, p->next) != 0)
+            goto fail;
+    }
+    int64_t now = cli_wall_us();
+    for (size_t k = 0; k < e->nsnaps; k++) {
+        const serve_snap_t *sn = e->snaps[k];
+        for (size_t i = 0; i < sn->n; i++) {
+            const serve_snap_item_t *it = &sn->v[i];
+            if (it->partition < 0)
+                continue; /* a vehicle of no partition (none can be restored for it) */
+            if (vsoc_store_put_engine_state(st, it->vin, it->vinlen, s->topics[it->topic],
+                                            it->partition, it->blob, it->n, now) != 0)
+                goto fail;
+        }
+    }
+    return 0;
+fail:
+    slog(s, LOG_ERROR, "store.failed", "checkpoint: %s", vsoc_store_errmsg(st));
+    return -1;
+}
+
 /* Commits the offsets of finished epochs, oldest first. */
 static void complete(serve_t *s)
 {
     while (s->npending) {
         epoch_t *e = &s->pending[s->pending_head];
-        if (!e->marked || e->marks < (unsigned)s->nworkers)
+        /* All MARKs back and every alert before them acknowledged by the broker: only
+         * then may the checkpoint pass these offsets, or a restart from it would skip
+         * events whose alerts never reached the topic. */
+        if (!e->marked || e->marks < (unsigned)s->nworkers || e->outstanding)
             return;
         if (!e->stored) {
             if (e->max_ts_us != INT64_MIN)
                 cli_response_advance(s->resp, e->max_ts_us);
             uint64_t t0 = cli_now_ns();
+            if (!e->snap_failed && checkpoint(s, e) != 0) {
+                s->failed = 1;
+                return;
+            }
             if (cli_response_commit(s->resp) != 0) {
                 s->failed = 1;
                 return;
@@ -597,8 +685,6 @@ static void complete(serve_t *s)
             cli_response_counts(s->resp, &s->counts);
             pthread_mutex_unlock(&s->mu);
         }
-        if (e->outstanding)
-            return;
         vsoc_kafka_partition_t list[256];
         size_t n = 0;
         for (size_t i = 0; i < e->nparts && n < 256; i++) {
@@ -633,6 +719,7 @@ static void complete(serve_t *s)
         }
         free(e->parts);
         e->parts = NULL;
+        epoch_free_snaps(e);
         s->pending_head = (s->pending_head + 1) % MAX_PENDING;
         s->npending--;
         s->epochs_done++;
@@ -920,12 +1007,23 @@ static void drain(serve_t *s)
                     e->marks++;
                     if (o->max_ts_us > e->max_ts_us)
                         e->max_ts_us = o->max_ts_us;
+                    if (!o->snap || o->snap->failed || !e->snaps)
+                        e->snap_failed = 1;
+                    if (o->snap && e->snaps)
+                        e->snaps[e->nsnaps++] = o->snap;
+                    else
+                        serve_snap_free(o->snap);
+                } else {
+                    serve_snap_free(o->snap);
                 }
                 s->wepoch[i] = o->epoch + 1;
                 break;
             }
             case SERVE_OUT_RELEASE:
                 serve_set_unref(o->set);
+                break;
+            case SERVE_OUT_WARN:
+                slog(s, LOG_WARN, "worker.warning", "worker %d: %s", i, o->reason);
                 break;
             case SERVE_OUT_STOP:
                 break;
@@ -986,20 +1084,108 @@ static int barrier(serve_t *s, int timeout_ms)
 
 /* ---- rebalance ---------------------------------------------------------------------------- */
 
+static const stored_offset_t *stored_offset(serve_t *s, const char *topic, int32_t partition)
+{
+    for (size_t i = 0; i < s->nso; i++)
+        if (s->so[i].partition == partition && !strcmp(s->so[i].topic, topic))
+            return &s->so[i];
+    return NULL;
+}
+
+static int load_offset(void *ctx, const char *topic, int32_t partition, int64_t next)
+{
+    serve_t *s = ctx;
+    if (vsoc_array_grow((void **)&s->so, &s->capso, s->nso, sizeof *s->so) != 0)
+        return VSOC_ENOMEM;
+    if (!(s->so[s->nso].topic = strdup(topic)))
+        return VSOC_ENOMEM;
+    s->so[s->nso].partition = partition;
+    s->so[s->nso++].next = next;
+    return 0;
+}
+
+typedef struct restore_ctx {
+    serve_t *s;
+    int topic;
+    int32_t partition;
+    size_t n;
+} restore_ctx_t;
+
+/* Hands one vehicle's stored state to the worker that owns the vehicle, ahead of its
+ * events in the same ring. */
+static int restore_one(void *ctx, const char *vin, size_t vinlen, const void *blob, size_t n)
+{
+    restore_ctx_t *x = ctx;
+    serve_t *s = x->s;
+    if (vinlen > SERVE_KEY_MAX)
+        return 0;
+    char *copy = malloc(n ? n : 1);
+    if (!copy)
+        return VSOC_ENOMEM;
+    memcpy(copy, blob, n);
+    int wi = (int)(vin_hash(vin, vinlen) % (uint32_t)s->nworkers);
+    serve_in_t *slot = claim_in(s, wi);
+    slot->kind = SERVE_IN_RESTORE;
+    slot->topic = (uint8_t)x->topic;
+    slot->partition = x->partition;
+    slot->keylen = (uint16_t)vinlen;
+    memcpy(slot->key, vin, vinlen);
+    slot->big = copy;
+    slot->n = (uint32_t)n;
+    cli_ring_publish(&s->w[wi].in);
+    x->n++;
+    return 0;
+}
+
+/* A partition taken: resume from the store's checkpoint when it is the newest word on it
+ * (the group's committed offset is not ahead of it), restoring its vehicles' engine state;
+ * otherwise another instance read on from it since, and the stored state is stale. */
 static void on_assign(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
 {
     serve_t *s = ctx;
+    vsoc_store_t *st = cli_response_store(s->resp);
+    size_t restored = 0;
     for (size_t i = 0; i < n; i++) {
         int t = topic_index(s, p[i].topic);
-        if (t >= 0)
-            part_of(s, t, p[i].partition);
+        if (t < 0)
+            continue;
+        part_of(s, t, p[i].partition);
+        const stored_offset_t *so = stored_offset(s, p[i].topic, p[i].partition);
+        if (!st || !so)
+            continue;
+        if (p[i].offset >= 0 && p[i].offset > so->next) {
+            if (vsoc_store_drop_engine_state(st, p[i].topic, p[i].partition) != 0)
+                slog(s, LOG_WARN, "store.failed", "%s", vsoc_store_errmsg(st));
+            continue;
+        }
+        char err[512];
+        if (p[i].offset != so->next &&
+            vsoc_kafka_seek(s->cons, p[i].topic, p[i].partition, so->next, err,
+                            sizeof err) != 0) {
+            /* Reading from the group's offset instead is still at-least-once; only the
+             * engines' windows start afresh. */
+            slog(s, LOG_WARN, "kafka.seek_failed", "%s/%d: %s", p[i].topic,
+                 (int)p[i].partition, err);
+            continue;
+        }
+        restore_ctx_t x = {s, t, p[i].partition, 0};
+        if (vsoc_store_each_engine_state(st, p[i].topic, p[i].partition, restore_one, &x) != 0)
+            slog(s, LOG_WARN, "store.failed", "restoring %s/%d: %s", p[i].topic,
+                 (int)p[i].partition, vsoc_store_errmsg(st));
+        restored += x.n;
+        if (p[i].offset != so->next)
+            slog(s, LOG_INFO, "kafka.resumed", "%s/%d from the store's checkpoint at offset "
+                 "%lld (the group had %lld)", p[i].topic, (int)p[i].partition,
+                 (long long)so->next, (long long)p[i].offset);
     }
     pthread_mutex_lock(&s->mu);
     s->joined = s->ready = 1;
     s->assigned = vsoc_kafka_assigned(s->cons);
+    s->restored += restored;
     pthread_mutex_unlock(&s->mu);
-    slog(s, LOG_INFO, "kafka.assigned", "%zu partition%s assigned, %zu in all", n,
-         n == 1 ? "" : "s", vsoc_kafka_assigned(s->cons));
+    slog(s, LOG_INFO, "kafka.assigned", "%zu partition%s assigned, %zu in all; engine state "
+         "restored for %zu vehicle%s", n, n == 1 ? "" : "s", vsoc_kafka_assigned(s->cons),
+         restored, restored == 1 ? "" : "s");
 }
 
 static void on_revoke(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
@@ -1073,7 +1259,7 @@ static int reload(serve_t *s, char *msg, size_t n)
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: vsoc serve -c FILE [--check]\n"
+            "usage: vsoc serve -c FILE [--check] | --config-docs | --config-sample\n"
             "\n"
             "Runs the SOC service: reads vehicle events from Kafka (key: the VIN, value: one\n"
             "candump line or one JSON IDS event), runs the rules, baseline and playbooks,\n"
@@ -1085,6 +1271,8 @@ static void usage(FILE *out)
             "  --check            load the configuration, rules, baseline and playbooks,\n"
             "                     report every problem, and exit (0: all good)\n"
             "  --config-docs      print the configuration reference (Markdown) and exit\n"
+            "  --config-sample    print a sample configuration with every key at its\n"
+            "                     default (samples/vsoc.yaml) and exit\n"
             "  -h, --help         this help\n"
             "\n"
             "signals: SIGHUP reloads rules, baseline and playbooks (a set that fails to load\n"
@@ -1100,8 +1288,13 @@ static void free_serve(serve_t *s)
     for (size_t i = 0; i < s->ntopics; i++)
         free(s->topics[i]);
     free(s->parts);
-    for (size_t k = 0; k < MAX_PENDING; k++)
+    for (size_t k = 0; k < MAX_PENDING; k++) {
         free(s->pending[k].parts);
+        epoch_free_snaps(&s->pending[k]);
+    }
+    for (size_t i = 0; i < s->nso; i++)
+        free(s->so[i].topic);
+    free(s->so);
     for (size_t i = 0; i < s->nretry; i++) {
         free(s->retry[i]->json);
         free(s->retry[i]);
@@ -1135,6 +1328,9 @@ int cmd_serve(int argc, char **argv)
             check = 1;
         } else if (!strcmp(a, "--config-docs")) {
             serve_config_print_docs(stdout);
+            return 0;
+        } else if (!strcmp(a, "--config-sample")) {
+            serve_config_print_sample(stdout);
             return 0;
         } else {
             fprintf(stderr, "vsoc serve: unknown argument '%s' (see vsoc serve --help)\n", a);
@@ -1220,13 +1416,18 @@ int cmd_serve(int argc, char **argv)
     int code;
     if (!(s->resp = cli_response_new(&ro, &code)))
         goto done;
+    if (cli_response_store(s->resp) &&
+        vsoc_store_each_offset(cli_response_store(s->resp), load_offset, s) != 0) {
+        slog(s, LOG_ERROR, "start.failed", "%s", vsoc_store_errmsg(cli_response_store(s->resp)));
+        goto done;
+    }
     /* Every client gets the pass-through properties; client.id names this instance. */
     if (s->cfg->instance[0])
         snprintf(s->instance, sizeof s->instance, "%s", s->cfg->instance);
     else if (gethostname(s->instance, sizeof s->instance - 1) != 0)
         snprintf(s->instance, sizeof s->instance, "vsoc");
     const vsoc_confmap_map_t *props = &s->cfg->kafka.properties;
-    char **kv = calloc(props->n + 1, sizeof *kv);
+    char **kv = calloc(props->n + 2, sizeof *kv);
     size_t nkv = 0;
     int has_cid = 0, oom = !kv;
     for (size_t i = 0; kv && i < props->n; i++) {
@@ -1240,6 +1441,15 @@ int cmd_serve(int argc, char **argv)
     }
     if (kv && !oom && !has_cid && asprintf(&kv[nkv], "client.id=vsoc-%s", s->instance) >= 0)
         nkv++;
+    /* Incremental rebalances: only the partitions that move are revoked (and drained),
+     * the others keep flowing. A setting in kafka.properties wins. */
+    int has_strategy = 0;
+    for (size_t i = 0; i < props->n; i++)
+        has_strategy |= !strcmp(props->v[i].key, "partition.assignment.strategy");
+    size_t nprod = nkv; /* the producer has no use for consumer settings */
+    if (kv && !oom && !has_strategy &&
+        (kv[nkv] = strdup("partition.assignment.strategy=cooperative-sticky")))
+        nkv++;
     if (oom) {
         slog(s, LOG_ERROR, "start.failed", "out of memory");
         for (size_t i = 0; i < nkv; i++)
@@ -1247,7 +1457,8 @@ int cmd_serve(int argc, char **argv)
         free(kv);
         goto done;
     }
-    s->prod = vsoc_kafka_producer_new(s->cfg->kafka.brokers, (const char *const *)kv, nkv, err, sizeof err);
+    vsoc_kafka_set_log(kafka_log, s);
+    s->prod = vsoc_kafka_producer_new(s->cfg->kafka.brokers, (const char *const *)kv, nprod, err, sizeof err);
     if (s->prod)
         s->cons = vsoc_kafka_consumer_new(
             s->cfg->kafka.brokers, s->cfg->kafka.group,
@@ -1401,7 +1612,7 @@ done:
     }
     if (s->failed)
         rc = 1;
-    if (rc == 0)
+    if (rc == 0 && !check)
         slog(s, LOG_INFO, "stopped", "offsets committed, store closed");
     vsoc_fleet_free(s->fleet);
     vsoc_redis_free(s->redis);

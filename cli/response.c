@@ -591,6 +591,11 @@ void cli_response_summary(const cli_response_t *r, FILE *out)
 
 /* ---- the service ------------------------------------------------------------------------- */
 
+struct vsoc_store *cli_response_store(cli_response_t *r)
+{
+    return r->o.dry_run ? NULL : r->store;
+}
+
 int cli_response_commit(cli_response_t *r)
 {
     if (r->failed)

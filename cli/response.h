@@ -50,6 +50,9 @@ int cli_response_alert(cli_response_t *r, const vsoc_alert_t *a, const char *jso
 int cli_response_event(cli_response_t *r, const vsoc_event_t *ev);
 /* End of input: last timers, commit. Returns 0 or -1. */
 int cli_response_finish(cli_response_t *r);
+/* The store (NULL when none), for the service's checkpoint rows written in the same
+ * transaction as the response's. */
+struct vsoc_store *cli_response_store(cli_response_t *r);
 /* Commits what the store holds so far (and opens the next transaction). 0 or -1. */
 int cli_response_commit(cli_response_t *r);
 /* Moves the response's event time to now_us (never back) and runs due timers. */

@@ -33,9 +33,9 @@ typedef struct serve_set {
 void serve_set_ref(serve_set_t *s);
 void serve_set_unref(serve_set_t *s); /* NULL does nothing */
 
-enum { SERVE_IN_EVENT = 1, SERVE_IN_MARK, SERVE_IN_SWAP, SERVE_IN_STOP };
+enum { SERVE_IN_EVENT = 1, SERVE_IN_MARK, SERVE_IN_SWAP, SERVE_IN_RESTORE, SERVE_IN_STOP };
 
-#define SERVE_KEY_MAX 64
+#define SERVE_KEY_MAX 63 /* longer keys name no vehicle (the engine keeps 63 bytes) */
 #define SERVE_INLINE 400
 
 /* A slot of a worker's input ring (512 bytes). */
@@ -49,12 +49,38 @@ typedef struct serve_in {
     uint64_t epoch;       /* MARK */
     serve_set_t *set;     /* SWAP: taken by the worker */
     uint32_t n;
-    char *big;            /* the value when longer than SERVE_INLINE (malloc'd, taken) */
+    char *big;            /* the value when longer than SERVE_INLINE (malloc'd, taken);
+                             RESTORE: the vehicle's engine state blob (n bytes) */
     char key[SERVE_KEY_MAX];
     char data[SERVE_INLINE];
 } serve_in_t;
 
-enum { SERVE_OUT_ALERT = 1, SERVE_OUT_BAD, SERVE_OUT_MARK, SERVE_OUT_RELEASE, SERVE_OUT_STOP };
+enum {
+    SERVE_OUT_ALERT = 1,
+    SERVE_OUT_BAD,
+    SERVE_OUT_MARK,
+    SERVE_OUT_RELEASE,
+    SERVE_OUT_WARN, /* a message for the log (reason) */
+    SERVE_OUT_STOP
+};
+
+/* One vehicle's engine state at a MARK, with the partition its events come from. */
+typedef struct serve_snap_item {
+    uint8_t topic;
+    int32_t partition;
+    size_t vinlen, n;
+    char vin[SERVE_KEY_MAX + 1];
+    unsigned char *blob; /* n bytes (malloc'd) */
+} serve_snap_item_t;
+
+/* The vehicles whose state changed since the previous MARK (malloc'd, taken). */
+typedef struct serve_snap {
+    size_t n, cap;
+    int failed;          /* the engine could not snapshot: the epoch must not commit */
+    serve_snap_item_t *v;
+} serve_snap_t;
+
+void serve_snap_free(serve_snap_t *s); /* NULL does nothing */
 
 #define SERVE_REASON_MAX 200
 
@@ -67,6 +93,7 @@ typedef struct serve_out {
     int64_t offset;             /* BAD: where the message was */
     uint64_t epoch;             /* MARK */
     int64_t max_ts_us;          /* MARK: newest event time this worker has seen */
+    serve_snap_t *snap;         /* MARK: engine state of the vehicles changed (taken) */
     serve_set_t *set;           /* ALERT: the set rule belongs to; RELEASE: to unref */
     const vsoc_rule_t *rule;
     char *json;                 /* ALERT: the OCSF JSON (malloc'd, taken) */
@@ -102,6 +129,15 @@ typedef struct serve_worker {
     int src_topic, src_partition;
     size_t srclen;
     char src[300];              /* "kafka:<topic>/<partition>" of the last message */
+    /* Which partition each vehicle's events come from, for its snapshot: open addressing
+     * on the vin, grown (allocating) only for a vehicle seen for the first time. */
+    struct serve_vpart *vp;
+    size_t vpcap, vpcount;
+    struct serve_vpart *vplast;
+    serve_snap_t *pending_snap; /* being filled by vsoc_engine_snapshot */
+    int snap_all;               /* the last snapshot failed: report every vehicle */
+    vsoc_engine_t *next_engine; /* during a swap: the engine being filled */
+    size_t carried;             /* during a swap: groups dropped on the way */
 } serve_worker_t;
 
 /* Starts a worker over set (a reference is taken); clock_ns measures its busy time.

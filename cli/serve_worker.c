@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 #include <sched.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,160 @@ void serve_out_push(serve_worker_t *w, const serve_out_t *o)
     }
     *slot = *o;
     cli_ring_publish(&w->out);
+}
+
+typedef struct serve_vpart {
+    uint8_t used, topic;
+    uint8_t vinlen;
+    int32_t partition;
+    char vin[SERVE_KEY_MAX];
+} serve_vpart_t;
+
+void serve_snap_free(serve_snap_t *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n; i++)
+        free(s->v[i].blob);
+    free(s->v);
+    free(s);
+}
+
+static uint64_t vin_hash64(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 1099511628211ull;
+    return h;
+}
+
+static serve_vpart_t *vpart_find(serve_worker_t *w, const char *vin, size_t n)
+{
+    if (!w->vpcap)
+        return NULL;
+    size_t h = (size_t)vin_hash64(vin, n) & (w->vpcap - 1);
+    while (w->vp[h].used) {
+        if (w->vp[h].vinlen == n && !memcmp(w->vp[h].vin, vin, n))
+            return &w->vp[h];
+        h = (h + 1) & (w->vpcap - 1);
+    }
+    return NULL;
+}
+
+/* Remembers that vin's events come from (topic, partition). Costs a compare when events
+ * come in runs of one vehicle, a probe otherwise; allocates only to grow the table. */
+static void vpart_note(serve_worker_t *w, const char *vin, size_t n, uint8_t topic,
+                       int32_t partition)
+{
+    serve_vpart_t *v = w->vplast;
+    if (!v || v->vinlen != n || memcmp(v->vin, vin, n))
+        v = vpart_find(w, vin, n);
+    if (!v) {
+        if ((w->vpcount + 1) * 2 > w->vpcap) {
+            size_t ncap = w->vpcap ? w->vpcap * 2 : 64;
+            serve_vpart_t *nt = calloc(ncap, sizeof *nt);
+            if (!nt)
+                return; /* the vehicle's snapshot then names no partition (-1) */
+            for (size_t i = 0; i < w->vpcap; i++) {
+                if (!w->vp[i].used)
+                    continue;
+                size_t h = (size_t)vin_hash64(w->vp[i].vin, w->vp[i].vinlen) & (ncap - 1);
+                while (nt[h].used)
+                    h = (h + 1) & (ncap - 1);
+                nt[h] = w->vp[i];
+            }
+            free(w->vp);
+            w->vp = nt;
+            w->vpcap = ncap;
+        }
+        size_t h = (size_t)vin_hash64(vin, n) & (w->vpcap - 1);
+        while (w->vp[h].used)
+            h = (h + 1) & (w->vpcap - 1);
+        v = &w->vp[h];
+        v->used = 1;
+        v->vinlen = (uint8_t)n;
+        memcpy(v->vin, vin, n);
+        w->vpcount++;
+    }
+    v->topic = topic;
+    v->partition = partition;
+    w->vplast = v;
+}
+
+static int snap_item(void *ctx, const char *vin, size_t vinlen, const void *blob, size_t n)
+{
+    serve_worker_t *w = ctx;
+    serve_snap_t *s = w->pending_snap;
+    if (vinlen > SERVE_KEY_MAX)
+        return 0; /* cannot have come from a message key: not this service's */
+    if (s->n == s->cap) {
+        size_t ncap = s->cap ? s->cap * 2 : 16;
+        serve_snap_item_t *v = realloc(s->v, ncap * sizeof *v);
+        if (!v)
+            return VSOC_ENOMEM;
+        s->v = v;
+        s->cap = ncap;
+    }
+    serve_snap_item_t *it = &s->v[s->n];
+    if (!(it->blob = malloc(n ? n : 1)))
+        return VSOC_ENOMEM;
+    memcpy(it->blob, blob, n);
+    it->n = n;
+    it->vinlen = vinlen;
+    memcpy(it->vin, vin, vinlen);
+    it->vin[vinlen] = 0;
+    serve_vpart_t *vp = vpart_find(w, vin, vinlen);
+    it->topic = vp ? vp->topic : 0;
+    it->partition = vp ? vp->partition : -1;
+    s->n++;
+    return 0;
+}
+
+/* The state of the vehicles that changed since the last MARK. A snapshot that fails is
+ * marked failed (the epoch then commits no offsets) and all vehicles are reported next
+ * time. */
+static serve_snap_t *snapshot(serve_worker_t *w)
+{
+    serve_snap_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    w->pending_snap = s;
+    int rc = vsoc_engine_snapshot(w->engine, w->snap_all, snap_item, w);
+    w->pending_snap = NULL;
+    w->snap_all = rc != 0;
+    if (rc != 0)
+        s->failed = 1;
+    return s;
+}
+
+static void warn(serve_worker_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warn(serve_worker_t *w, const char *fmt, ...)
+{
+    serve_out_t o = {.kind = SERVE_OUT_WARN};
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(o.reason, sizeof o.reason, fmt, ap);
+    va_end(ap);
+    serve_out_push(w, &o);
+}
+
+/* A vehicle's state from the store, before any of its events. */
+static void restore(serve_worker_t *w, const serve_in_t *m)
+{
+    size_t dropped = 0;
+    char err[160];
+    int rc = vsoc_engine_restore(w->engine, m->big, m->n, &dropped, err, sizeof err);
+    /* VSOC_EINVAL: this engine holds the vehicle already, from before its partition went
+     * and came back without another instance reading on (the offsets say so): the state
+     * it holds is the one the store has. */
+    if (rc == 0 || rc == VSOC_EINVAL)
+        vpart_note(w, m->key, m->keylen, m->topic, m->partition);
+    if (rc != 0 && rc != VSOC_EINVAL)
+        warn(w, "engine state of %.*s not restored (%s): its windows start afresh",
+             (int)m->keylen, m->key, rc == VSOC_EPARSE ? err : "out of memory");
+    else if (dropped)
+        warn(w, "engine state of %.*s: %zu group%s of changed or removed rules dropped",
+             (int)m->keylen, m->key, dropped, dropped == 1 ? "" : "s");
 }
 
 typedef struct alert_ctx {
@@ -150,6 +305,8 @@ static void event(serve_worker_t *w, const serve_in_t *m)
     ev.source.p = w->src;
     ev.source.n = w->srclen;
     ev.lineno = (uint64_t)m->offset + 1;
+    vpart_note(w, ev.vin.p, ev.vin.n < SERVE_KEY_MAX ? ev.vin.n : SERVE_KEY_MAX, m->topic,
+               m->partition);
     bump(ev.kind == VSOC_EVENT_CAN ? &w->st.events_can : &w->st.events_ids, 1);
     if (ev.ts_us > w->max_ts_us)
         w->max_ts_us = ev.ts_us;
@@ -184,6 +341,19 @@ static void snapshot_stats(serve_worker_t *w)
     pthread_mutex_unlock(&w->stats_mu);
 }
 
+static int carry(void *ctx, const char *vin, size_t vinlen, const void *blob, size_t n)
+{
+    (void)vin;
+    (void)vinlen;
+    serve_worker_t *w = ctx;
+    size_t d = 0;
+    /* A blob of this very process always parses; what the new rules no longer have (or
+     * define differently) is dropped and counted. */
+    if (vsoc_engine_restore(w->next_engine, blob, n, &d, NULL, 0) == 0)
+        w->carried += d;
+    return 0;
+}
+
 static void swap(serve_worker_t *w, serve_set_t *set)
 {
     char err[256];
@@ -194,9 +364,20 @@ static void swap(serve_worker_t *w, serve_set_t *set)
         serve_set_unref(set);
         return;
     }
-    /* Correlation windows open in the old engine end here (docs/serve.md, reload). */
+    /* Each vehicle's windows carry over to the new engine, but those of rules that the
+     * new set changed or removed (docs/serve.md, reload). */
+    w->next_engine = e;
+    w->carried = 0;
+    if (vsoc_engine_snapshot(w->engine, 1, carry, w) != 0)
+        warn(w, "reload: the open windows could not be carried over (out of memory): "
+                "they start afresh");
+    else if (w->carried)
+        warn(w, "reload: %zu open window%s of changed or removed rules closed", w->carried,
+             w->carried == 1 ? "" : "s");
+    w->next_engine = NULL;
     vsoc_engine_free(w->engine);
     w->engine = e;
+    w->snap_all = 1; /* the store's copy must follow the new engine */
     serve_out_t o = {.kind = SERVE_OUT_RELEASE, .set = w->set};
     w->set = set;
     serve_out_push(w, &o);
@@ -222,12 +403,16 @@ static void *run(void *arg)
         case SERVE_IN_MARK: {
             snapshot_stats(w);
             serve_out_t o = {.kind = SERVE_OUT_MARK, .epoch = m->epoch,
-                             .max_ts_us = w->max_ts_us};
+                             .max_ts_us = w->max_ts_us, .snap = snapshot(w)};
             serve_out_push(w, &o);
             break;
         }
         case SERVE_IN_SWAP:
             swap(w, m->set);
+            break;
+        case SERVE_IN_RESTORE:
+            restore(w, m);
+            free(m->big);
             break;
         case SERVE_IN_STOP: {
             cli_ring_release(&w->in);
@@ -288,6 +473,8 @@ void serve_worker_join(serve_worker_t *w)
     w->rule_stats = NULL;
     pthread_mutex_unlock(&w->stats_mu);
     pthread_mutex_destroy(&w->stats_mu);
+    free(w->vp);
+    w->vp = NULL;
     cli_ring_fini(&w->in);
     cli_ring_fini(&w->out);
 }

@@ -10,7 +10,11 @@
  * in the service, whose streams interleave with clocks a little apart; judging by the
  * newest time of any vehicle would end a lagging vehicle's windows early and change its
  * alerts (and their ids) from what a replay of its capture gives. A vehicle silent for an
- * hour of the engine's time has its groups freed whatever their windows. */
+ * hour of the engine's time has its groups freed whatever their windows.
+ *
+ * Each group is also on the list of the vehicle that opened it, and a vehicle whose state
+ * changed since the last snapshot is on the engine's dirty list, so that a snapshot writes
+ * the vehicles that changed, each with its groups, without walking everything. */
 #include "engine.h"
 
 #include "decode.h"
@@ -20,6 +24,7 @@
 
 #include <arpa/inet.h>
 #include <openssl/evp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +57,7 @@ typedef struct vslot {
 typedef struct group {
     uint64_t hash;
     uint32_t rule;
+    uint32_t vid; /* the vehicle that opened it (below); here, where lookups read anyway */
     uint8_t kind;
     uint16_t keylen;
     char key[GROUP_KEY_MAX];
@@ -72,9 +78,11 @@ typedef struct group {
     /* evidence: the most recent matching events */
     uint8_t nsamples, shead;
     sample_t samples[VSOC_ALERT_SAMPLES];
-    /* The vehicle that opened the group: its clock judges when the group is idle. */
+    /* The vehicle that opened the group: its clock judges when the group is idle, and its
+     * snapshot carries the group. */
     uint8_t vinlen;
     char vin[VIN_MAX];
+    struct group *vnext, *vprev; /* that vehicle's groups */
 } group_t;
 
 typedef struct vehicle {
@@ -82,10 +90,13 @@ typedef struct vehicle {
     int64_t next_missing; /* event time of the next check for silent messages */
     char vin[VIN_MAX];
     uint8_t vinlen, used, has_speed;
+    uint8_t dirty;        /* changed since the last snapshot: in e->dirty */
+    uint32_t vid;         /* unique in the engine, never 0 */
     double speed_kph;
     int64_t speed_ts;
     int64_t now_ts;       /* time of the vehicle's latest event: its clock */
     uint64_t seen_sweep;  /* the engine's sweep count at that event */
+    group_t *groups;      /* the groups it opened, most recent first */
 } vehicle_t;
 
 /* Candidate lists per CAN identifier, computed once from the ruleset's index: the list is a
@@ -128,10 +139,26 @@ struct vsoc_engine {
     uint64_t sweeps;
     uint32_t since_sweep; /* events since the last sweep */
     vsoc_str_t cur_vin;   /* the vehicle of the event being matched */
+    vehicle_t *cur_veh;   /* its record (NULL when it could not be allocated) */
+    uint32_t cur_vid;     /* its vid, 0 for none */
     /* vehicles */
     vehicle_t *vtab;
     size_t vcap, vcount;
     vehicle_t *vlast;
+    uint32_t next_vid;
+    /* snapshots (see "snapshots" below) */
+    uint32_t *dirty;      /* slots of the dirty vehicles, each once; room for vcap */
+    size_t ndirty;
+    uint32_t marked_vid;  /* the opener last marked dirty for a shared group, 0 for none */
+    uint8_t clock_known;  /* the engine clocks came from an event or a restored blob */
+    uint64_t sweeps_off;  /* added to sweeps in blobs, so that a restored engine's count
+                             goes on from the one it was restored from */
+    uint64_t *rfp;        /* per rule, the fingerprint of its compiled form; lazily */
+    struct rid *rids;     /* the rules in order of id, for restore's lookups */
+    uint8_t *sbuf;        /* a blob being written */
+    size_t scap;
+    struct sref *sgroups; /* one vehicle's groups, sorted for its blob */
+    size_t sgcap;
 };
 
 /* ---- small helpers ------------------------------------------------------------------ */
@@ -634,19 +661,72 @@ static int group_is(const group_t *g, uint64_t h, uint32_t rule, uint8_t kind, c
            key_eq(g->key, key, keylen);
 }
 
+static vehicle_t *vehicle_find(vsoc_engine_t *e, const char *vin, size_t n);
+
+/* Marks v changed since the last snapshot: a list of slots, so that a snapshot visits the
+ * vehicles that changed and not the whole table. */
+static void mark_dirty(vsoc_engine_t *e, vehicle_t *v)
+{
+    if (v->dirty)
+        return;
+    v->dirty = 1;
+    e->dirty[e->ndirty++] = (uint32_t)(v - e->vtab);
+}
+
+/* An event of one vehicle reached a group another vehicle opened (a group-by without vin):
+ * the opener's blob changes with it. Rare, so kept off the inline path. */
+static void mark_opener(vsoc_engine_t *e, const group_t *g)
+{
+    vehicle_t *v = vehicle_find(e, g->vin, g->vinlen);
+    if (v)
+        mark_dirty(e, v);
+    e->marked_vid = g->vid; /* a flood on a shared group looks the opener up once */
+}
+
+/* Dirty tracking for a group found by the current event: its own vehicle is marked by
+ * vsoc_engine_process already, so the usual case costs one compare. */
+static inline group_t *touched(vsoc_engine_t *e, group_t *g)
+{
+    if (g->vid != e->cur_vid && g->vid != e->marked_vid)
+        mark_opener(e, g);
+    return g;
+}
+
+/* Links g at the head of v's list of groups. */
+static void group_link(vehicle_t *v, group_t *g)
+{
+    g->vprev = NULL;
+    g->vnext = v->groups;
+    if (v->groups)
+        v->groups->vprev = g;
+    v->groups = g;
+}
+
+/* Unlinks g from the list of v, its opener (NULL when the opener has no record). */
+static void group_unlink(vehicle_t *v, group_t *g)
+{
+    if (g->vprev)
+        g->vprev->vnext = g->vnext;
+    else if (v && v->groups == g)
+        v->groups = g->vnext;
+    if (g->vnext)
+        g->vnext->vprev = g->vprev;
+    g->vnext = g->vprev = NULL;
+}
+
 /* Finds or creates the group; returns NULL only when memory runs out. */
 static group_t *group_get(vsoc_engine_t *e, uint32_t rule, uint8_t kind, const char *key,
                           size_t keylen)
 {
     group_t **last = &e->glast[2 * rule + (kind == G_SUPP)];
     if (*last && (*last)->keylen == keylen && key_eq((*last)->key, key, keylen))
-        return *last;
+        return touched(e, *last);
     uint64_t h = group_hash(rule, kind, key, keylen);
     if (e->gcap) {
         size_t i = (size_t)h & (e->gcap - 1);
         for (; e->gtab[i]; i = (i + 1) & (e->gcap - 1))
             if (e->ghash[i] == h && group_is(e->gtab[i], h, rule, kind, key, keylen))
-                return *last = e->gtab[i];
+                return touched(e, *last = e->gtab[i]);
     }
     if ((e->gcount + 1) * 2 > e->gcap && gtab_grow(e) != 0)
         return NULL;
@@ -662,7 +742,11 @@ static group_t *group_get(vsoc_engine_t *e, uint32_t rule, uint8_t kind, const c
     for (int i = 0; i < VSOC_MAX_ITEMS; i++)
         g->t[i] = INT64_MIN;
     g->vinlen = (uint8_t)(e->cur_vin.n < VIN_MAX ? e->cur_vin.n : VIN_MAX - 1);
-    memcpy(g->vin, e->cur_vin.p, g->vinlen);
+    if (g->vinlen)
+        memcpy(g->vin, e->cur_vin.p, g->vinlen);
+    g->vid = e->cur_vid;
+    if (e->cur_veh)
+        group_link(e->cur_veh, g);
     size_t i = (size_t)h & (e->gcap - 1);
     while (e->gtab[i])
         i = (i + 1) & (e->gcap - 1);
@@ -705,8 +789,6 @@ static int64_t rule_horizon(const vsoc_rule_t *r, uint8_t kind)
     return kind == G_SUPP ? r->sup.for_us : r->corr.span_us;
 }
 
-static vehicle_t *vehicle_find(vsoc_engine_t *e, const char *vin, size_t n);
-
 /* Frees groups whose window and suppression have passed on their vehicle's clock. */
 static void sweep(vsoc_engine_t *e)
 {
@@ -727,6 +809,9 @@ static void sweep(vsoc_engine_t *e)
                             : g->last_ts < now - rule_horizon(r, g->kind) ||
                                   g->last_ts > now + rule_horizon(r, g->kind));
             if (idle) {
+                if (v)
+                    mark_dirty(e, v); /* its blob loses the group */
+                group_unlink(v, g);
                 gtab_remove_at(e, i);
                 continue; /* slot i may now hold a shifted group */
             }
@@ -1113,11 +1198,64 @@ static vehicle_t *vehicle_find(vsoc_engine_t *e, const char *vin, size_t n)
         return NULL;
     size_t h = (size_t)vsoc_hash_bytes(vin, n, 0) & (e->vcap - 1);
     while (e->vtab[h].used) {
-        if (e->vtab[h].vinlen == n && memcmp(e->vtab[h].vin, vin, n) == 0)
+        if (e->vtab[h].vinlen == n && key_eq(e->vtab[h].vin, vin, n))
             return &e->vtab[h];
         h = (h + 1) & (e->vcap - 1);
     }
     return NULL;
+}
+
+/* Makes room for one more vehicle. Records move: pointers to them (vlast) are dropped.
+ * Returns 0 or VSOC_ENOMEM. */
+static int vtab_reserve(vsoc_engine_t *e)
+{
+    if ((e->vcount + 1) * 2 <= e->vcap)
+        return 0;
+    size_t ncap = e->vcap ? e->vcap * 2 : 64;
+    vehicle_t *nt = calloc(ncap, sizeof *nt);
+    uint32_t *nd = malloc(ncap * sizeof *nd);
+    if (!nt || !nd) {
+        free(nt);
+        free(nd);
+        return VSOC_ENOMEM;
+    }
+    e->ndirty = 0;
+    for (size_t i = 0; i < e->vcap; i++) {
+        if (!e->vtab[i].used)
+            continue;
+        size_t h = (size_t)vsoc_hash_bytes(e->vtab[i].vin, e->vtab[i].vinlen, 0) & (ncap - 1);
+        while (nt[h].used)
+            h = (h + 1) & (ncap - 1);
+        nt[h] = e->vtab[i];
+        if (nt[h].dirty)
+            nd[e->ndirty++] = (uint32_t)h;
+    }
+    free(e->vtab);
+    free(e->dirty);
+    e->vtab = nt;
+    e->dirty = nd;
+    e->vcap = ncap;
+    e->vlast = NULL;
+    return 0;
+}
+
+/* The free slot for a vehicle the table does not hold (vtab_reserve first), cleared, with
+ * its name and a new vid. */
+static vehicle_t *vehicle_insert(vsoc_engine_t *e, const char *vin, size_t n)
+{
+    size_t h = (size_t)vsoc_hash_bytes(vin, n, 0) & (e->vcap - 1);
+    while (e->vtab[h].used)
+        h = (h + 1) & (e->vcap - 1);
+    vehicle_t *v = &e->vtab[h];
+    memset(v, 0, sizeof *v);
+    if (n)
+        memcpy(v->vin, vin, n);
+    v->vinlen = (uint8_t)n;
+    if (++e->next_vid == 0) /* 0 means "no vehicle"; after 2^32 vehicles ids may repeat,
+                               which only marks an opener dirty once too often */
+        e->next_vid = 1;
+    v->vid = e->next_vid;
+    return v;
 }
 
 static vehicle_t *vehicle_get(vsoc_engine_t *e, vsoc_str_t vin)
@@ -1126,31 +1264,12 @@ static vehicle_t *vehicle_get(vsoc_engine_t *e, vsoc_str_t vin)
     vehicle_t *l = e->vlast;
     if (l && l->vinlen == n && key_eq(l->vin, vin.p, n))
         return l;
-    if ((e->vcount + 1) * 2 > e->vcap) {
-        size_t ncap = e->vcap ? e->vcap * 2 : 64;
-        vehicle_t *nt = calloc(ncap, sizeof *nt);
-        if (!nt)
-            return NULL;
-        for (size_t i = 0; i < e->vcap; i++) {
-            if (!e->vtab[i].used)
-                continue;
-            size_t h = (size_t)vsoc_hash_bytes(e->vtab[i].vin, e->vtab[i].vinlen, 0) & (ncap - 1);
-            while (nt[h].used)
-                h = (h + 1) & (ncap - 1);
-            nt[h] = e->vtab[i];
-        }
-        free(e->vtab);
-        e->vtab = nt;
-        e->vcap = ncap;
-    }
-    size_t h = (size_t)vsoc_hash_bytes(vin.p, n, 0) & (e->vcap - 1);
-    while (e->vtab[h].used) {
-        if (e->vtab[h].vinlen == n && memcmp(e->vtab[h].vin, vin.p, n) == 0)
-            return e->vlast = &e->vtab[h];
-        h = (h + 1) & (e->vcap - 1);
-    }
-    vehicle_t *v = &e->vtab[h];
-    memset(v, 0, sizeof *v);
+    vehicle_t *found = vehicle_find(e, vin.p, n);
+    if (found)
+        return e->vlast = found;
+    if (vtab_reserve(e) != 0)
+        return NULL;
+    vehicle_t *v = vehicle_insert(e, vin.p, n);
     if (e->opts.scorer) {
         /* Once per vehicle: scoring then allocates nothing per frame. */
         v->score = malloc(vsoc_scorer_state_bytes(e->opts.scorer));
@@ -1158,9 +1277,6 @@ static vehicle_t *vehicle_get(vsoc_engine_t *e, vsoc_str_t vin)
             return NULL;
         vsoc_scorer_state_init(e->opts.scorer, v->score);
     }
-    if (n)
-        memcpy(v->vin, vin.p, n);
-    v->vinlen = (uint8_t)n;
     v->used = 1;
     e->vcount++;
     return e->vlast = v;
@@ -1358,11 +1474,16 @@ void vsoc_engine_free(vsoc_engine_t *e)
         if (e->vtab[i].used)
             free(e->vtab[i].score);
     free(e->vtab);
+    free(e->dirty);
     free(e->stats);
     free(e->cand);
     free(e->ctab);
     free(e->cpool);
     free(e->detmemo);
+    free(e->rfp);
+    free(e->rids);
+    free(e->sbuf);
+    free(e->sgroups);
     pcre2_match_data_free(e->md);
     pcre2_match_context_free(e->mctx);
     vsoc_ruleset_unref(e->rs);
@@ -1517,8 +1638,14 @@ static int match_missing(vsoc_engine_t *e, vehicle_t *veh, const vsoc_event_t *e
 int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev)
 {
     e->events++;
+    e->clock_known = 1;
     vsoc_decode(ev);
     vehicle_t *veh = vehicle_get(e, ev->vin);
+    /* Groups opened from here on (by the synthetic events of missing messages too) belong
+     * to this vehicle. */
+    e->cur_vin = ev->vin;
+    e->cur_veh = veh;
+    e->cur_vid = veh ? veh->vid : 0;
     int missing = 0;
     if (veh) {
         double kph;
@@ -1549,6 +1676,8 @@ int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev)
         back = veh->used && ev->ts_us < veh->now_ts - 2 * SWEEP_EVERY_US;
         veh->now_ts = ev->ts_us;
         veh->seen_sweep = e->sweeps;
+        if (!veh->dirty) /* once per vehicle between two snapshots */
+            mark_dirty(e, veh);
     }
     if (e->max_ts < ev->ts_us || e->next_sweep == INT64_MIN)
         e->max_ts = ev->ts_us;
@@ -1557,13 +1686,949 @@ int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev)
             sweep(e);
         e->next_sweep = e->max_ts + SWEEP_EVERY_US;
     }
-    e->cur_vin = ev->vin;
     int rc = match_event(e, ev);
     if (rc < 0 || missing < 0)
         return VSOC_ENOMEM;
     return rc + missing;
 }
 
+
+/* ---- snapshots ---------------------------------------------------------------------- */
+
+/* A vehicle's state as a self-contained blob (engine.h, docs/design.md "Engine state
+ * snapshots"). Little-endian, no pointers; every count is checked against the bytes left
+ * and the engine's limits before it is used, and a restore applies nothing until the whole
+ * blob has parsed. Bump VSE_VERSION whenever the bytes written change meaning: the form of
+ * a group key, of the value hashes of value_count (vsoc_hash_*), or of any field here. */
+#define VSE_VERSION 1
+#define VSE_TIME_LIMIT (INT64_C(1) << 62) /* times beyond this (146,000 years) are refused:
+                                               the engine adds spans to them */
+#define VSE_ID_MAX 65535
+/* The least a group takes: a 1-byte id, an empty key, no ring, values, items or samples. */
+#define VSE_GROUP_MIN (2 + 1 + 8 + 1 + 2 + 1 + 4 * 8 + 4 + 4 + 1 + 1)
+
+typedef struct rid {
+    const char *id;
+    size_t len;
+    uint32_t rule;
+} rid_t;
+
+/* FNV-1a, fed field by field in little-endian form: the same in every run and on every
+ * host, since fingerprints are stored with the blobs. */
+static void fp_bytes(uint64_t *h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        *h ^= b[i];
+        *h *= 0x100000001b3ULL;
+    }
+}
+
+static void fp_u64(uint64_t *h, uint64_t x)
+{
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)(x >> (8 * i));
+    fp_bytes(h, b, 8);
+}
+
+static void fp_f64(uint64_t *h, double d)
+{
+    uint64_t x;
+    memcpy(&x, &d, 8);
+    fp_u64(h, x);
+}
+
+static void fp_str(uint64_t *h, const char *s)
+{
+    if (!s) {
+        fp_u64(h, UINT64_MAX);
+        return;
+    }
+    size_t n = strlen(s);
+    fp_u64(h, n);
+    fp_bytes(h, s, n);
+}
+
+static void fp_field(uint64_t *h, const vsoc_field_t *f)
+{
+    fp_u64(h, f->id);
+    fp_u64(h, f->type);
+    fp_u64(h, (uint64_t)f->lo | (uint64_t)f->hi << 8 | (uint64_t)f->kinds << 16);
+    fp_str(h, f->name);
+    fp_u64(h, f->npath);
+    for (unsigned i = 0; i < f->npath && i < VSOC_FIELD_MAX_PATH; i++)
+        fp_str(h, f->path[i]);
+}
+
+/* The fingerprint of what decides a rule's groups: the event kind and categories it
+ * applies to, its detections, condition, correlation and suppression. Its title, level,
+ * tags, description, file and tests are left out, so editing those keeps the state. */
+static uint64_t rule_fingerprint(const vsoc_rule_t *r)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    fp_bytes(&h, "vsoc-rule-1", 11);
+    fp_u64(&h, r->kind);
+    fp_u64(&h, r->need);
+    fp_u64(&h, r->ndets);
+    for (uint32_t d = 0; d < r->ndets; d++) {
+        const det_t *det = &r->dets[d];
+        fp_str(&h, det->name);
+        fp_u64(&h, det->nalt);
+        for (uint32_t a = 0; a < det->nalt; a++) {
+            const alt_t *alt = &det->alts[a];
+            fp_u64(&h, alt->n);
+            for (uint32_t m = 0; m < alt->n; m++) {
+                const fmatch_t *fm = &alt->m[m];
+                fp_field(&h, &fm->field);
+                fp_u64(&h, fm->op);
+                unsigned char fl[5] = {fm->all, fm->cased, fm->bits, fm->fast, fm->bits_le};
+                fp_bytes(&h, fl, sizeof fl);
+                fp_u64(&h, (uint64_t)fm->bits_start | (uint64_t)fm->bits_len << 16);
+                fp_u64(&h, fm->nvals);
+                for (uint32_t v = 0; v < fm->nvals; v++) {
+                    const cval_t *c = &fm->vals[v];
+                    fp_u64(&h, c->kind);
+                    fp_u64(&h, (uint64_t)(int64_t)c->has_num);
+                    fp_u64(&h, (uint64_t)c->i);
+                    fp_u64(&h, (uint64_t)c->i2);
+                    fp_f64(&h, c->f);
+                    fp_f64(&h, c->f2);
+                    fp_u64(&h, c->s ? c->n : UINT64_MAX);
+                    if (c->s)
+                        fp_bytes(&h, c->s, c->n);
+                    unsigned char cf[3] = {(unsigned char)c->glob, c->family, c->prefix};
+                    fp_bytes(&h, cf, sizeof cf);
+                    fp_bytes(&h, c->addr, sizeof c->addr);
+                }
+            }
+        }
+    }
+    fp_u64(&h, r->nnodes);
+    for (uint32_t i = 0; i < r->nnodes; i++) {
+        fp_u64(&h, r->nodes[i].op);
+        fp_u64(&h, r->nodes[i].det);
+        fp_u64(&h, (uint64_t)r->nodes[i].a | (uint64_t)r->nodes[i].b << 32);
+    }
+    fp_u64(&h, (uint64_t)(int64_t)r->root);
+    const corr_t *co = &r->corr;
+    fp_u64(&h, co->type);
+    fp_u64(&h, co->ngroup);
+    for (uint32_t i = 0; i < co->ngroup && i < VSOC_MAX_GROUP_BY; i++)
+        fp_field(&h, &co->group_by[i]);
+    fp_u64(&h, (uint64_t)co->span_us);
+    fp_u64(&h, co->threshold);
+    fp_field(&h, &co->value_field);
+    fp_u64(&h, co->nitems);
+    for (uint32_t i = 0; i < co->nitems && i < VSOC_MAX_ITEMS; i++)
+        fp_u64(&h, co->items[i]);
+    fp_u64(&h, (uint64_t)(int64_t)r->sup.on);
+    fp_u64(&h, r->sup.ngroup);
+    for (uint32_t i = 0; i < r->sup.ngroup && i < VSOC_MAX_GROUP_BY; i++)
+        fp_field(&h, &r->sup.group_by[i]);
+    fp_u64(&h, (uint64_t)r->sup.for_us);
+    return h;
+}
+
+/* Identifies the value hashes of value_count (value_key): a blob's maps only mean the same
+ * values to a build whose hash functions give the same probe. */
+static uint64_t hash_probe(void)
+{
+    return vsoc_hash_bytes("vsoc value hash", 15, 0x99) ^ vsoc_hash_u64(0x1234567ULL) ^
+           vsoc_hash_u64(0x7654321ULL);
+}
+
+static int rid_cmp_bytes(const char *a, size_t an, const char *b, size_t bn)
+{
+    int c = memcmp(a, b, an < bn ? an : bn);
+    return c ? c : (an > bn) - (an < bn);
+}
+
+static int rid_cmp(const void *x, const void *y)
+{
+    const rid_t *a = x, *b = y;
+    return rid_cmp_bytes(a->id, a->len, b->id, b->len);
+}
+
+/* Rule fingerprints and the by-id lookup, computed at the first snapshot or restore (the
+ * ruleset never changes under an engine). Returns 0 or VSOC_ENOMEM. */
+static int snap_prepare(vsoc_engine_t *e)
+{
+    if (e->rfp)
+        return 0;
+    size_t n = e->rs->n;
+    uint64_t *fp = malloc((n ? n : 1) * sizeof *fp);
+    rid_t *ids = malloc((n ? n : 1) * sizeof *ids);
+    if (!fp || !ids) {
+        free(fp);
+        free(ids);
+        return VSOC_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const vsoc_rule_t *r = e->rs->rules[i];
+        fp[i] = rule_fingerprint(r);
+        size_t len = strlen(r->id);
+        ids[i] = (rid_t){r->id, len > VSE_ID_MAX ? VSE_ID_MAX : len, (uint32_t)i};
+    }
+    qsort(ids, n, sizeof *ids, rid_cmp);
+    e->rfp = fp;
+    e->rids = ids;
+    return 0;
+}
+
+/* The index of the rule with this id, or -1. */
+static long rule_by_id(const vsoc_engine_t *e, const uint8_t *id, size_t n)
+{
+    size_t lo = 0, hi = e->rs->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = rid_cmp_bytes((const char *)id, n, e->rids[mid].id, e->rids[mid].len);
+        if (c == 0)
+            return e->rids[mid].rule;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return -1;
+}
+
+/* ---- writing ---- */
+
+/* Appends to p, or only counts when p is NULL (sizing a blob before writing it). */
+typedef struct wbuf {
+    uint8_t *p;
+    size_t n;
+} wbuf_t;
+
+static void w_bytes(wbuf_t *w, const void *src, size_t n)
+{
+    if (w->p && n)
+        memcpy(w->p + w->n, src, n);
+    w->n += n;
+}
+
+static void w_le(wbuf_t *w, uint64_t x, int bytes)
+{
+    if (w->p)
+        for (int i = 0; i < bytes; i++)
+            w->p[w->n + (size_t)i] = (uint8_t)(x >> (8 * i));
+    w->n += (size_t)bytes;
+}
+
+typedef struct sref {
+    const char *id;
+    size_t idlen;
+    group_t *g;
+} sref_t;
+
+/* The order of groups in a blob: rule id, kind, key (bytes, then length). One order for
+ * writer and reader makes a blob canonical and lets the reader refuse repeats. */
+static int gorder(const char *ia, size_t na, uint8_t ka, const char *kya, size_t kna,
+                  const char *ib, size_t nb, uint8_t kb, const char *kyb, size_t knb)
+{
+    int c = rid_cmp_bytes(ia, na, ib, nb);
+    if (c)
+        return c;
+    if (ka != kb)
+        return ka < kb ? -1 : 1;
+    return rid_cmp_bytes(kya, kna, kyb, knb);
+}
+
+static int sref_cmp(const void *x, const void *y)
+{
+    const sref_t *a = x, *b = y;
+    return gorder(a->id, a->idlen, a->g->kind, a->g->key, a->g->keylen, b->id, b->idlen,
+                  b->g->kind, b->g->key, b->g->keylen);
+}
+
+static int vslot_cmp(const void *x, const void *y)
+{
+    const vslot_t *a = x, *b = y;
+    return (a->key > b->key) - (a->key < b->key);
+}
+
+static void write_group(vsoc_engine_t *e, group_t *g, const char *id, size_t idlen, wbuf_t *w)
+{
+    const vsoc_rule_t *r = e->rs->rules[g->rule];
+    w_le(w, idlen, 2);
+    w_bytes(w, id, idlen);
+    w_le(w, e->rfp[g->rule], 8);
+    w_le(w, g->kind, 1);
+    w_le(w, g->keylen, 2);
+    w_bytes(w, g->key, g->keylen);
+    w_le(w, g->seen, 1);
+    w_le(w, (uint64_t)g->last_ts, 8);
+    w_le(w, (uint64_t)g->since, 8);
+    w_le(w, (uint64_t)g->until, 8);
+    w_le(w, g->held, 8);
+    w_le(w, g->n, 4);
+    for (uint32_t i = 0, at = g->head; i < g->n; i++, at = ring_next(g, at))
+        w_le(w, (uint64_t)g->ring[at], 8);
+    /* The values sorted by hash, in the map's scratch half (purging overwrites it anyway),
+     * so that the same values give the same bytes whatever their slots. Counted from the
+     * slots in both passes, so sizing and writing agree whatever vcount says. */
+    uint32_t nv = 0;
+    for (uint32_t i = 0; i < g->vcap; i++)
+        if (g->vmap[i].used) {
+            if (w->p)
+                g->vmap[g->vcap + nv] = g->vmap[i];
+            nv++;
+        }
+    w_le(w, nv, 4);
+    if (!w->p) {
+        w->n += 16 * (size_t)nv;
+    } else if (nv) {
+        vslot_t *tmp = g->vmap + g->vcap;
+        qsort(tmp, nv, sizeof *tmp, vslot_cmp);
+        for (uint32_t i = 0; i < nv; i++) {
+            w_le(w, tmp[i].key, 8);
+            w_le(w, (uint64_t)tmp[i].ts, 8);
+        }
+    }
+    uint32_t nt = 0;
+    if (g->kind == G_CORR &&
+        (r->corr.type == CORR_TEMPORAL || r->corr.type == CORR_TEMPORAL_ORDERED))
+        nt = r->corr.nitems;
+    w_le(w, nt, 1);
+    for (uint32_t i = 0; i < nt; i++)
+        w_le(w, (uint64_t)g->t[i], 8);
+    w_le(w, g->nsamples, 1);
+    for (unsigned i = 0; i < g->nsamples; i++) {
+        const sample_t *s = &g->samples[(g->shead + i) % VSOC_ALERT_SAMPLES];
+        w_le(w, (uint64_t)s->ts, 8);
+        w_le(w, s->n, 2);
+        w_bytes(w, s->text, s->n);
+    }
+}
+
+/* Writes (or, with w->p NULL, sizes) the blob of v. refs has room for v's groups when
+ * writing; it receives them sorted. */
+static void write_blob(vsoc_engine_t *e, const vehicle_t *v, wbuf_t *w, sref_t *refs)
+{
+    const vsoc_scorer_t *sc = e->opts.scorer;
+    const int has_score = sc && v->score;
+    w_bytes(w, "VSE1", 4);
+    w_le(w, VSE_VERSION, 4);
+    w_le(w, (uint64_t)e->max_ts, 8);
+    w_le(w, (uint64_t)e->next_sweep, 8);
+    w_le(w, e->since_sweep, 4);
+    w_le(w, e->sweeps + e->sweeps_off, 8);
+    w_le(w, hash_probe(), 8);
+    w_le(w, v->vinlen, 1);
+    w_bytes(w, v->vin, v->vinlen);
+    w_le(w, (v->has_speed ? 1u : 0u) | (has_score ? 2u : 0u), 1);
+    w_le(w, (uint64_t)v->now_ts, 8);
+    /* The vehicle's silence in sweeps, not the engine's sweep count: counts differ between
+     * engines, and only the difference decides staleness. */
+    uint64_t idle = e->sweeps - v->seen_sweep;
+    w_le(w, idle > STALE_SWEEPS + 1 ? STALE_SWEEPS + 1 : idle, 8);
+    w_le(w, (uint64_t)v->next_missing, 8);
+    uint64_t kph;
+    memcpy(&kph, &v->speed_kph, 8);
+    w_le(w, kph, 8);
+    w_le(w, (uint64_t)v->speed_ts, 8);
+    if (has_score) {
+        size_t sn = vsoc_scorer_state_saved_bytes(sc, v->score);
+        w_le(w, vsoc_scorer_fingerprint(sc), 8);
+        w_le(w, sn, 4);
+        if (w->p)
+            vsoc_scorer_state_save(sc, v->score, w->p + w->n);
+        w->n += sn;
+    }
+    uint32_t k = 0;
+    for (group_t *g = v->groups; g; g = g->vnext) {
+        if (refs) {
+            const char *id = e->rs->rules[g->rule]->id;
+            size_t len = strlen(id);
+            refs[k] = (sref_t){id, len > VSE_ID_MAX ? VSE_ID_MAX : len, g};
+        }
+        k++;
+    }
+    w_le(w, k, 4);
+    if (!refs) {
+        for (group_t *g = v->groups; g; g = g->vnext) {
+            size_t len = strlen(e->rs->rules[g->rule]->id);
+            write_group(e, g, NULL, len > VSE_ID_MAX ? VSE_ID_MAX : len, w);
+        }
+        return;
+    }
+    qsort(refs, k, sizeof *refs, sref_cmp);
+    for (uint32_t i = 0; i < k; i++)
+        write_group(e, refs[i].g, refs[i].id, refs[i].idlen, w);
+}
+
+int vsoc_engine_snapshot(vsoc_engine_t *e, int all,
+                         int (*fn)(void *ctx, const char *vin, size_t vinlen, const void *blob,
+                                   size_t n),
+                         void *ctx)
+{
+    if (!fn)
+        return VSOC_EINVAL;
+    if (snap_prepare(e) != 0)
+        return VSOC_ENOMEM;
+    /* The vehicles to write: the dirty list, or with all the whole table. */
+    const size_t count = all ? e->vcap : e->ndirty;
+#define SNAP_VEHICLE(k) (all ? &e->vtab[k] : &e->vtab[e->dirty[k]])
+    /* Size every blob first: all memory is had before fn is first called, so a failure
+     * never leaves a checkpoint half reported. */
+    size_t maxn = 0, maxg = 0;
+    for (size_t k = 0; k < count; k++) {
+        const vehicle_t *v = SNAP_VEHICLE(k);
+        if (!v->used)
+            continue;
+        wbuf_t w = {NULL, 0};
+        write_blob(e, v, &w, NULL);
+        size_t ng = 0;
+        for (const group_t *g = v->groups; g; g = g->vnext)
+            ng++;
+        if (w.n > maxn)
+            maxn = w.n;
+        if (ng > maxg)
+            maxg = ng;
+    }
+    if (maxn > e->scap) {
+        uint8_t *nb = realloc(e->sbuf, maxn);
+        if (!nb)
+            return VSOC_ENOMEM;
+        e->sbuf = nb;
+        e->scap = maxn;
+    }
+    if (maxg > e->sgcap) {
+        sref_t *nr = realloc(e->sgroups, maxg * sizeof *nr);
+        if (!nr)
+            return VSOC_ENOMEM;
+        e->sgroups = nr;
+        e->sgcap = maxg;
+    }
+    for (size_t k = 0; k < count; k++) {
+        const vehicle_t *v = SNAP_VEHICLE(k);
+        if (!v->used)
+            continue;
+        wbuf_t w = {e->sbuf, 0};
+        write_blob(e, v, &w, e->sgroups);
+        int rc = fn(ctx, v->vin, v->vinlen, e->sbuf, w.n);
+        if (rc != 0)
+            return rc; /* no flag cleared: the next call reports these vehicles again */
+    }
+#undef SNAP_VEHICLE
+    for (size_t k = 0; k < e->ndirty; k++)
+        e->vtab[e->dirty[k]].dirty = 0;
+    e->ndirty = 0;
+    e->marked_vid = 0;
+    return 0;
+}
+
+/* ---- reading ---- */
+
+typedef struct rbuf {
+    const uint8_t *p;
+    size_t n, off;
+    char *err;
+    size_t errlen;
+} rbuf_t;
+
+static int r_fail(rbuf_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Records why the blob is refused (the first reason only) and returns 0. */
+static int r_fail(rbuf_t *r, const char *fmt, ...)
+{
+    if (r->err && r->errlen && !r->err[0]) {
+        int k = snprintf(r->err, r->errlen, "engine snapshot, byte %zu: ", r->off);
+        if (k >= 0 && (size_t)k < r->errlen) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(r->err + k, r->errlen - (size_t)k, fmt, ap);
+            va_end(ap);
+        }
+    }
+    return 0;
+}
+
+static int r_take(rbuf_t *r, size_t k, const uint8_t **out, const char *what)
+{
+    if (k > r->n - r->off)
+        return r_fail(r, "truncated: %s needs %zu bytes, %zu left", what, k, r->n - r->off);
+    *out = r->p + r->off;
+    r->off += k;
+    return 1;
+}
+
+static uint64_t get_le(const uint8_t *p, int bytes)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < bytes; i++)
+        x |= (uint64_t)p[i] << (8 * i);
+    return x;
+}
+
+static int r_u(rbuf_t *r, int bytes, uint64_t *x, const char *what)
+{
+    const uint8_t *p = NULL;
+    if (!r_take(r, (size_t)bytes, &p, what))
+        return 0;
+    *x = get_le(p, bytes);
+    return 1;
+}
+
+static int time_ok(int64_t t, int unset_ok)
+{
+    return (unset_ok && t == INT64_MIN) || (t >= -VSE_TIME_LIMIT && t <= VSE_TIME_LIMIT);
+}
+
+/* A time; INT64_MIN ("not yet") is accepted where unset_ok. */
+static int r_time(rbuf_t *r, int64_t *t, int unset_ok, const char *what)
+{
+    uint64_t x;
+    if (!r_u(r, 8, &x, what))
+        return 0;
+    *t = (int64_t)x;
+    if (!time_ok(*t, unset_ok))
+        return r_fail(r, "%s %lld is out of range", what, (long long)*t);
+    return 1;
+}
+
+typedef struct vhead {
+    int64_t max_ts, next_sweep;
+    uint64_t since_sweep, sweeps, probe;
+    const uint8_t *vin;
+    uint64_t vinlen, flags, idle, score_fp, ngroups;
+    int64_t now_ts, next_missing, speed_ts;
+    double speed_kph;
+    const uint8_t *score;
+    uint64_t scorelen;
+} vhead_t;
+
+static int read_head(rbuf_t *r, vhead_t *h)
+{
+    const uint8_t *magic = NULL;
+    uint64_t version, kph;
+    if (!r_take(r, 4, &magic, "magic"))
+        return 0;
+    if (memcmp(magic, "VSE1", 4) != 0)
+        return r_fail(r, "not an engine snapshot (magic is not VSE1)");
+    if (!r_u(r, 4, &version, "version"))
+        return 0;
+    if (version != VSE_VERSION)
+        return r_fail(r, "format version %llu, this build reads %d", (unsigned long long)version,
+                      VSE_VERSION);
+    if (!r_time(r, &h->max_ts, 0, "engine time") ||
+        !r_time(r, &h->next_sweep, 1, "next sweep") ||
+        !r_u(r, 4, &h->since_sweep, "events since sweep"))
+        return 0;
+    if (h->since_sweep >= SWEEP_EVENTS)
+        return r_fail(r, "events since sweep %llu over %u", (unsigned long long)h->since_sweep,
+                      SWEEP_EVENTS);
+    if (!r_u(r, 8, &h->sweeps, "sweep count") || !r_u(r, 8, &h->probe, "hash probe") || !r_u(r, 1, &h->vinlen, "vin length"))
+        return 0;
+    if (h->vinlen >= VIN_MAX)
+        return r_fail(r, "vin length %llu over %d", (unsigned long long)h->vinlen, VIN_MAX - 1);
+    if (!r_take(r, h->vinlen, &h->vin, "vin") || !r_u(r, 1, &h->flags, "flags"))
+        return 0;
+    if (h->flags > 3)
+        return r_fail(r, "unknown flags 0x%llx", (unsigned long long)h->flags);
+    if (!r_time(r, &h->now_ts, 0, "vehicle time") || !r_u(r, 8, &h->idle, "idle sweeps"))
+        return 0;
+    if (h->idle > STALE_SWEEPS + 1)
+        return r_fail(r, "idle sweeps %llu over %d", (unsigned long long)h->idle,
+                      STALE_SWEEPS + 1);
+    if (!r_time(r, &h->next_missing, 0, "next missing check") ||
+        !r_u(r, 8, &kph, "speed"))
+        return 0;
+    memcpy(&h->speed_kph, &kph, 8);
+    if (!(h->speed_kph == h->speed_kph && h->speed_kph - h->speed_kph == 0))
+        return r_fail(r, "speed is not a finite number");
+    if (!r_time(r, &h->speed_ts, 0, "speed time"))
+        return 0;
+    h->score = NULL;
+    h->scorelen = 0;
+    if (h->flags & 2) {
+        if (!r_u(r, 8, &h->score_fp, "baseline fingerprint") ||
+            !r_u(r, 4, &h->scorelen, "scoring state length") ||
+            !r_take(r, h->scorelen, &h->score, "scoring state"))
+            return 0;
+    }
+    if (!r_u(r, 4, &h->ngroups, "group count"))
+        return 0;
+    if (h->ngroups > (r->n - r->off) / VSE_GROUP_MIN)
+        return r_fail(r, "%llu groups cannot fit in the %zu bytes left",
+                      (unsigned long long)h->ngroups, r->n - r->off);
+    return 1;
+}
+
+typedef struct gview {
+    const uint8_t *id, *key, *ring, *vals, *t;
+    uint64_t idlen, keylen, fp, kind, seen, held, nring, nvals, nt, nsamples;
+    int64_t last_ts, since, until;
+    struct {
+        int64_t ts;
+        uint64_t n;
+        const uint8_t *text;
+    } s[VSOC_ALERT_SAMPLES];
+} gview_t;
+
+/* Reads one group and checks what holds for any group: lengths and counts within the
+ * engine's limits, times in range, windows in order. */
+static int read_group(rbuf_t *r, gview_t *g)
+{
+    if (!r_u(r, 2, &g->idlen, "rule id length"))
+        return 0;
+    if (g->idlen == 0)
+        return r_fail(r, "empty rule id");
+    if (!r_take(r, g->idlen, &g->id, "rule id") || !r_u(r, 8, &g->fp, "rule fingerprint") ||
+        !r_u(r, 1, &g->kind, "group kind"))
+        return 0;
+    if (g->kind != G_CORR && g->kind != G_SUPP)
+        return r_fail(r, "unknown group kind %llu", (unsigned long long)g->kind);
+    if (!r_u(r, 2, &g->keylen, "key length"))
+        return 0;
+    if (g->keylen > GROUP_KEY_MAX)
+        return r_fail(r, "key length %llu over %d", (unsigned long long)g->keylen,
+                      GROUP_KEY_MAX);
+    if (!r_take(r, g->keylen, &g->key, "key") || !r_u(r, 1, &g->seen, "seen"))
+        return 0;
+    if (g->seen > 1)
+        return r_fail(r, "seen is %llu, not 0 or 1", (unsigned long long)g->seen);
+    if (!r_time(r, &g->last_ts, 0, "group time") || !r_time(r, &g->since, 0, "suppressed since") ||
+        !r_time(r, &g->until, 1, "suppressed until") || !r_u(r, 8, &g->held, "held") ||
+        !r_u(r, 4, &g->nring, "window count"))
+        return 0;
+    if (g->nring > VSOC_MAX_THRESHOLD)
+        return r_fail(r, "window count %llu over %u", (unsigned long long)g->nring,
+                      VSOC_MAX_THRESHOLD);
+    if (!r_take(r, 8 * g->nring, &g->ring, "window"))
+        return 0;
+    for (uint64_t i = 0; i < g->nring; i++) {
+        int64_t t = (int64_t)get_le(g->ring + 8 * i, 8);
+        if (!time_ok(t, 0) || t > g->last_ts || (i && t < (int64_t)get_le(g->ring + 8 * i - 8, 8)))
+            return r_fail(r, "window entry %llu out of order or range", (unsigned long long)i);
+    }
+    if (!r_u(r, 4, &g->nvals, "value count"))
+        return 0;
+    if (g->nvals > VSOC_MAX_THRESHOLD)
+        return r_fail(r, "value count %llu over %u", (unsigned long long)g->nvals,
+                      VSOC_MAX_THRESHOLD);
+    if (!r_take(r, 16 * g->nvals, &g->vals, "values"))
+        return 0;
+    for (uint64_t i = 0; i < g->nvals; i++) {
+        int64_t t = (int64_t)get_le(g->vals + 16 * i + 8, 8);
+        if (!time_ok(t, 0) || t > g->last_ts ||
+            (i && get_le(g->vals + 16 * i, 8) <= get_le(g->vals + 16 * i - 16, 8)))
+            return r_fail(r, "value %llu out of order or range", (unsigned long long)i);
+    }
+    if (!r_u(r, 1, &g->nt, "item count"))
+        return 0;
+    if (g->nt > VSOC_MAX_ITEMS)
+        return r_fail(r, "item count %llu over %d", (unsigned long long)g->nt, VSOC_MAX_ITEMS);
+    if (!r_take(r, 8 * g->nt, &g->t, "items"))
+        return 0;
+    for (uint64_t i = 0; i < g->nt; i++) {
+        int64_t t = (int64_t)get_le(g->t + 8 * i, 8);
+        if (!time_ok(t, 1) || (t != INT64_MIN && t > g->last_ts))
+            return r_fail(r, "item %llu time out of range", (unsigned long long)i);
+    }
+    if (!r_u(r, 1, &g->nsamples, "sample count"))
+        return 0;
+    /* One slot stays free for the event that fires (fire() adds it). */
+    if (g->nsamples > VSOC_ALERT_SAMPLES - 1)
+        return r_fail(r, "sample count %llu over %d", (unsigned long long)g->nsamples,
+                      VSOC_ALERT_SAMPLES - 1);
+    for (uint64_t i = 0; i < g->nsamples; i++) {
+        if (!r_time(r, &g->s[i].ts, 0, "sample time") || !r_u(r, 2, &g->s[i].n, "sample length"))
+            return 0;
+        if (g->s[i].ts > g->last_ts)
+            return r_fail(r, "sample %llu later than its group", (unsigned long long)i);
+        if (g->s[i].n > VSOC_SAMPLE_MAX)
+            return r_fail(r, "sample length %llu over %d", (unsigned long long)g->s[i].n,
+                          VSOC_SAMPLE_MAX);
+        if (!r_take(r, g->s[i].n, &g->s[i].text, "sample"))
+            return 0;
+    }
+    return 1;
+}
+
+/* What becomes of a parsed group in e: 1 kept (rule index in *ri), 0 dropped (its rule is
+ * gone or changed, or its value hashes are another build's), -1 refused (the rule is the
+ * same but the group could not have come from it). */
+static int judge_group(vsoc_engine_t *e, rbuf_t *r, const gview_t *g, int probe_ok,
+                       uint32_t *ri)
+{
+    long i = rule_by_id(e, g->id, g->idlen);
+    if (i < 0 || e->rfp[i] != g->fp)
+        return 0;
+    const vsoc_rule_t *rule = e->rs->rules[i];
+    const corr_t *co = &rule->corr;
+    const char *why = NULL;
+    if (g->kind == G_SUPP) {
+        if (!rule->sup.on)
+            why = "a suppression group of a rule without suppress";
+        else if (g->nring || g->nvals || g->nt || g->nsamples)
+            why = "a suppression group with window state";
+    } else {
+        switch (co->type) {
+        case CORR_EVENT_COUNT:
+            if (g->nring >= co->threshold || g->nvals || g->nt)
+                why = "an event_count group at or past its threshold, or with other state";
+            break;
+        case CORR_VALUE_COUNT:
+            if (!probe_ok)
+                return 0;
+            if (g->nvals >= co->threshold || g->nring || g->nt)
+                why = "a value_count group at or past its threshold, or with other state";
+            break;
+        case CORR_TEMPORAL:
+        case CORR_TEMPORAL_ORDERED:
+            if (g->nt != co->nitems || g->nring || g->nvals)
+                why = "a temporal group whose items are not the rule's";
+            break;
+        case CORR_FLEET_COUNT:
+            if (g->nring || g->nvals || g->nt || g->nsamples)
+                why = "a fleet_count group with window state";
+            break;
+        default:
+            why = "a correlation group of a rule without correlation";
+        }
+    }
+    if (why) {
+        r_fail(r, "rule %s: %s", rule->id, why);
+        return -1;
+    }
+    *ri = (uint32_t)i;
+    return 1;
+}
+
+/* A group from its checked view: allocated, not yet in any table. NULL when out of memory. */
+static group_t *build_group(vsoc_engine_t *e, const gview_t *v, uint32_t ri)
+{
+    const corr_t *co = &e->rs->rules[ri]->corr;
+    group_t *g = calloc(1, sizeof *g);
+    if (!g)
+        return NULL;
+    g->rule = ri;
+    g->kind = (uint8_t)v->kind;
+    g->keylen = (uint16_t)v->keylen;
+    if (v->keylen)
+        memcpy(g->key, v->key, v->keylen);
+    g->hash = group_hash(ri, g->kind, g->key, g->keylen);
+    g->seen = (uint8_t)v->seen;
+    g->last_ts = v->last_ts;
+    g->since = v->since;
+    g->until = v->until;
+    g->held = v->held;
+    for (int i = 0; i < VSOC_MAX_ITEMS; i++)
+        g->t[i] = i < (int)v->nt ? (int64_t)get_le(v->t + 8 * i, 8) : INT64_MIN;
+    if (v->nring) {
+        /* A capacity ring_push could have reached: a power of two from 8, at most the
+         * threshold, which is above the count. */
+        uint32_t cap = 8;
+        while (cap < v->nring)
+            cap *= 2;
+        if (cap > co->threshold)
+            cap = co->threshold;
+        g->ring = malloc(cap * sizeof *g->ring);
+        if (!g->ring)
+            goto fail;
+        g->cap = cap;
+        g->n = (uint32_t)v->nring;
+        for (uint32_t i = 0; i < g->n; i++)
+            g->ring[i] = (int64_t)get_le(v->ring + 8 * i, 8);
+    }
+    if (v->nvals) {
+        uint32_t cap = 16;
+        while (cap < 2 * co->threshold + 2)
+            cap *= 2;
+        g->vmap = calloc(2 * (size_t)cap, sizeof *g->vmap);
+        if (!g->vmap)
+            goto fail;
+        g->vcap = cap;
+        for (uint64_t i = 0; i < v->nvals; i++)
+            vmap_insert(g->vmap, cap, get_le(v->vals + 16 * i, 8),
+                        (int64_t)get_le(v->vals + 16 * i + 8, 8));
+        g->vcount = (uint32_t)v->nvals;
+    }
+    g->nsamples = (uint8_t)v->nsamples;
+    for (unsigned i = 0; i < g->nsamples; i++) {
+        g->samples[i].ts = v->s[i].ts;
+        g->samples[i].n = (uint16_t)v->s[i].n;
+        if (v->s[i].n)
+            memcpy(g->samples[i].text, v->s[i].text, v->s[i].n);
+    }
+    return g;
+fail:
+    group_free(g);
+    return NULL;
+}
+
+/* The slot of a group equal to g (same rule, kind and key), or -1. */
+static long gtab_find(const vsoc_engine_t *e, const group_t *g)
+{
+    if (!e->gcap)
+        return -1;
+    for (size_t i = (size_t)g->hash & (e->gcap - 1); e->gtab[i]; i = (i + 1) & (e->gcap - 1))
+        if (e->ghash[i] == g->hash && group_is(e->gtab[i], g->hash, g->rule, g->kind, g->key,
+                                               g->keylen))
+            return (long)i;
+    return -1;
+}
+
+int vsoc_engine_restore(vsoc_engine_t *e, const void *blob, size_t n, size_t *dropped,
+                        char *err, size_t errlen)
+{
+    if (dropped)
+        *dropped = 0;
+    if (err && errlen)
+        err[0] = 0;
+    if (snap_prepare(e) != 0) {
+        if (err && errlen)
+            snprintf(err, errlen, "out of memory restoring an engine snapshot");
+        return VSOC_ENOMEM;
+    }
+    rbuf_t r = {blob, blob ? n : 0, 0, err, errlen};
+    vhead_t h;
+    if (!read_head(&r, &h))
+        return VSOC_EPARSE;
+    const int probe_ok = h.probe == hash_probe();
+    /* First pass: the whole blob parses and every kept group fits its rule. */
+    const size_t groups_at = r.off;
+    gview_t views[2];
+    size_t keep = 0, drop = 0;
+    for (uint64_t k = 0; k < h.ngroups; k++) {
+        gview_t *g = &views[k & 1], *prev = &views[!(k & 1)];
+        if (!read_group(&r, g))
+            return VSOC_EPARSE;
+        if (k && gorder((const char *)prev->id, prev->idlen, (uint8_t)prev->kind,
+                        (const char *)prev->key, prev->keylen, (const char *)g->id, g->idlen,
+                        (uint8_t)g->kind, (const char *)g->key, g->keylen) >= 0) {
+            r_fail(&r, "group %llu repeats or is out of order", (unsigned long long)k);
+            return VSOC_EPARSE;
+        }
+        uint32_t ri;
+        int j = judge_group(e, &r, g, probe_ok, &ri);
+        if (j < 0)
+            return VSOC_EPARSE;
+        keep += (size_t)j;
+        drop += (size_t)!j;
+    }
+    if (r.off != r.n) {
+        r_fail(&r, "%zu bytes after the last group", r.n - r.off);
+        return VSOC_EPARSE;
+    }
+    if (vehicle_find(e, (const char *)h.vin, h.vinlen)) {
+        if (err && errlen)
+            snprintf(err, errlen, "engine snapshot of vehicle '%.*s': the engine already has it",
+                     (int)h.vinlen, (const char *)h.vin);
+        return VSOC_EINVAL;
+    }
+
+    /* Second pass: build everything aside; e changes only once nothing can fail. */
+    const vsoc_scorer_t *sc = e->opts.scorer;
+    void *score = NULL;
+    group_t **built = calloc(keep ? keep : 1, sizeof *built);
+    size_t nb = 0;
+    int rc = VSOC_ENOMEM;
+    if (!built)
+        goto fail;
+    if (sc) {
+        score = malloc(vsoc_scorer_state_bytes(sc));
+        if (!score)
+            goto fail;
+        vsoc_scorer_state_init(sc, score);
+    }
+    if (h.flags & 2) {
+        if (sc && h.score_fp == vsoc_scorer_fingerprint(sc)) {
+            if (vsoc_scorer_state_load(sc, score, h.score, h.scorelen) != 0) {
+                r.off = (size_t)(h.score - r.p);
+                r_fail(&r, "the baseline scoring state does not parse");
+                rc = VSOC_EPARSE;
+                goto fail;
+            }
+        } else {
+            drop++; /* another baseline (or none here): its state means nothing */
+            if (sc)
+                vsoc_scorer_state_init(sc, score);
+        }
+    }
+    r.off = groups_at;
+    for (uint64_t k = 0; k < h.ngroups; k++) {
+        gview_t g;
+        uint32_t ri;
+        read_group(&r, &g);
+        if (judge_group(e, &r, &g, probe_ok, &ri) != 1)
+            continue;
+        if (!(built[nb] = build_group(e, &g, ri)))
+            goto fail;
+        nb++;
+    }
+    if (vtab_reserve(e) != 0)
+        goto fail;
+    while ((e->gcount + nb + 1) * 2 > e->gcap)
+        if (gtab_grow(e) != 0)
+            goto fail;
+
+    /* Commit. */
+    vehicle_t *v = vehicle_insert(e, (const char *)h.vin, h.vinlen);
+    v->used = 1;
+    v->score = score;
+    v->has_speed = (uint8_t)(h.flags & 1);
+    v->speed_kph = h.speed_kph;
+    v->speed_ts = h.speed_ts;
+    v->now_ts = h.now_ts;
+    v->next_missing = h.next_missing;
+    v->seen_sweep = e->sweeps - h.idle;
+    e->vcount++;
+    /* In reverse, linking at the head: the vehicle's list ends up in the blob's order, so
+     * a snapshot of a restored engine gives the same bytes. */
+    for (size_t k = nb; k-- > 0;) {
+        group_t *g = built[k];
+        g->vid = v->vid;
+        g->vinlen = v->vinlen;
+        memcpy(g->vin, v->vin, v->vinlen);
+        /* A group shared by vehicles (a group-by without vin) exists once per engine: when
+         * engines merge, the first restored keeps it. */
+        if (gtab_find(e, g) >= 0) {
+            group_free(g);
+            drop++;
+            continue;
+        }
+        size_t i = (size_t)g->hash & (e->gcap - 1);
+        while (e->gtab[i])
+            i = (i + 1) & (e->gcap - 1);
+        e->gtab[i] = g;
+        e->ghash[i] = g->hash;
+        e->gcount++;
+        group_link(v, g);
+    }
+    free(built);
+    /* The engine clocks of the newest blob: max_ts never goes back. Blobs of one engine
+     * are ordered by (max_ts, next sweep, sweep count, events since the sweep), each of
+     * which only grows while the ones before it stay. */
+    if (!e->clock_known || h.max_ts > e->max_ts ||
+        (h.max_ts == e->max_ts &&
+         (h.next_sweep > e->next_sweep ||
+          (h.next_sweep == e->next_sweep &&
+           (h.sweeps > e->sweeps + e->sweeps_off ||
+            (h.sweeps == e->sweeps + e->sweeps_off && h.since_sweep > e->since_sweep)))))) {
+        e->max_ts = h.max_ts;
+        e->next_sweep = h.next_sweep;
+        e->since_sweep = (uint32_t)h.since_sweep;
+        e->sweeps_off = h.sweeps - e->sweeps;
+    }
+    e->clock_known = 1;
+    /* Whatever was dropped is still in the stored blob: have the next snapshot replace it. */
+    if (drop)
+        mark_dirty(e, v);
+    if (dropped)
+        *dropped = drop;
+    return 0;
+fail:
+    for (size_t k = 0; k < nb; k++)
+        group_free(built[k]);
+    free(built);
+    free(score);
+    if (rc == VSOC_ENOMEM && err && errlen)
+        snprintf(err, errlen, "out of memory restoring an engine snapshot");
+    return rc;
+}
 
 const vsoc_rule_stats_t *vsoc_engine_rule_stats(const vsoc_engine_t *e, size_t i)
 {

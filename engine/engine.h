@@ -4,7 +4,8 @@
  *
  * An engine is owned by one thread and holds a reference to an immutable ruleset. Processing
  * an event does not lock and does not log; it allocates only when a new correlation or
- * suppression group appears (groups idle for longer than their window are freed). */
+ * suppression group appears (groups idle for longer than their window are freed). Its state
+ * can be saved per vehicle and restored into another engine (snapshots, below). */
 #ifndef VSOC_ENGINE_H
 #define VSOC_ENGINE_H
 
@@ -88,6 +89,51 @@ int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev);
 const vsoc_rule_stats_t *vsoc_engine_rule_stats(const vsoc_engine_t *e, size_t rule_index);
 uint64_t vsoc_engine_events(const vsoc_engine_t *e);
 uint64_t vsoc_engine_groups(const vsoc_engine_t *e); /* live correlation/suppress groups */
+
+/* Engine state snapshots, for a service that restarts from a checkpoint and must then
+ * raise the alerts (and alert ids) an uninterrupted run would have (docs/design.md, "Engine
+ * state snapshots"). State is kept per vehicle, so a vehicle's blob may be restored into
+ * whichever engine owns the vehicle after a restart, whatever the number of engines.
+ *
+ * A blob holds the vehicle's record (its clock, speed state, the time of its next missing-
+ * message check, its baseline scoring state) and every correlation and suppression group
+ * an event of the vehicle opened, each tagged with its rule's id and a fingerprint of the
+ * rule's compiled definition; groups opened by events without a vehicle go under vin ""
+ * (empty). It also carries the engine clocks (newest event time, next sweep). Binary,
+ * little-endian, magic "VSE1" and a format version; stable across runs of one build.
+ * Vins are those of the engine: cut to 63 bytes.
+ *
+ * Both functions must be called on the engine's own thread, between two events. */
+
+/* Calls fn once per vehicle whose state changed since the previous successful call (every
+ * vehicle on the first call, or when all is non-zero), with its vin and a self-contained
+ * blob, both valid during the call only. Vehicles come in no particular order. fn returns
+ * 0 to go on; any other value stops the snapshot, which returns it. Returns 0, VSOC_EINVAL
+ * (fn NULL), VSOC_ENOMEM (before fn is first called), or fn's value. Only a call that
+ * returns 0 marks the vehicles clean: after a failure (or when the caller could not store
+ * what fn received) the next call reports them again, and calling with all=1 is also right.
+ * Does not change what the engine does: alerts are the same with and without snapshots.
+ * Costs a walk over the vehicle table plus the size of the blobs written; allocates only
+ * when a blob is larger than any before it. */
+int vsoc_engine_snapshot(vsoc_engine_t *e, int all,
+                         int (*fn)(void *ctx, const char *vin, size_t vinlen, const void *blob,
+                                   size_t n),
+                         void *ctx);
+
+/* Restores one vehicle's blob (n bytes) into e, which must not have seen that vehicle yet:
+ * returns VSOC_EINVAL otherwise. Groups whose rule is no longer in e's ruleset, or whose
+ * rule changed (fingerprint differs), are dropped; so is scoring state unless e has a
+ * scorer over the same baseline (fingerprint), and a shared group (a group-by without vin)
+ * that e already holds from another vehicle. *dropped (may be NULL) receives how many groups
+ * and scoring states were dropped. A blob that does not parse (truncated, wrong magic or
+ * version, lengths or counts out of bounds or beyond the engine's limits, times out of
+ * range, groups repeated or out of order, state a rule could not have produced) is refused
+ * with VSOC_EPARSE and the reason, with its byte offset, in err (may be NULL); e is then
+ * unchanged. Also restores the engine clocks the blob carries when they are newer than e's
+ * (max_ts never goes back). Returns 0, VSOC_EPARSE, VSOC_EINVAL or VSOC_ENOMEM (e unchanged
+ * but for the capacity of its tables). */
+int vsoc_engine_restore(vsoc_engine_t *e, const void *blob, size_t n, size_t *dropped,
+                        char *err, size_t errlen);
 
 /* Serialises an alert as one OCSF Detection Finding JSON object (no newline). Returns a
  * string the caller frees with free(), or NULL on allocation failure. */

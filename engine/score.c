@@ -41,7 +41,68 @@ struct vsoc_scorer {
     slot_t *tab;
     size_t mask;
     uint32_t bit_unknown, bit_short, bit_long, bit_dlc, bit_payload, bit_counter, bit_missing, bit_checksum;
+    uint64_t fp; /* vsoc_scorer_fingerprint */
 };
+
+/* FNV-1a, fed field by field in little-endian form: fixed and host-independent, because
+ * the fingerprint is stored with engine snapshots. */
+static void fp_bytes(uint64_t *h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        *h ^= b[i];
+        *h *= 0x100000001b3ULL;
+    }
+}
+
+static void fp_u64(uint64_t *h, uint64_t x)
+{
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)(x >> (8 * i));
+    fp_bytes(h, b, 8);
+}
+
+static void fp_f64(uint64_t *h, double d)
+{
+    uint64_t x;
+    memcpy(&x, &d, 8);
+    fp_u64(h, x);
+}
+
+static uint64_t baseline_fingerprint(const vsoc_baseline_id_t *ids, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    fp_bytes(&h, "vsoc-baseline-1", 15);
+    fp_u64(&h, n);
+    for (size_t i = 0; i < n; i++) {
+        const vsoc_baseline_id_t *e = &ids[i];
+        size_t bl = strlen(e->bus);
+        fp_u64(&h, bl);
+        fp_bytes(&h, e->bus, bl);
+        fp_u64(&h, e->id);
+        fp_u64(&h, e->ext);
+        fp_u64(&h, e->nbytes);
+        fp_u64(&h, e->dlc_mask);
+        fp_u64(&h, e->frames);
+        const vsoc_baseline_period_t *p = &e->period;
+        fp_u64(&h, p->count);
+        fp_f64(&h, p->mean);
+        fp_f64(&h, p->std);
+        fp_f64(&h, p->min);
+        fp_f64(&h, p->p1);
+        fp_f64(&h, p->p50);
+        fp_f64(&h, p->p99);
+        fp_f64(&h, p->max);
+        for (int k = 0; k < VSOC_BASELINE_BYTES; k++) {
+            const vsoc_baseline_byte_t *bb = &e->bytes[k];
+            unsigned char b6[6] = {bb->min, bb->max, bb->and_bits, bb->or_bits, bb->counter,
+                                   bb->checksum};
+            fp_bytes(&h, b6, sizeof b6);
+        }
+    }
+    return h;
+}
 
 vsoc_scorer_t *vsoc_scorer_new(const vsoc_baseline_t *b)
 {
@@ -79,6 +140,7 @@ vsoc_scorer_t *vsoc_scorer_new(const vsoc_baseline_t *b)
     s->bit_counter = vsoc_reason_bit("counter");
     s->bit_missing = vsoc_reason_bit("missing");
     s->bit_checksum = vsoc_reason_bit("checksum");
+    s->fp = baseline_fingerprint(s->ids, s->nids);
     return s;
 }
 
@@ -103,6 +165,87 @@ void vsoc_scorer_state_init(const vsoc_scorer_t *s, void *state)
         memset(st[i].last, 0, sizeof st[i].last);
         st[i].silent = 0;
     }
+}
+
+/* ---- saved state -------------------------------------------------------------------- */
+
+#define SAVED_ENTRY (4 + 8 + VSOC_BASELINE_BYTES + 1)
+
+uint64_t vsoc_scorer_fingerprint(const vsoc_scorer_t *s) { return s->fp; }
+
+/* An ID whose state differs from a fresh vehicle's: only those are saved. */
+static int id_touched(const idstate_t *st)
+{
+    static const uint8_t zero[VSOC_BASELINE_BYTES];
+    return st->last_ts != NO_TIME || st->silent || memcmp(st->last, zero, sizeof zero) != 0;
+}
+
+size_t vsoc_scorer_state_saved_bytes(const vsoc_scorer_t *s, const void *state)
+{
+    const idstate_t *st = state;
+    size_t n = 0;
+    for (size_t i = 0; i < s->nids; i++)
+        n += id_touched(&st[i]);
+    return 8 + n * SAVED_ENTRY;
+}
+
+static void put_le(uint8_t *p, uint64_t x, int bytes)
+{
+    for (int i = 0; i < bytes; i++)
+        p[i] = (uint8_t)(x >> (8 * i));
+}
+
+static uint64_t get_le(const uint8_t *p, int bytes)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < bytes; i++)
+        x |= (uint64_t)p[i] << (8 * i);
+    return x;
+}
+
+size_t vsoc_scorer_state_save(const vsoc_scorer_t *s, const void *state, uint8_t *out)
+{
+    const idstate_t *st = state;
+    uint8_t *p = out + 8;
+    uint32_t n = 0;
+    for (size_t i = 0; i < s->nids; i++) {
+        if (!id_touched(&st[i]))
+            continue;
+        put_le(p, i, 4);
+        put_le(p + 4, (uint64_t)st[i].last_ts, 8);
+        memcpy(p + 12, st[i].last, VSOC_BASELINE_BYTES);
+        p[12 + VSOC_BASELINE_BYTES] = st[i].silent;
+        p += SAVED_ENTRY;
+        n++;
+    }
+    put_le(out, s->nids, 4);
+    put_le(out + 4, n, 4);
+    return (size_t)(p - out);
+}
+
+int vsoc_scorer_state_load(const vsoc_scorer_t *s, void *state, const uint8_t *in, size_t n)
+{
+    idstate_t *st = state;
+    vsoc_scorer_state_init(s, state);
+    if (n < 8 || get_le(in, 4) != s->nids)
+        return VSOC_EPARSE;
+    uint64_t count = get_le(in + 4, 4);
+    if (count > s->nids || (n - 8) / SAVED_ENTRY != count || (n - 8) % SAVED_ENTRY)
+        return VSOC_EPARSE;
+    const uint8_t *p = in + 8;
+    uint64_t next = 0; /* the smallest index the next entry may have */
+    for (uint64_t k = 0; k < count; k++, p += SAVED_ENTRY) {
+        uint64_t i = get_le(p, 4);
+        if (i < next || i >= s->nids || p[12 + VSOC_BASELINE_BYTES] > 1)
+            return VSOC_EPARSE;
+        next = i + 1;
+        st[i].last_ts = (int64_t)get_le(p + 4, 8);
+        memcpy(st[i].last, p + 12, VSOC_BASELINE_BYTES);
+        st[i].silent = p[12 + VSOC_BASELINE_BYTES];
+        if (!id_touched(&st[i]))
+            return VSOC_EPARSE; /* save never writes a fresh entry: not its form */
+    }
+    return 0;
 }
 
 static int bus_eq(const char *a, vsoc_str_t b)

@@ -55,6 +55,31 @@ size_t vsoc_scorer_missing(const vsoc_scorer_t *s, void *state, int64_t now, siz
 void vsoc_scorer_missing_event(const vsoc_scorer_t *s, const void *state, size_t i, int64_t now,
                                vsoc_event_t *ev);
 
+/* Saving and restoring a vehicle's state, for engine snapshots (engine.h). */
+
+/* A fingerprint of the baseline s scores against: a 64-bit FNV-1a over every entry's key,
+ * counts, periods and byte profile, in a fixed little-endian form, so the same baseline
+ * gives the same value in every run and on every host. A saved state is only meaningful
+ * under a scorer with the same fingerprint. */
+uint64_t vsoc_scorer_fingerprint(const vsoc_scorer_t *s);
+
+/* Bytes vsoc_scorer_state_save() writes for state. */
+size_t vsoc_scorer_state_saved_bytes(const vsoc_scorer_t *s, const void *state);
+
+/* Writes state in a portable form to out, which has room for
+ * vsoc_scorer_state_saved_bytes(): u32 entries of the baseline, u32 n, then for each ID
+ * whose state is not that of a fresh vehicle, in increasing order: u32 index, i64 last
+ * time, the last 8 payload bytes, u8 silent; all little-endian. Returns the bytes
+ * written. */
+size_t vsoc_scorer_state_save(const vsoc_scorer_t *s, const void *state, uint8_t *out);
+
+/* Reads exactly n bytes written by vsoc_scorer_state_save() under a scorer with the same
+ * fingerprint into state (a block of vsoc_scorer_state_bytes(), which it initialises
+ * first). Returns 0, or VSOC_EPARSE when in is not such a form (a different entry count,
+ * indices out of range or not increasing, an entry that a fresh state already has, a
+ * silent flag other than 0 or 1, a wrong length); state is then unspecified. */
+int vsoc_scorer_state_load(const vsoc_scorer_t *s, void *state, const uint8_t *in, size_t n);
+
 /* Writes the names of the reason bits, comma-separated, into buf; returns buf. */
 char *vsoc_score_reasons(uint32_t reasons, char *buf, size_t len);
 

@@ -91,7 +91,7 @@ struct vsoc_kafka_consumer {
     size_t nparts, capparts;
     size_t hint;   /* index of the partition the last message came from */
     int joined;    /* an assignment came at least once */
-    int closing;   /* free is leaving the group: the caller's callbacks are not called */
+    int closing;   /* free is leaving the group: on_assign is not called any more */
     int lost;      /* inside on_revoke for partitions lost rather than revoked */
     void (*on_assign)(void *ctx, const vsoc_kafka_partition_t *p, size_t n);
     void (*on_revoke)(void *ctx, const vsoc_kafka_partition_t *p, size_t n);
@@ -134,6 +134,26 @@ static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, cha
     return 0;
 }
 
+/* The process's log sink for librdkafka's own messages (vsoc_kafka_set_log). Set once at
+ * start-up, before any client exists, and only read afterwards. */
+static void (*log_fn)(void *ctx, int level, const char *fac, const char *msg);
+static void *log_ctx;
+
+void vsoc_kafka_set_log(void (*fn)(void *ctx, int level, const char *fac, const char *msg),
+                        void *ctx)
+{
+    log_fn = fn;
+    log_ctx = ctx;
+}
+
+/* librdkafka's log callback: runs on its internal threads (the sink must be thread-safe). */
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    if (log_fn)
+        log_fn(log_ctx, level, fac, buf);
+}
+
 /* Builds a configuration: defaults (key, value pairs, NULL-terminated; the caller may
  * override them), then the caller's "key=value" settings, each checked by librdkafka, then
  * fixed (pairs, NULL-terminated) whose keys the caller may not name. Returns NULL with err. */
@@ -146,6 +166,8 @@ static rd_kafka_conf_t *conf_build(const char *const *defaults, const char *cons
         seterr(err, errlen, "kafka: out of memory");
         return NULL;
     }
+    if (log_fn)
+        rd_kafka_conf_set_log_cb(conf, log_cb);
     for (size_t i = 0; defaults[i]; i += 2)
         if (conf_set(conf, defaults[i], defaults[i + 1], err, errlen) < 0)
             goto fail;
@@ -224,6 +246,8 @@ static void keep(vsoc_kafka_producer_t *p, void *opaque, rd_kafka_resp_err_t e)
 {
     if (p->nkept == p->capkept) /* only when head > 0: compacting needs no memory */
         kept_reserve(p, p->capkept);
+    if (p->nkept == p->capkept)
+        return; /* cannot happen (see the invariant); dropping beats writing past the end */
     p->kept[p->nkept].opaque = opaque;
     p->kept[p->nkept].err = e;
     p->nkept++;
@@ -462,12 +486,14 @@ int vsoc_kafka_producer_poll(vsoc_kafka_producer_t *p, int timeout_ms,
                              void (*dr)(void *ctx, void *opaque, int ok, const char *errstr),
                              void *ctx)
 {
-    if (!p || !dr)
+    if (!p)
         return 0;
     p->dr = dr;
     p->dr_ctx = ctx;
     p->served = 0;
-    serve_kept(p);
+    if (dr)
+        serve_kept(p);
+    /* Without dr, the reports that come are kept for a call that has one. */
     rd_kafka_poll(p->rk, p->served || timeout_ms < 0 ? 0 : timeout_ms);
     int served = p->served;
     p->dr = NULL;
@@ -593,7 +619,10 @@ static rd_kafka_topic_partition_list_t *assign_committed(vsoc_kafka_consumer_t *
 {
     rd_kafka_topic_partition_list_t *copy = rd_kafka_topic_partition_list_copy(l);
     if (!copy) {
+        /* Tracked with unknown offsets at least, so that commits for them are sent. */
         pending_set(c, "kafka rebalance: out of memory");
+        for (int i = 0; i < l->cnt; i++)
+            part_add(c, l->elems[i].topic, l->elems[i].partition, RD_KAFKA_OFFSET_INVALID, 0);
         return NULL;
     }
     int known = 1;
@@ -655,7 +684,7 @@ static void on_revoked(vsoc_kafka_consumer_t *c, const rd_kafka_topic_partition_
     if (lost)
         for (int i = 0; i < l->cnt; i++)
             part_del(c, l->elems[i].topic, l->elems[i].partition);
-    if (!c->closing && c->on_revoke && l->cnt > 0) {
+    if (c->on_revoke && l->cnt > 0) {
         c->lost = lost;
         report(c, c->on_revoke, l, 0);
         c->lost = 0;
@@ -698,7 +727,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
                 rd_kafka_topic_partition_list_add(all, c->parts[i].topic,
                                                   c->parts[i].partition);
             parts_clear(c);
-            if (!c->closing && c->on_revoke && all->cnt > 0) {
+            if (c->on_revoke && all->cnt > 0) {
                 c->lost = 1;
                 report(c, c->on_revoke, all, 0);
                 c->lost = 0;
@@ -794,8 +823,8 @@ void vsoc_kafka_consumer_free(vsoc_kafka_consumer_t *c)
         return;
     if (c->rk) {
         /* Leaves the group at once instead of making it wait a session timeout; with
-         * enable.auto.commit=false this commits nothing. Its final revoke runs rebalance_cb,
-         * which gives the partitions up without calling the caller (see kafka.h). */
+         * enable.auto.commit=false it commits nothing itself. Its final revoke runs
+         * rebalance_cb, so on_revoke can commit what it holds (see kafka.h). */
         c->closing = 1;
         rd_kafka_consumer_close(c->rk);
         rd_kafka_destroy(c->rk);
@@ -920,6 +949,42 @@ static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
             snprintf(r->first, sizeof r->first, "%s [%d] at %lld: %s", t->topic,
                      (int)t->partition, (long long)t->offset, rd_kafka_err2str(t->err));
     }
+}
+
+int vsoc_kafka_seek(vsoc_kafka_consumer_t *c, const char *topic, int32_t partition,
+                    int64_t offset, char *err, size_t errlen)
+{
+    if (!c || !topic || offset < 0) {
+        seterr(err, errlen, "kafka seek: invalid argument");
+        return -1;
+    }
+    if (!part_find(c, topic, partition)) {
+        seterr(err, errlen, "kafka seek: %s [%d] is not assigned to this consumer", topic,
+               (int)partition);
+        return -1;
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    if (!l) {
+        seterr(err, errlen, "kafka seek: out of memory");
+        return -1;
+    }
+    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = offset;
+    /* Waits for the seek: the caller (on_assign) must know where reading starts before
+     * the first message of the partition is fetched. */
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, l, 10000);
+    int rc = 0;
+    if (e) {
+        seterr(err, errlen, "kafka seek %s [%d] to %lld: %s", topic, (int)partition,
+               (long long)offset, rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        rc = -1;
+    } else if (l->elems[0].err) {
+        seterr(err, errlen, "kafka seek %s [%d] to %lld: %s", topic, (int)partition,
+               (long long)offset, rd_kafka_err2str(l->elems[0].err));
+        rc = -1;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    return rc;
 }
 
 int vsoc_kafka_commit_offsets(vsoc_kafka_consumer_t *c, const vsoc_kafka_partition_t *p,

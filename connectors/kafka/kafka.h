@@ -54,6 +54,14 @@ typedef struct vsoc_kafka_partition {
     int64_t offset;
 } vsoc_kafka_partition_t;
 
+/* Sends librdkafka's own log messages (syslog levels: 3 error, 4 warning, 6 info, 7 debug;
+ * fac is its facility, e.g. "FAIL") to fn instead of stderr, for every client created
+ * after the call: the service writes them as JSON log lines. fn runs on librdkafka's
+ * threads and must be thread-safe. NULL restores stderr for clients created later. Call it
+ * before creating clients; it is not synchronised with their creation. */
+void vsoc_kafka_set_log(void (*fn)(void *ctx, int level, const char *fac, const char *msg),
+                        void *ctx);
+
 /* ---- producer ---------------------------------------------------------------------------- */
 
 /* Creates an idempotent producer (enable.idempotence=true, acks=all) for brokers
@@ -94,7 +102,9 @@ int vsoc_kafka_produce_async(vsoc_kafka_producer_t *p, const char *topic, const 
 /* Serves delivery reports of produce_async messages: calls dr(ctx, opaque, ok, errstr) once
  * per message, on this thread (errstr is NULL when ok, else librdkafka's reason, a static
  * string), waiting up to timeout_ms (0: not at all) when none is ready. Returns how many
- * reports were served. dr must not call producer_poll or producer_flush. */
+ * reports were served. With dr NULL it only serves librdkafka's events and keeps the reports
+ * that come for a later call (returns 0). dr may call vsoc_kafka_produce_async, not the
+ * other producer functions. */
 int vsoc_kafka_producer_poll(vsoc_kafka_producer_t *p, int timeout_ms,
                              void (*dr)(void *ctx, void *opaque, int ok, const char *errstr),
                              void *ctx);
@@ -123,8 +133,10 @@ vsoc_kafka_consumer_t *vsoc_kafka_consumer_new(const char *brokers, const char *
                                                const char *const *topics, size_t ntopics,
                                                const char *const *conf_kv, size_t nconf,
                                                char *err, size_t errlen);
-/* Leaves the group and frees; NULL does nothing. Nothing is committed and neither rebalance
- * callback is called: a caller that holds work drains and commits before. */
+/* Leaves the group and frees; NULL does nothing. Leaving gives the partitions up, so
+ * on_revoke (when set) is called first, from inside this call, for the partitions still
+ * assigned: its ctx must still be valid, and commits in it work. Nothing else is
+ * committed. */
 void vsoc_kafka_consumer_free(vsoc_kafka_consumer_t *c);
 
 /* Sets the rebalance callbacks (either may be NULL); call it before the first poll. Both are
@@ -188,5 +200,12 @@ size_t vsoc_kafka_assigned(vsoc_kafka_consumer_t *c);
 /* Returns 1 inside on_revoke when the partitions were lost rather than revoked (see
  * vsoc_kafka_consumer_on_rebalance), else 0. */
 int vsoc_kafka_assignment_lost(vsoc_kafka_consumer_t *c);
+
+/* Moves where an assigned partition is read from to offset (the next message to hand
+ * over), waiting until it is done (up to 10 s). Meant for on_assign, before any of the
+ * partition's messages is handed over: a service that keeps its own checkpoint resumes
+ * from it. Returns 0, or -1 with err (not assigned, librdkafka's message). */
+int vsoc_kafka_seek(vsoc_kafka_consumer_t *c, const char *topic, int32_t partition,
+                    int64_t offset, char *err, size_t errlen);
 
 #endif

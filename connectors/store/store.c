@@ -85,6 +85,14 @@ static const char *const migrations[] = {
     " SELECT RAISE(ABORT, 'the audit log is append-only: its rows cannot be changed'); END;"
     "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN"
     " SELECT RAISE(ABORT, 'the audit log is append-only: its rows cannot be deleted'); END;",
+    /* 2: the service's checkpoint: where each partition was read up to, and the engine
+     * state of each vehicle as of then, written in the same transaction as what those
+     * events produced (docs/serve.md, crash recovery). */
+    "CREATE TABLE stream_offsets (topic TEXT NOT NULL, partition INTEGER NOT NULL,"
+    " next_offset INTEGER NOT NULL, PRIMARY KEY (topic, partition));"
+    "CREATE TABLE engine_state (vin BLOB PRIMARY KEY NOT NULL, topic TEXT NOT NULL,"
+    " partition INTEGER NOT NULL, state BLOB NOT NULL, updated_us INTEGER NOT NULL);"
+    "CREATE INDEX engine_state_partition ON engine_state (topic, partition);",
 };
 
 _Static_assert(sizeof migrations / sizeof *migrations == VSOC_STORE_SCHEMA_VERSION,
@@ -133,6 +141,11 @@ enum {
     ST_EACH_INC_ALERT,
     ST_EACH_AUDIT,
     ST_VERIFY,
+    ST_OFFSET_PUT,
+    ST_EACH_OFFSET,
+    ST_STATE_PUT,
+    ST_EACH_STATE,
+    ST_STATE_DROP,
     ST_COUNT
 };
 
@@ -183,6 +196,17 @@ static const char *const stmt_sql[ST_COUNT] = {
                       " ORDER BY seq",
     [ST_VERIFY] = "SELECT seq,time_us,actor,event,subject,detail,prev_hash,hash FROM audit"
                   " ORDER BY seq",
+    [ST_OFFSET_PUT] = "INSERT INTO stream_offsets(topic,partition,next_offset) VALUES(?1,?2,?3)"
+                      " ON CONFLICT(topic,partition) DO UPDATE SET next_offset=excluded.next_offset",
+    [ST_EACH_OFFSET] = "SELECT topic,partition,next_offset FROM stream_offsets"
+                       " ORDER BY topic,partition",
+    [ST_STATE_PUT] = "INSERT INTO engine_state(vin,topic,partition,state,updated_us)"
+                     " VALUES(?1,?2,?3,?4,?5) ON CONFLICT(vin) DO UPDATE SET"
+                     " topic=excluded.topic, partition=excluded.partition,"
+                     " state=excluded.state, updated_us=excluded.updated_us",
+    [ST_EACH_STATE] = "SELECT vin,state FROM engine_state WHERE topic=?1 AND partition=?2"
+                      " ORDER BY vin",
+    [ST_STATE_DROP] = "DELETE FROM engine_state WHERE topic=?1 AND partition=?2",
 };
 
 /* The generated upserts: table, key column, columns, and whether the last column keeps its
@@ -1532,4 +1556,86 @@ int vsoc_store_audit_verify(vsoc_store_t *s, const char *expect_head, vsoc_audit
         return 1;
     }
     return 0;
+}
+
+/* ---- the service's checkpoint ------------------------------------------------------------ */
+
+int vsoc_store_put_offset(vsoc_store_t *s, const char *topic, int32_t partition,
+                          int64_t next_offset)
+{
+    sqlite3_stmt *st = stmt(s, ST_OFFSET_PUT);
+    if (!st)
+        return VSOC_EIO;
+    bind_row(st, "tiI", topic, (int)partition, next_offset);
+    return run(s, st);
+}
+
+int vsoc_store_each_offset(vsoc_store_t *s,
+                           int (*fn)(void *ctx, const char *topic, int32_t partition,
+                                     int64_t next_offset),
+                           void *ctx)
+{
+    sqlite3_stmt *own, *st = iter_stmt(s, ST_EACH_OFFSET, &own);
+    if (!st)
+        return VSOC_EIO;
+    int rc, ret = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if ((ret = fn(ctx, col_str(st, 0), (int32_t)sqlite3_column_int(st, 1),
+                      (int64_t)sqlite3_column_int64(st, 2))) != 0)
+            break;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        ret = db_err(s);
+    iter_done(st, own);
+    return ret;
+}
+
+int vsoc_store_put_engine_state(vsoc_store_t *s, const char *vin, size_t vinlen,
+                                const char *topic, int32_t partition, const void *state,
+                                size_t n, int64_t time_us)
+{
+    sqlite3_stmt *st = stmt(s, ST_STATE_PUT);
+    if (!st)
+        return VSOC_EIO;
+    /* The vin as a blob: it is the message key, whose bytes need not be text. */
+    sqlite3_bind_blob(st, 1, vinlen ? vin : "", (int)vinlen, SQLITE_STATIC);
+    bind_text(st, 2, topic);
+    sqlite3_bind_int(st, 3, (int)partition);
+    sqlite3_bind_blob(st, 4, n ? state : "", (int)n, SQLITE_STATIC);
+    bind_i64(st, 5, time_us);
+    return run(s, st);
+}
+
+int vsoc_store_each_engine_state(vsoc_store_t *s, const char *topic, int32_t partition,
+                                 int (*fn)(void *ctx, const char *vin, size_t vinlen,
+                                           const void *state, size_t n),
+                                 void *ctx)
+{
+    sqlite3_stmt *own, *st = iter_stmt(s, ST_EACH_STATE, &own);
+    if (!st)
+        return VSOC_EIO;
+    bind_text(st, 1, topic);
+    sqlite3_bind_int(st, 2, (int)partition);
+    int rc, ret = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const void *vin = sqlite3_column_blob(st, 0);
+        size_t vinlen = (size_t)sqlite3_column_bytes(st, 0);
+        const void *blob = sqlite3_column_blob(st, 1);
+        size_t n = (size_t)sqlite3_column_bytes(st, 1);
+        if ((ret = fn(ctx, vin ? vin : "", vinlen, blob ? blob : "", n)) != 0)
+            break;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        ret = db_err(s);
+    iter_done(st, own);
+    return ret;
+}
+
+int vsoc_store_drop_engine_state(vsoc_store_t *s, const char *topic, int32_t partition)
+{
+    sqlite3_stmt *st = stmt(s, ST_STATE_DROP);
+    if (!st)
+        return VSOC_EIO;
+    bind_text(st, 1, topic);
+    sqlite3_bind_int(st, 2, (int)partition);
+    return run(s, st);
 }

@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define VSOC_STORE_SCHEMA_VERSION 1
+#define VSOC_STORE_SCHEMA_VERSION 2
 
 typedef struct vsoc_store vsoc_store_t;
 
@@ -149,5 +149,33 @@ int vsoc_store_audit_verify(vsoc_store_t *s, const char *expect_head, vsoc_audit
 int vsoc_store_audit_hash(int64_t seq, int64_t time_us, const char *actor, const char *event,
                           const char *subject, const char *detail, const char *prev_hash,
                           char out[65]);
+
+/* ---- the service's checkpoint (docs/serve.md) ---------------------------------------------
+ * Where each partition was read up to, and each vehicle's engine state as of then. Written
+ * inside the caller's transaction, with what those events produced, so that after a crash
+ * the service resumes from a point where the store and the engines agree. */
+
+/* Records that partition of topic was read up to next_offset (the next message to read). */
+int vsoc_store_put_offset(vsoc_store_t *s, const char *topic, int32_t partition,
+                          int64_t next_offset);
+/* Calls fn for every recorded partition (in topic, partition order) until it returns
+ * non-zero (returned). Returns 0 or VSOC_EIO. */
+int vsoc_store_each_offset(vsoc_store_t *s,
+                           int (*fn)(void *ctx, const char *topic, int32_t partition,
+                                     int64_t next_offset),
+                           void *ctx);
+/* Keeps the engine state (an opaque blob, vsoc_engine_snapshot) of the vehicle vin (bytes,
+ * not NUL-terminated) read from partition of topic, replacing what was kept for it. */
+int vsoc_store_put_engine_state(vsoc_store_t *s, const char *vin, size_t vinlen,
+                                const char *topic, int32_t partition, const void *state,
+                                size_t n, int64_t time_us);
+/* Calls fn for each vehicle kept for partition of topic (in vin order; pointers valid
+ * during the call) until it returns non-zero (returned). Returns 0 or VSOC_EIO. */
+int vsoc_store_each_engine_state(vsoc_store_t *s, const char *topic, int32_t partition,
+                                 int (*fn)(void *ctx, const char *vin, size_t vinlen,
+                                           const void *state, size_t n),
+                                 void *ctx);
+/* Forgets the vehicles kept for partition of topic (another instance read on from it). */
+int vsoc_store_drop_engine_state(vsoc_store_t *s, const char *topic, int32_t partition);
 
 #endif

@@ -11,6 +11,8 @@
 #   broker-down all brokers down for 20 s, then back: the service resumes and loses nothing
 #   bad-input   malformed messages are counted and logged with topic/partition@offset and
 #               the stream goes on
+#   check       --check accepts the sample configuration and locates every error of a bad
+#               one (exit 2), a bad rule included; --config-sample is the shipped sample
 #   fleet       two instances in one consumer group split the partitions; fleet_count
 #               counts the vehicles seen by both (a real redis-server started here) and
 #               raises one alert between them; Redis killed: both keep running, say so in
@@ -249,20 +251,44 @@ kill)
   start_mock
   make_inputs
   replay_ids
-  produce "$work/events.tsv"
+  # Part 1 ends at 2.1 s of event time, inside vehicle 2's fuzzing window (2 s wide, from
+  # 2.0 s): the first run sees part of it, is killed after its checkpoint, and the restart
+  # must finish the window from the restored state to give the same alert id.
+  awk -F'\t' -v cut=1764064802.1 '{
+      t = 0
+      if (match($2, /^\([0-9.]+\)/)) t = substr($2, 2, RLENGTH - 2)
+      else if (match($2, /"ts":[0-9.]+/)) t = substr($2, 6, RLENGTH - 5)
+      print > (t + 0 < cut ? "'"$work"'/part1.tsv" : "'"$work"'/part2.tsv")
+    }' "$work/events.tsv"
+  n1=$(wc -l <"$work/part1.tsv")
+  produce "$work/part1.tsv"
   config a
   start_serve a
-  # Kill it somewhere in the middle.
-  for _ in $(seq 200); do
-    [ "$(metric vsoc_events_total)" -ge $((total / 3)) ] && break
+  wait_events "$n1" 60
+  for _ in $(seq 100); do
+    [ "$(metric 'vsoc_offset_commits_total{result="ok"}')" -gt 0 ] && break
     sleep 0.05
   done
+  sleep 0.5 # a checkpoint after the last event: the commit interval is 100 ms
   kill -KILL "$serve_pid"
   wait "$serve_pid" 2>/dev/null || true
   serve_pid=
-  echo "killed after about a third of $total events" >&2
+  echo "kill -9 after part 1 ($n1 events), its checkpoint written" >&2
+  produce "$work/part2.tsv"
+  # Then killed twice more while it reads part 2: between checkpoints, alerts in flight.
+  for k in 1 2; do
+    start_serve a
+    for _ in $(seq 400); do
+      [ "$(metric vsoc_events_total)" -ge $((total / 5)) ] && break
+      sleep 0.02
+    done
+    kill -KILL "$serve_pid"
+    wait "$serve_pid" 2>/dev/null || true
+    serve_pid=
+    echo "kill -9 number $((k + 1)), in the middle of part 2" >&2
+  done
   start_serve a
-  # It reads again from the last committed offsets, up to the end.
+  # It reads again from the last checkpoint, up to the end.
   wait_events 1 60
   sleep 1
   alerts_topic "$work/topic.jsonl"
@@ -272,8 +298,10 @@ kill)
   stored=$(sqlite3 "$work/a.db" 'select count(*) from alerts')
   [ "$stored" -eq "$(wc -l <"$work/replay.ids")" ] ||
     fail "the store holds $stored alerts, expected $(wc -l <"$work/replay.ids")"
+  grep -q 'engine state restored for [1-9][0-9]* vehicle' "$work/serve.err" ||
+    fail "no restart restored engine state from the store's checkpoint"
   stop_serve
-  echo "ok: kill -9 and restart: $(wc -l <"$work/topic.jsonl") alerts published," \
+  echo "ok: three kill -9 and restarts: $(wc -l <"$work/topic.jsonl") alerts published," \
     "$(wc -l <"$work/topic.ids") distinct, equal to vsoc replay's"
   ;;
 reload)
@@ -353,6 +381,30 @@ bad-input)
   grep -q "is not the message key" "$work/serve.err" || fail "a vin/key mismatch was not said"
   stop_serve
   echo "ok: malformed messages counted and located"
+  ;;
+check)
+  out=$("$vsoc" serve -c "$src/samples/vsoc.yaml" --check) || fail "--check refused the sample"
+  [[ $out == *"configuration good"* ]] || fail "--check said: $out"
+  "$vsoc" serve --config-sample | cmp -s - "$src/samples/vsoc.yaml" ||
+    fail "--config-sample differs from samples/vsoc.yaml"
+  mkdir -p "$work/rules"
+  printf 'title: t\nid: test.t\nlevel: high\nlogsource: {product: vehicle, category: can}\ndetection:\n  sel:\n    can.id|contians: 1\n  condition: sel\n' \
+    >"$work/rules/t.yml"
+  printf 'kafka:\n  brokers: "127.0.0.1:1"\n  groop: x\nworkers: many\nrules: [rules]\n' >"$work/bad.yaml"
+  rc=0
+  "$vsoc" serve -c "$work/bad.yaml" --check >"$work/out" 2>"$work/err" || rc=$?
+  [ $rc -eq 2 ] || fail "a bad configuration exited $rc, expected 2"
+  grep -q "bad.yaml:3:3: error: unknown key 'kafka.groop'" "$work/err" ||
+    fail "the unknown key was not located: $(cat "$work/err")"
+  grep -q "bad.yaml:4:10: error" "$work/err" || fail "the bad integer was not located: $(cat "$work/err")"
+  printf 'kafka:\n  brokers: "127.0.0.1:1"\nrules: [rules]\nstore:\n  sqlite: %s\n' "$work/x.db" \
+    >"$work/badrule.yaml"
+  rc=0
+  "$vsoc" serve -c "$work/badrule.yaml" --check >"$work/out" 2>"$work/err" || rc=$?
+  [ $rc -eq 2 ] || fail "a bad rule exited $rc under --check, expected 2"
+  grep -q "t.yml:7:5: unknown modifier 'contians'" "$work/err" ||
+    fail "the bad rule was not located: $(cat "$work/err")"
+  echo "ok: --check and --config-sample"
   ;;
 fleet)
   start_mock

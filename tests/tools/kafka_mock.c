@@ -168,8 +168,8 @@ int main(int argc, char **argv)
         }
     }
 
-    /* Block the stop and fault signals before librdkafka starts its threads (they inherit the mask),
-     * so that only sigwait below receives them. */
+    /* Block the stop and fault signals before librdkafka starts its threads (they inherit
+     * the mask), so that only sigwait below receives them. */
     /* A shell starts background jobs with SIGINT ignored, and an ignored signal is
      * discarded rather than left pending for sigwait: restore the default first. */
     signal(SIGINT, SIG_DFL);

@@ -32,14 +32,15 @@
  *   revoked T TOPIC:P@OFFSET ...     what the revoke committed, as it returns
  *   msg P OFFSET VALUE               a message handed over
  *   commit T TOPIC:P@OFFSET ...      on SIGUSR1: the offsets it committed
- *   exit T TOPIC:P@OFFSET ...        on SIGTERM: the offsets it committed before leaving
- *   revoked T failed: ERROR          or, for any of the three: the commit failed
- * It commits only in on_revoke, on SIGUSR1 and on SIGTERM, each time the next offset of
- * every partition it ever read or was assigned with a committed offset, including those it
- * gave up since (as a service that kept stale state would): commit_offsets must skip those,
- * so the lines list offsets asked for, not all of them committed.
- * It exits 0 after SIGTERM and a successful commit, 1 on an error, 3 when MAX_MS passes
- * first.
+ *   revoked T failed: ERROR          or, for either: the commit failed
+ *   exit T                           on SIGTERM, before it leaves the group (vsoc_kafka_
+ *                                    consumer_free, whose on_revoke commits)
+ * It commits only in on_revoke (also the one as it leaves) and on SIGUSR1, each time the
+ * next offset of every partition it ever read or was assigned with a committed offset,
+ * including those it gave up since (as a service that kept stale state would):
+ * commit_offsets must skip those, so the lines list offsets asked for, not all of them
+ * committed. It exits 0 after SIGTERM when the commit as it left worked, 1 on an error, 3
+ * when MAX_MS passes first.
  *
  * commit joins the group, waits until it has partitions, commits the given offsets with
  * commit_offsets (partitions not assigned to it are skipped) and exits 0.
@@ -353,6 +354,7 @@ typedef struct member {
     size_t n;
     long drain_ms;
     int failed;
+    int revoke_failed; /* the last commit in on_revoke failed */
 } member_t;
 
 static volatile sig_atomic_t stop_requested, commit_requested;
@@ -450,7 +452,7 @@ static void member_revoke(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
     /* As the service drains its pipeline before committing. */
     if (mb->drain_ms > 0)
         sleep_ms(mb->drain_ms);
-    member_commit(mb, "revoked");
+    mb->revoke_failed = member_commit(mb, "revoked") < 0;
 }
 
 static int cmd_member(char **argv, const opts_t *o)
@@ -486,14 +488,20 @@ static int cmd_member(char **argv, const opts_t *o)
         }
         fflush(stdout);
     }
-    if (mb.failed)
+    if (stop_requested) {
+        printf("exit %lld\n", now_ms());
+        fflush(stdout);
+    }
+    mb.revoke_failed = 0;
+    vsoc_kafka_consumer_free(mb.c); /* calls member_revoke for what it holds */
+    fflush(stdout);
+    if (mb.failed || mb.revoke_failed)
         rc = 1;
     else if (stop_requested)
-        rc = member_commit(&mb, "exit") < 0 ? 1 : 0;
+        rc = 0;
     else
         fprintf(stderr, "vsoc-kafka-roundtrip: member ran for %ld ms without SIGTERM\n",
                 max_ms);
-    vsoc_kafka_consumer_free(mb.c);
     return rc;
 }
 
@@ -565,7 +573,8 @@ static int cmd_lag(char **argv, const opts_t *o)
 {
     const char *brokers = argv[0], *group = argv[1], *topic = argv[2];
     long total, want, timeout_ms;
-    if (parse_int(argv[3], 0, 100000000, &total) < 0 || parse_int(argv[4], 1, 100000000, &want) < 0 ||
+    if (parse_int(argv[3], 0, 100000000, &total) < 0 ||
+        parse_int(argv[4], 1, 100000000, &want) < 0 ||
         parse_int(argv[5], 1, 3600 * 1000, &timeout_ms) < 0) {
         fprintf(stderr, "vsoc-kafka-roundtrip: lag: TOTAL >= 0, M >= 1, TIMEOUT_MS > 0\n");
         return 2;

@@ -1079,6 +1079,83 @@ static void cleanup(void)
         fprintf(stderr, "could not remove %s\n", tmpdir);
 }
 
+typedef struct ck_ctx {
+    int n;
+    char seen[8][64];
+    int64_t next[8];
+} ck_ctx_t;
+
+static int ck_offset(void *ctx, const char *topic, int32_t partition, int64_t next)
+{
+    ck_ctx_t *c = ctx;
+    snprintf(c->seen[c->n], sizeof c->seen[0], "%s/%d", topic, (int)partition);
+    c->next[c->n++] = next;
+    return 0;
+}
+
+static int ck_state(void *ctx, const char *vin, size_t vinlen, const void *state, size_t n)
+{
+    ck_ctx_t *c = ctx;
+    snprintf(c->seen[c->n], sizeof c->seen[0], "%.*s=%.*s", (int)vinlen, vin, (int)n,
+             (const char *)state);
+    c->next[c->n++] = (int64_t)n;
+    return 0;
+}
+
+/* The service's checkpoint: offsets and engine state per vehicle, replaced in place, per
+ * partition; a store of schema 1 is migrated to have them. */
+static void test_checkpoint(void)
+{
+    char path[128];
+    path_in(path, sizeof path, "checkpoint.db");
+    /* A version-1 store, as vsoc made it before the service existed. */
+    vsoc_store_t *s = open_ok(path);
+    put_alert(s, "c1", T0, 1);
+    vsoc_store_close(s);
+    sqlite3 *db = raw_open(path);
+    raw_exec(db, "DROP TABLE stream_offsets; DROP TABLE engine_state; PRAGMA user_version=1");
+    sqlite3_close(db);
+    s = open_ok(path);
+    db = raw_open(path);
+    ASSERT_EQ(raw_int(db, "PRAGMA user_version"), VSOC_STORE_SCHEMA_VERSION);
+    ASSERT_EQ(raw_int(db, "SELECT count(*) FROM alerts"), 1);
+    sqlite3_close(db);
+
+    ASSERT_EQ(vsoc_store_begin(s), 0);
+    ASSERT_EQ(vsoc_store_put_offset(s, "vsoc.events", 3, 100), 0);
+    ASSERT_EQ(vsoc_store_put_offset(s, "vsoc.events", 0, 7), 0);
+    ASSERT_EQ(vsoc_store_put_offset(s, "vsoc.events", 3, 250), 0); /* replaced */
+    ASSERT_EQ(vsoc_store_put_engine_state(s, "VIN1", 4, "vsoc.events", 3, "aaa", 3, T0), 0);
+    ASSERT_EQ(vsoc_store_put_engine_state(s, "VIN2", 4, "vsoc.events", 3, "b\0b", 3, T0), 0);
+    ASSERT_EQ(vsoc_store_put_engine_state(s, "VIN3", 4, "vsoc.events", 0, "c", 1, T0), 0);
+    ASSERT_EQ(vsoc_store_put_engine_state(s, "VIN1", 4, "vsoc.events", 3, "AAAA", 4, T0 + 1),
+              0);
+    ASSERT_EQ(vsoc_store_commit(s), 0);
+
+    ck_ctx_t c = {0};
+    ASSERT_EQ(vsoc_store_each_offset(s, ck_offset, &c), 0);
+    ASSERT_EQ(c.n, 2);
+    ASSERT_STREQ(c.seen[0], "vsoc.events/0");
+    ASSERT_EQ(c.next[0], 7);
+    ASSERT_STREQ(c.seen[1], "vsoc.events/3");
+    ASSERT_EQ(c.next[1], 250);
+
+    memset(&c, 0, sizeof c);
+    ASSERT_EQ(vsoc_store_each_engine_state(s, "vsoc.events", 3, ck_state, &c), 0);
+    ASSERT_EQ(c.n, 2);
+    ASSERT_STREQ(c.seen[0], "VIN1=AAAA");
+    ASSERT_EQ(c.next[1], 3); /* a NUL inside a blob is kept */
+
+    ASSERT_EQ(vsoc_store_drop_engine_state(s, "vsoc.events", 3), 0);
+    memset(&c, 0, sizeof c);
+    ASSERT_EQ(vsoc_store_each_engine_state(s, "vsoc.events", 3, ck_state, &c), 0);
+    ASSERT_EQ(c.n, 0);
+    ASSERT_EQ(vsoc_store_each_engine_state(s, "vsoc.events", 0, ck_state, &c), 0);
+    ASSERT_EQ(c.n, 1);
+    ASSERT_STREQ(c.seen[0], "VIN3=c");
+    vsoc_store_close(s);
+}
+
 int main(void)
 {
     const char *base = getenv("TMPDIR");
@@ -1096,6 +1173,7 @@ int main(void)
     test_audit_hash();
     test_audit_tamper();
     test_speed();
+    test_checkpoint();
     printf("test_store: ok\n");
     return 0;
 }
