@@ -6,6 +6,7 @@
 #include "diag.h"
 #include "rule.h"
 
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -21,6 +22,28 @@ int cmd_commands(int argc, char **argv);
 int cmd_respond(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+
+/* What `vsoc respond` runs, also run by `vsoc serve` on a thread of its own when it hands
+ * commands to a Kafka topic (docs/vsoc-respond.md). Strings are borrowed for the call. */
+typedef struct cli_respond_opts {
+    const char *db, *keyfile, *keydir;               /* required */
+    const char *mqtt, *cafile, *cert, *certkey, *client_id; /* MQTT over TLS, or */
+    const char *kafka, *commands_topic, *acks_topic, *group; /* Kafka */
+    const char *const *kset;                         /* librdkafka "key=value" settings */
+    size_t nkset;
+    const char *const *playbooks;                    /* none: the default playbooks */
+    size_t nplaybooks;
+    int64_t poll_us, max_us;                         /* 0: 1 s, no limit */
+    int idle_exit, quiet;
+    volatile sig_atomic_t *stop;                     /* set non-zero to stop */
+    /* Log lines ("error" for failures); NULL: human lines on stderr. */
+    void (*log)(void *ctx, const char *event, const char *text);
+    void *log_ctx;
+} cli_respond_opts_t;
+
+/* Runs until *o->stop, idle (idle_exit) or max_us. Returns the exit status: 0 stopped,
+ * 1 a store, key or transport error, 2 playbook errors. */
+int cli_respond_run(const cli_respond_opts_t *o);
 
 /* The default rule pack's directory: $VSOC_RULES, else the pack installed beside the
  * binary (../share/vsoc/rules), else the source tree's rules/. */

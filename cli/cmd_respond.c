@@ -100,6 +100,8 @@ typedef struct respond {
     vkey_t *vkeys;
     size_t nvkeys, capvkeys;
     int quiet;
+    void (*log)(void *ctx, const char *event, const char *text); /* NULL: stderr */
+    void *log_ctx;
     int failed;
     int64_t approvals_after;
     uint64_t acks_ok, acks_bad;
@@ -111,6 +113,15 @@ static void logline(respond_t *rs, const char *event, const char *fmt, ...)
 {
     if (rs->quiet)
         return;
+    if (rs->log) {
+        char text[1024];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(text, sizeof text, fmt, ap);
+        va_end(ap);
+        rs->log(rs->log_ctx, event, text);
+        return;
+    }
     char t[40];
     cli_fmt_time(wall_us(), t, sizeof t);
     fprintf(stderr, "%s %-24s ", t, event);
@@ -119,6 +130,21 @@ static void logline(respond_t *rs, const char *event, const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
+}
+
+/* A failure: said even when quiet. */
+static void errline(respond_t *rs, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void errline(respond_t *rs, const char *fmt, ...)
+{
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (rs->log)
+        rs->log(rs->log_ctx, "error", text);
+    else
+        fprintf(stderr, "vsoc respond: %s\n", text);
 }
 
 static int on_change(void *ctx, const vsoc_change_t *c)
@@ -217,7 +243,7 @@ static void handle_ack(respond_t *rs, const char *from_vin, const void *buf, siz
     int64_t now = wall_us();
     if (vsoc_store_put_ack(rs->store, &ack, raw, verdict, now) != 0) {
         /* Not kept, so not acted on: the transport delivers it again after a restart. */
-        fprintf(stderr, "vsoc respond: %s\n", vsoc_store_errmsg(rs->store));
+        logline(rs, "error", "%s", vsoc_store_errmsg(rs->store));
         rs->failed = 1;
         free(raw);
         return;
@@ -294,9 +320,6 @@ int cmd_respond(int argc, char **argv)
     int64_t poll_us = 1000000, max_us = 0;
     int idle_exit = 0, rc = EXIT_USAGE;
     respond_t rs = {.commands_topic = "vsoc.commands"};
-    vsoc_playbooks_t *pbs = NULL;
-    vsoc_key_t *key = NULL;
-    char err[512];
     if (!pbpaths) {
         fprintf(stderr, "vsoc respond: out of memory\n");
         return 1;
@@ -386,6 +409,43 @@ int cmd_respond(int argc, char **argv)
                         "a client certificate)\n");
         goto done;
     }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    cli_respond_opts_t o = {.db = db, .keyfile = keyfile, .keydir = keydir, .mqtt = mqtt,
+                            .cafile = cafile, .cert = cert, .certkey = certkey,
+                            .client_id = client_id, .kafka = kafka,
+                            .commands_topic = rs.commands_topic, .acks_topic = acks_topic,
+                            .group = group, .kset = kset, .nkset = nkset,
+                            .playbooks = pbpaths, .nplaybooks = npb, .poll_us = poll_us,
+                            .max_us = max_us, .idle_exit = idle_exit, .quiet = rs.quiet,
+                            .stop = &stop};
+    rc = cli_respond_run(&o);
+done:
+    free(pbpaths);
+    return rc;
+}
+
+int cli_respond_run(const cli_respond_opts_t *o)
+{
+    const char *db = o->db, *keyfile = o->keyfile, *keydir = o->keydir, *mqtt = o->mqtt,
+               *cafile = o->cafile, *cert = o->cert, *certkey = o->certkey,
+               *client_id = o->client_id ? o->client_id : "vsoc-respond", *kafka = o->kafka,
+               *acks_topic = o->acks_topic ? o->acks_topic : "vsoc.acks",
+               *group = o->group ? o->group : "vsoc-respond";
+    const char *const *kset = o->kset;
+    size_t nkset = o->nkset;
+    const char *const *pbpaths = o->playbooks;
+    size_t npb = o->nplaybooks;
+    int64_t poll_us = o->poll_us > 0 ? o->poll_us : 1000000, max_us = o->max_us;
+    int idle_exit = o->idle_exit, rc = EXIT_USAGE;
+    respond_t rs = {.commands_topic = o->commands_topic ? o->commands_topic : "vsoc.commands",
+                    .quiet = o->quiet, .log = o->log, .log_ctx = o->log_ctx};
+    vsoc_playbooks_t *pbs = NULL;
+    vsoc_key_t *key = NULL;
+    char err[512];
     rs.keydir = keydir;
 
     vsoc_diags_t *d = vsoc_diags_new();
@@ -404,7 +464,7 @@ int cmd_respond(int argc, char **argv)
     rc = 1;
     key = vsoc_key_load_private(keyfile, NULL, err, sizeof err);
     if (!key) {
-        fprintf(stderr, "vsoc respond: %s\n", err);
+        errline(&rs, "%s", err);
         goto done;
     }
     rs.store = cli_store_open(db, 1);
@@ -416,12 +476,12 @@ int cmd_respond(int argc, char **argv)
                                 .send = send_cmd, .ctx = &rs};
     rs.resp = vsoc_responder_new(&ro, err, sizeof err);
     if (!rs.resp) {
-        fprintf(stderr, "vsoc respond: %s\n", err);
+        errline(&rs, "%s", err);
         goto done;
     }
     if (cli_responder_restore(rs.resp, rs.store, 1) != 0 ||
         vsoc_store_each_approval(rs.store, 0, max_rowid, &rs.approvals_after) < 0) {
-        fprintf(stderr, "vsoc respond: %s\n", vsoc_store_errmsg(rs.store));
+        errline(&rs, "%s", vsoc_store_errmsg(rs.store));
         goto done;
     }
     if (mqtt) {
@@ -439,7 +499,7 @@ int cmd_respond(int argc, char **argv)
         rs.mqtt = vsoc_mqtt_connect(&mo, 10000, err, sizeof err);
         if (!rs.mqtt || vsoc_mqtt_subscribe(rs.mqtt, "vehicles/+/acks", 5000, err,
                                             sizeof err) != 0) {
-            fprintf(stderr, "vsoc respond: mqtt %s: %s\n", mqtt, err);
+            errline(&rs, "mqtt %s: %s", mqtt, err);
             goto done;
         }
     } else {
@@ -449,7 +509,7 @@ int cmd_respond(int argc, char **argv)
                                                     sizeof err)
                           : NULL;
         if (!rs.cons) {
-            fprintf(stderr, "vsoc respond: kafka %s: %s\n", kafka, err);
+            errline(&rs, "kafka %s: %s", kafka, err);
             goto done;
         }
     }
@@ -458,19 +518,14 @@ int cmd_respond(int argc, char **argv)
             mqtt ? "mqtt" : "kafka");
     vsoc_store_audit(rs.store, "vsoc", "respond.started", db, mqtt ? "mqtt" : "kafka",
                      wall_us());
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
     int64_t t0 = wall_us(), next = 0;
     rc = 0;
-    while (!stop && !rs.failed) {
+    while (!*o->stop && !rs.failed) {
         int64_t now = wall_us();
         if (now >= next) {
             next = now + poll_us;
             if (vsoc_store_each_approval(rs.store, rs.approvals_after, on_approval, &rs) < 0) {
-                fprintf(stderr, "vsoc respond: %s\n", vsoc_store_errmsg(rs.store));
+                errline(&rs, "%s", vsoc_store_errmsg(rs.store));
                 rc = 1;
                 break;
             }
@@ -500,7 +555,7 @@ int cmd_respond(int argc, char **argv)
         }
     }
     if (vsoc_responder_error(rs.resp)) {
-        fprintf(stderr, "vsoc respond: %s\n", vsoc_responder_error(rs.resp));
+        errline(&rs, "%s", vsoc_responder_error(rs.resp));
         rc = 1;
     }
     if (rs.failed)
@@ -519,6 +574,5 @@ done:
     vsoc_store_close(rs.store);
     vsoc_key_free(key);
     vsoc_playbooks_free(pbs);
-    free(pbpaths);
     return rc;
 }

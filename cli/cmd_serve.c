@@ -1365,6 +1365,14 @@ int cmd_serve(int argc, char **argv)
     vsoc_diags_free(d);
     s->level = s->cfg->log.level;
     char err[1024];
+    if (s->cfg->kafka.topics.commands[0]) {
+        /* Said plainly rather than accepted and ignored (docs/serve.md, commands). */
+        fprintf(stderr, "%s: kafka.topics.commands: vsoc serve does not deliver commands "
+                        "yet; leave it empty: commands wait in the store (vsoc commands "
+                        "list), and vsoc respond delivers them\n", cpath);
+        serve_config_free(s->cfg);
+        return EXIT_USAGE;
+    }
     if (!(s->set = load_set(s, err, sizeof err))) {
         slog(s, LOG_ERROR, "start.failed", "%s", err);
         goto done;

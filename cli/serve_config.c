@@ -73,6 +73,10 @@ static const vsoc_confmap_entry_t serve_table[] = {
     {.key = "response.key", .type = VSOC_CONFMAP_PATH, .def = "", .offset = AT(response.key),
      .desc = "Ed25519 key that signs the commands (vsoc keygen); needed when "
              "kafka.topics.commands is set."},
+    {.key = "response.vehicle_keys", .type = VSOC_CONFMAP_PATH, .def = "",
+     .offset = AT(response.vehicle_keys),
+     .desc = "Folder of the vehicles' public keys, <VIN>.pub: an ack counts only when signed "
+             "by its vehicle's key; needed when kafka.topics.commands is set."},
     {.key = "response.incident_gap", .type = VSOC_CONFMAP_DURATION, .def = "15m",
      .offset = AT(response.incident_gap_us), .min = SEC, .max = 30 * DAY,
      .desc = "Alerts of a vehicle further apart than this (on event time) start a new "
@@ -275,6 +279,12 @@ static void check(const serve_config_t *c, const vsoc_confmap_loc_t *locs, vsoc_
         errk(&k, l,
              "kafka.topics.commands is set but response.key is not: commands are signed "
              "(vsoc keygen makes a key)");
+
+    if ((l = loc(&k, "kafka.topics.commands")) && *c->kafka.topics.commands &&
+        loc(&k, "response.vehicle_keys") && !*c->response.vehicle_keys)
+        errk(&k, l,
+             "kafka.topics.commands is set but response.vehicle_keys is not: acks are "
+             "verified with the vehicles' keys");
 
     if ((l = loc(&k, "store.sqlite")) && !*c->store.sqlite)
         errk(&k, l, "store.sqlite: needs a value (the service keeps its state there)");

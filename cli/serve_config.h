@@ -50,6 +50,7 @@ typedef struct serve_config {
     struct {
         int enabled;
         char *key; /* signing key; never "" when kafka.topics.commands is set */
+        char *vehicle_keys; /* <VIN>.pub folder; never "" when kafka.topics.commands is set */
         int64_t incident_gap_us;
     } response;
     struct {

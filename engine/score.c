@@ -170,6 +170,7 @@ void vsoc_scorer_state_init(const vsoc_scorer_t *s, void *state)
 /* ---- saved state -------------------------------------------------------------------- */
 
 #define SAVED_ENTRY (4 + 8 + VSOC_BASELINE_BYTES + 1)
+#define SAVED_TIME_LIMIT (INT64_C(1) << 62) /* scoring subtracts times: keep them apart */
 
 uint64_t vsoc_scorer_fingerprint(const vsoc_scorer_t *s) { return s->fp; }
 
@@ -240,6 +241,9 @@ int vsoc_scorer_state_load(const vsoc_scorer_t *s, void *state, const uint8_t *i
             return VSOC_EPARSE;
         next = i + 1;
         st[i].last_ts = (int64_t)get_le(p + 4, 8);
+        if (st[i].last_ts != NO_TIME &&
+            (st[i].last_ts < -SAVED_TIME_LIMIT || st[i].last_ts > SAVED_TIME_LIMIT))
+            return VSOC_EPARSE;
         memcpy(st[i].last, p + 12, VSOC_BASELINE_BYTES);
         st[i].silent = p[12 + VSOC_BASELINE_BYTES];
         if (!id_touched(&st[i]))

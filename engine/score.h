@@ -77,7 +77,8 @@ size_t vsoc_scorer_state_save(const vsoc_scorer_t *s, const void *state, uint8_t
  * fingerprint into state (a block of vsoc_scorer_state_bytes(), which it initialises
  * first). Returns 0, or VSOC_EPARSE when in is not such a form (a different entry count,
  * indices out of range or not increasing, an entry that a fresh state already has, a
- * silent flag other than 0 or 1, a wrong length); state is then unspecified. */
+ * silent flag other than 0 or 1, a time beyond +-2^62 us, a wrong length); state is then
+ * unspecified. */
 int vsoc_scorer_state_load(const vsoc_scorer_t *s, void *state, const uint8_t *in, size_t n);
 
 /* Writes the names of the reason bits, comma-separated, into buf; returns buf. */

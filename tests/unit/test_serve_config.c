@@ -111,6 +111,7 @@ static void test_defaults(void)
     ASSERT_EQ(cfg->playbooks.n, 0);
     ASSERT_EQ(cfg->response.enabled, 1);
     ASSERT_STREQ(cfg->response.key, "");
+    ASSERT_STREQ(cfg->response.vehicle_keys, "");
     ASSERT_EQ(cfg->response.incident_gap_us, 15LL * 60 * 1000000);
     ASSERT_STREQ(cfg->store.sqlite, "/etc/vsoc/vsoc.db");
     ASSERT_STREQ(cfg->redis.url, "");
@@ -143,6 +144,7 @@ static void test_every_key(void)
           "response:\n"
           "  enabled: false\n"
           "  key: keys/soc.key\n"
+          "  vehicle_keys: vehicles\n"
           "  incident_gap: 1h\n"
           "store: {sqlite: /var/lib/vsoc/soc.db}\n"
           "redis:\n"
@@ -173,6 +175,7 @@ static void test_every_key(void)
     ASSERT_STREQ(cfg->playbooks.v[0], "/etc/vsoc/playbooks");
     ASSERT_EQ(cfg->response.enabled, 0);
     ASSERT_STREQ(cfg->response.key, "/etc/vsoc/keys/soc.key");
+    ASSERT_STREQ(cfg->response.vehicle_keys, "/etc/vsoc/vehicles");
     ASSERT_EQ(cfg->response.incident_gap_us, 3600LL * 1000000);
     ASSERT_STREQ(cfg->store.sqlite, "/var/lib/vsoc/soc.db");
     ASSERT_STREQ(cfg->redis.url, "redis://:secret@10.0.0.5:6380/2");
@@ -240,11 +243,16 @@ static void test_key_errors(void)
 
 static void test_cross_checks(void)
 {
-    one_error("kafka:\n  brokers: k:1\n  topics:\n    commands: vsoc.commands\n",
+    one_error("kafka:\n  brokers: k:1\n  topics:\n    commands: vsoc.commands\n"
+              "response: {vehicle_keys: v}\n",
               "s.yaml:4:15: kafka.topics.commands is set but response.key is not: commands are "
               "signed (vsoc keygen makes a key)");
+    one_error("kafka:\n  brokers: k:1\n  topics:\n    commands: vsoc.commands\n"
+              "response: {key: soc.key}\n",
+              "s.yaml:4:15: kafka.topics.commands is set but response.vehicle_keys is not: acks "
+              "are verified with the vehicles' keys");
     clean("kafka:\n  brokers: k:1\n  topics:\n    commands: vsoc.commands\n"
-          "response: {key: soc.key}\n",
+          "response: {key: soc.key, vehicle_keys: vehicles}\n",
           "/etc/vsoc");
     one_error("kafka:\n  brokers: k:1\n  topics:\n    alerts: vsoc.events\n",
               "s.yaml:4:13: kafka.topics.alerts and kafka.topics.events are both "
@@ -314,17 +322,19 @@ static void test_many_errors(void)
     load(text, NULL);
     ASSERT(!cfg);
     vsoc_diags_sort(d);
-    if (vsoc_diags_count(d) != 6)
+    if (vsoc_diags_count(d) != 7)
         vsoc_diags_print(d, stderr);
-    ASSERT_EQ(vsoc_diags_count(d), 6);
+    ASSERT_EQ(vsoc_diags_count(d), 7);
     ASSERT_STREQ(diag(0), "s.yaml:1:10: workers: -1 is out of range 0..64");
     ASSERT_STREQ(diag(1),
                  "s.yaml:4:3: unknown key 'kafka.topic' (did you mean 'kafka.topics'?)");
     ASSERT_STREQ(diag(2), "s.yaml:5:22: kafka.topics.commands is set but response.key is not: "
                           "commands are signed (vsoc keygen makes a key)");
-    ASSERT_STREQ(diag(3), "s.yaml:7:11: http.listen: 'nowhere': no :PORT");
-    ASSERT_STREQ(diag(4), "s.yaml:9:8: redis.url: missing host (column 9 of the URL)");
-    ASSERT_STREQ(diag(5), "s.yaml:10:3: duplicate key 'redis.url' (first at line 9)");
+    ASSERT_STREQ(diag(3), "s.yaml:5:22: kafka.topics.commands is set but response.vehicle_keys "
+                          "is not: acks are verified with the vehicles' keys");
+    ASSERT_STREQ(diag(4), "s.yaml:7:11: http.listen: 'nowhere': no :PORT");
+    ASSERT_STREQ(diag(5), "s.yaml:9:8: redis.url: missing host (column 9 of the URL)");
+    ASSERT_STREQ(diag(6), "s.yaml:10:3: duplicate key 'redis.url' (first at line 9)");
 }
 
 static void test_files(void)
@@ -382,7 +392,8 @@ static void test_docs(void)
         "kafka.topics.alerts", "kafka.topics.commands", "kafka.topics.acks",
         "kafka.properties",  "kafka.commit_interval", "rules",
         "skip_bad_rules",    "baseline",          "playbooks",
-        "response.enabled",  "response.key",      "response.incident_gap",
+        "response.enabled",  "response.key",      "response.vehicle_keys",
+        "response.incident_gap",
         "store.sqlite",      "redis.url",         "redis.prefix",
         "redis.timeout",     "http.listen",
     };
