@@ -113,8 +113,8 @@ uint64_t vsoc_engine_groups(const vsoc_engine_t *e); /* live correlation/suppres
  * returns 0 marks the vehicles clean: after a failure (or when the caller could not store
  * what fn received) the next call reports them again, and calling with all=1 is also right.
  * Does not change what the engine does: alerts are the same with and without snapshots.
- * Costs a walk over the vehicle table plus the size of the blobs written; allocates only
- * when a blob is larger than any before it. */
+ * Visits only the vehicles that changed (all of them with all); allocates only when a blob
+ * is larger than any before it. */
 int vsoc_engine_snapshot(vsoc_engine_t *e, int all,
                          int (*fn)(void *ctx, const char *vin, size_t vinlen, const void *blob,
                                    size_t n),

@@ -3,6 +3,8 @@
 #include "vsoc.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,4 +221,14 @@ int vsoc_array_grow(void **arr, size_t *cap, size_t n, size_t elem)
     *arr = p;
     *cap = nc;
     return 0;
+}
+
+void vsoc_seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
 }

@@ -90,6 +90,11 @@ static inline int vsoc_eq_lower(const char *a, const char *p, size_t n)
  * form of every content-derived id (alerts, incidents, runs, commands). md is modified. */
 void vsoc_uuid_format(unsigned char *md, char out[37]);
 
+/* Formats an error message into err (errlen bytes; nothing when err is NULL or errlen 0):
+ * the out-parameter every constructor and connector call fills. */
+void vsoc_seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Makes room for one more element in a growable array: when n == *cap, doubles *cap
  * (first 16) and reallocates *arr. Returns 0, or VSOC_ENOMEM with *arr unchanged. */
 int vsoc_array_grow(void **arr, size_t *cap, size_t n, size_t elem);

@@ -1347,19 +1347,6 @@ static int shape_next(vsoc_reader_t *r, vsoc_event_t *ev, parse_out_t *o)
 /* ---------------------------------------------------------------------------------------- */
 /* The buffered reader */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* The VIN a capture's frames get by default: its base name without the last extension. */
 static char *default_vin(const char *path)
 {
@@ -1377,11 +1364,11 @@ vsoc_reader_t *vsoc_reader_open(const char *path, const vsoc_reader_opts_t *opts
 {
     vsoc_reader_t *r = NULL;
     if (!path || !*path) {
-        set_err(err, errlen, "no input path given");
+        vsoc_seterr(err, errlen, "no input path given");
         return NULL;
     }
     if (opts && opts->frame_gap_us < 0) {
-        set_err(err, errlen, "%s: frame gap %lld us is negative", path,
+        vsoc_seterr(err, errlen, "%s: frame gap %lld us is negative", path,
                 (long long)opts->frame_gap_us);
         return NULL;
     }
@@ -1408,17 +1395,17 @@ vsoc_reader_t *vsoc_reader_open(const char *path, const vsoc_reader_opts_t *opts
     }
     r->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (r->fd < 0) {
-        set_err(err, errlen, "cannot open '%s': %s", path, strerror(errno));
+        vsoc_seterr(err, errlen, "cannot open '%s': %s", path, strerror(errno));
         goto fail;
     }
     r->own_fd = 1;
     struct stat st;
     if (fstat(r->fd, &st) != 0) {
-        set_err(err, errlen, "cannot read '%s': %s", path, strerror(errno));
+        vsoc_seterr(err, errlen, "cannot read '%s': %s", path, strerror(errno));
         goto fail;
     }
     if (S_ISDIR(st.st_mode)) {
-        set_err(err, errlen, "cannot read '%s': %s", path, strerror(EISDIR));
+        vsoc_seterr(err, errlen, "cannot read '%s': %s", path, strerror(EISDIR));
         goto fail;
     }
     /* A capture is read once, front to back. */
@@ -1426,7 +1413,7 @@ vsoc_reader_t *vsoc_reader_open(const char *path, const vsoc_reader_opts_t *opts
     return r;
 
 nomem:
-    set_err(err, errlen, "%s: out of memory", path);
+    vsoc_seterr(err, errlen, "%s: out of memory", path);
 fail:
     vsoc_reader_close(r);
     return NULL;

@@ -14,6 +14,7 @@
  *     which is queued on the first call, before any body is read. */
 #include "http.h"
 
+#include "util.h"
 #include "vsoc.h"
 
 #include <microhttpd.h>
@@ -64,19 +65,6 @@ struct request {
 
 /* Marks a request refused on its first call: later calls only drain its body. */
 static struct request refused;
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- the listening socket --------------------------------------------------------------- */
 
@@ -151,7 +139,7 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen
     }
     return 0;
 bad:
-    seterr(err, errlen, "http: listen address '%s': %s", listen, why);
+    vsoc_seterr(err, errlen, "http: listen address '%s': %s", listen, why);
     return -1;
 }
 
@@ -191,9 +179,9 @@ fail:;
     if (fd >= 0)
         close(fd);
     if (strcmp(step, "bind") == 0)
-        seterr(err, errlen, "http: cannot listen on %s: %s", where, strerror(e));
+        vsoc_seterr(err, errlen, "http: cannot listen on %s: %s", where, strerror(e));
     else
-        seterr(err, errlen, "http: cannot listen on %s: %s: %s", where, step, strerror(e));
+        vsoc_seterr(err, errlen, "http: cannot listen on %s: %s: %s", where, step, strerror(e));
     return -1;
 }
 
@@ -468,14 +456,14 @@ vsoc_http_t *vsoc_http_start(const char *listen, const vsoc_http_handlers_t *h, 
     struct sockaddr_storage ss;
     socklen_t sl;
     if (!listen) {
-        seterr(err, errlen, "http: no listen address");
+        vsoc_seterr(err, errlen, "http: no listen address");
         return NULL;
     }
     if (parse_listen(listen, &ss, &sl, err, errlen) != 0)
         return NULL;
     s = calloc(1, sizeof *s);
     if (!s) {
-        seterr(err, errlen, "http: out of memory");
+        vsoc_seterr(err, errlen, "http: out of memory");
         return NULL;
     }
     if (h)
@@ -485,7 +473,7 @@ vsoc_http_t *vsoc_http_start(const char *listen, const vsoc_http_handlers_t *h, 
     for (; s->nmutex < 4; s->nmutex++) {
         int e = pthread_mutex_init(mus[s->nmutex], NULL);
         if (e != 0) {
-            seterr(err, errlen, "http: %s", strerror(e));
+            vsoc_seterr(err, errlen, "http: %s", strerror(e));
             goto fail;
         }
     }
@@ -496,7 +484,7 @@ vsoc_http_t *vsoc_http_start(const char *listen, const vsoc_http_handlers_t *h, 
      * whatever a failed start did with the one it was given. */
     int mhd_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (mhd_fd < 0) {
-        seterr(err, errlen, "http: cannot listen on %s: dup: %s", listen, strerror(errno));
+        vsoc_seterr(err, errlen, "http: cannot listen on %s: dup: %s", listen, strerror(errno));
         goto fail;
     }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
@@ -511,7 +499,7 @@ vsoc_http_t *vsoc_http_start(const char *listen, const vsoc_http_handlers_t *h, 
         int e = errno;
         close_if_same_socket(mhd_fd, fd);
         pthread_mutex_lock(&s->log_mu);
-        seterr(err, errlen, "http: cannot start the server on %s: %s", listen,
+        vsoc_seterr(err, errlen, "http: cannot start the server on %s: %s", listen,
                s->start_log[0] ? s->start_log : strerror(e));
         pthread_mutex_unlock(&s->log_mu);
         goto fail;

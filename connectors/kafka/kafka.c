@@ -25,6 +25,8 @@
  *     librdkafka does by default. */
 #include "kafka.h"
 
+#include "util.h"
+
 #include <librdkafka/rdkafka.h>
 
 #include <stdarg.h>
@@ -101,19 +103,6 @@ struct vsoc_kafka_consumer {
                                     none. The first one wins until returned. */
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -128,7 +117,7 @@ static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, cha
 {
     char errstr[KAFKA_ERR_MAX];
     if (rd_kafka_conf_set(conf, key, val, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-        seterr(err, errlen, "kafka setting '%s': %s", key, errstr);
+        vsoc_seterr(err, errlen, "kafka setting '%s': %s", key, errstr);
         return -1;
     }
     return 0;
@@ -163,7 +152,7 @@ static rd_kafka_conf_t *conf_build(const char *const *defaults, const char *cons
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (!conf) {
-        seterr(err, errlen, "kafka: out of memory");
+        vsoc_seterr(err, errlen, "kafka: out of memory");
         return NULL;
     }
     if (log_fn)
@@ -175,20 +164,20 @@ static rd_kafka_conf_t *conf_build(const char *const *defaults, const char *cons
         const char *kv = conf_kv[i];
         const char *eq = kv ? strchr(kv, '=') : NULL;
         if (!eq || eq == kv) {
-            seterr(err, errlen, "kafka setting '%s': expected key=value", kv ? kv : "(null)");
+            vsoc_seterr(err, errlen, "kafka setting '%s': expected key=value", kv ? kv : "(null)");
             goto fail;
         }
         char key[256];
         size_t klen = (size_t)(eq - kv);
         if (klen >= sizeof key) {
-            seterr(err, errlen, "kafka setting '%.40s...': key too long", kv);
+            vsoc_seterr(err, errlen, "kafka setting '%.40s...': key too long", kv);
             goto fail;
         }
         memcpy(key, kv, klen);
         key[klen] = '\0';
         for (size_t j = 0; fixed[j]; j += 2) {
             if (strcmp(key, fixed[j]) == 0) {
-                seterr(err, errlen,
+                vsoc_seterr(err, errlen,
                        "kafka setting '%s': set by vsoc (%s=%s) and cannot be changed", key,
                        fixed[j], strcmp(key, "bootstrap.servers") == 0 ? "the brokers given"
                                                                        : fixed[j + 1]);
@@ -300,7 +289,7 @@ vsoc_kafka_producer_t *vsoc_kafka_producer_new(const char *brokers, const char *
                                                size_t nconf, char *err, size_t errlen)
 {
     if (!brokers || !*brokers) {
-        seterr(err, errlen, "kafka: no brokers given");
+        vsoc_seterr(err, errlen, "kafka: no brokers given");
         return NULL;
     }
     /* murmur2_random is the Java client's partitioner: a VIN lands on the partition the
@@ -312,7 +301,7 @@ vsoc_kafka_producer_t *vsoc_kafka_producer_new(const char *brokers, const char *
     rd_kafka_conf_t *conf = NULL;
     vsoc_kafka_producer_t *p = calloc(1, sizeof *p);
     if (!p) {
-        seterr(err, errlen, "kafka: out of memory");
+        vsoc_seterr(err, errlen, "kafka: out of memory");
         return NULL;
     }
     p->wait_slot = -1;
@@ -324,7 +313,7 @@ vsoc_kafka_producer_t *vsoc_kafka_producer_new(const char *brokers, const char *
     rd_kafka_conf_set_error_cb(conf, producer_error_cb);
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (!p->rk) {
-        seterr(err, errlen, "kafka producer: %s", errstr);
+        vsoc_seterr(err, errlen, "kafka producer: %s", errstr);
         goto fail;
     }
     return p; /* rd_kafka_new took conf */
@@ -361,11 +350,11 @@ int vsoc_kafka_produce(vsoc_kafka_producer_t *p, const char *topic, const void *
                        size_t errlen)
 {
     if (!p || !topic || !*topic || timeout_ms <= 0 || (!val && n > 0) || (!key && keylen > 0)) {
-        seterr(err, errlen, "kafka produce: invalid argument");
+        vsoc_seterr(err, errlen, "kafka produce: invalid argument");
         return -1;
     }
     if (p->fatal) {
-        seterr(err, errlen, "kafka produce to %s: producer unusable after %s", topic,
+        vsoc_seterr(err, errlen, "kafka produce to %s: producer unusable after %s", topic,
                p->last_error);
         return -1;
     }
@@ -374,7 +363,7 @@ int vsoc_kafka_produce(vsoc_kafka_producer_t *p, const char *topic, const void *
         if (!p->sync_busy[i])
             slot = i;
     if (slot < 0) {
-        seterr(err, errlen, "kafka produce to %s: %d earlier messages still wait for their "
+        vsoc_seterr(err, errlen, "kafka produce to %s: %d earlier messages still wait for their "
                             "delivery report (%s)", topic, SYNC_SLOTS,
                p->last_error[0] ? p->last_error : "no answer from the broker");
         return -1;
@@ -391,7 +380,7 @@ int vsoc_kafka_produce(vsoc_kafka_producer_t *p, const char *topic, const void *
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
         p->sync_busy[slot] = 0;
         p->wait_slot = -1;
-        seterr(err, errlen, "kafka produce to %s: %s", topic, rd_kafka_err2str(e));
+        vsoc_seterr(err, errlen, "kafka produce to %s: %s", topic, rd_kafka_err2str(e));
         return -1;
     }
 
@@ -424,13 +413,13 @@ int vsoc_kafka_produce(vsoc_kafka_producer_t *p, const char *topic, const void *
         return 0;
 
     if (p->fatal)
-        seterr(err, errlen, "kafka produce to %s: %s", topic, p->last_error);
+        vsoc_seterr(err, errlen, "kafka produce to %s: %s", topic, p->last_error);
     else if (timed_out)
-        seterr(err, errlen, "kafka produce to %s: not delivered within %d ms%s%s", topic,
+        vsoc_seterr(err, errlen, "kafka produce to %s: not delivered within %d ms%s%s", topic,
                timeout_ms, p->last_error[0] ? ": " : " (no answer from the broker)",
                p->last_error);
     else
-        seterr(err, errlen, "kafka produce to %s: %s%s%s", topic, rd_kafka_err2str(p->dr_err),
+        vsoc_seterr(err, errlen, "kafka produce to %s: %s%s%s", topic, rd_kafka_err2str(p->dr_err),
                p->last_error[0] ? "; last client error: " : "", p->last_error);
     return -1;
 }
@@ -440,16 +429,16 @@ int vsoc_kafka_produce_async(vsoc_kafka_producer_t *p, const char *topic, const 
                              char *err, size_t errlen)
 {
     if (!p || !topic || !*topic || (!val && n > 0) || (!key && keylen > 0)) {
-        seterr(err, errlen, "kafka produce: invalid argument");
+        vsoc_seterr(err, errlen, "kafka produce: invalid argument");
         return -1;
     }
     if (p->fatal) {
-        seterr(err, errlen, "kafka produce to %s: producer unusable after %s", topic,
+        vsoc_seterr(err, errlen, "kafka produce to %s: producer unusable after %s", topic,
                p->last_error);
         return -1;
     }
     if (kept_reserve(p, p->outstanding + 1) < 0) {
-        seterr(err, errlen, "kafka produce to %s: out of memory", topic);
+        vsoc_seterr(err, errlen, "kafka produce to %s: out of memory", topic);
         return -1;
     }
     rd_kafka_resp_err_t e = rd_kafka_producev(
@@ -461,7 +450,7 @@ int vsoc_kafka_produce_async(vsoc_kafka_producer_t *p, const char *topic, const 
         p->outstanding++;
         return 0;
     case RD_KAFKA_RESP_ERR__QUEUE_FULL:
-        seterr(err, errlen, "kafka produce to %s: %s (serve delivery reports, then retry)",
+        vsoc_seterr(err, errlen, "kafka produce to %s: %s (serve delivery reports, then retry)",
                topic, rd_kafka_err2str(e));
         return -1;
     case RD_KAFKA_RESP_ERR__FATAL: {
@@ -470,7 +459,7 @@ int vsoc_kafka_produce_async(vsoc_kafka_producer_t *p, const char *topic, const 
         rd_kafka_fatal_error(p->rk, why, sizeof why);
         p->fatal = 1;
         snprintf(p->last_error, sizeof p->last_error, "fatal: %s", why);
-        seterr(err, errlen, "kafka produce to %s: %s", topic, p->last_error);
+        vsoc_seterr(err, errlen, "kafka produce to %s: %s", topic, p->last_error);
         return -1;
     }
     default:
@@ -761,7 +750,7 @@ vsoc_kafka_consumer_t *vsoc_kafka_consumer_new(const char *brokers, const char *
                                                char *err, size_t errlen)
 {
     if (!brokers || !*brokers || !group || !*group || !topics || ntopics == 0) {
-        seterr(err, errlen, "kafka consumer: brokers, group and at least one topic are needed");
+        vsoc_seterr(err, errlen, "kafka consumer: brokers, group and at least one topic are needed");
         return NULL;
     }
     /* A fetch waits at most fetch.wait.max.ms for data on the broker: with librdkafka's
@@ -779,7 +768,7 @@ vsoc_kafka_consumer_t *vsoc_kafka_consumer_new(const char *brokers, const char *
     rd_kafka_topic_partition_list_t *subs = NULL;
     vsoc_kafka_consumer_t *c = calloc(1, sizeof *c);
     if (!c) {
-        seterr(err, errlen, "kafka: out of memory");
+        vsoc_seterr(err, errlen, "kafka: out of memory");
         return NULL;
     }
     conf = conf_build(defaults, conf_kv, nconf, fixed, err, errlen);
@@ -790,7 +779,7 @@ vsoc_kafka_consumer_t *vsoc_kafka_consumer_new(const char *brokers, const char *
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
     if (!c->rk) {
-        seterr(err, errlen, "kafka consumer: %s", errstr);
+        vsoc_seterr(err, errlen, "kafka consumer: %s", errstr);
         goto fail;
     }
     conf = NULL; /* rd_kafka_new took it */
@@ -802,7 +791,7 @@ vsoc_kafka_consumer_t *vsoc_kafka_consumer_new(const char *brokers, const char *
         rd_kafka_topic_partition_list_add(subs, topics[i], RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t e = rd_kafka_subscribe(c->rk, subs);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        seterr(err, errlen, "kafka subscribe to %s%s: %s", topics[0], ntopics > 1 ? ",..." : "",
+        vsoc_seterr(err, errlen, "kafka subscribe to %s%s: %s", topics[0], ntopics > 1 ? ",..." : "",
                rd_kafka_err2str(e));
         goto fail;
     }
@@ -861,11 +850,11 @@ int vsoc_kafka_poll(vsoc_kafka_consumer_t *c, int timeout_ms,
                     size_t errlen)
 {
     if (!c || !fn) {
-        seterr(err, errlen, "kafka poll: invalid argument");
+        vsoc_seterr(err, errlen, "kafka poll: invalid argument");
         return -1;
     }
     if (c->pending[0]) {
-        seterr(err, errlen, "%s", c->pending);
+        vsoc_seterr(err, errlen, "%s", c->pending);
         c->pending[0] = '\0';
         return -1;
     }
@@ -876,7 +865,7 @@ int vsoc_kafka_poll(vsoc_kafka_consumer_t *c, int timeout_ms,
             if (count == 0) {
                 char buf[KAFKA_ERR_MAX];
                 describe_error(m, buf, sizeof buf);
-                seterr(err, errlen, "%s", buf);
+                vsoc_seterr(err, errlen, "%s", buf);
                 rd_kafka_message_destroy(m);
                 return -1;
             }
@@ -910,7 +899,7 @@ int vsoc_kafka_poll(vsoc_kafka_consumer_t *c, int timeout_ms,
         m = rd_kafka_consumer_poll(c->rk, 0);
     }
     if (count == 0 && c->pending[0]) {
-        seterr(err, errlen, "%s", c->pending);
+        vsoc_seterr(err, errlen, "%s", c->pending);
         c->pending[0] = '\0';
         return -1;
     }
@@ -920,13 +909,13 @@ int vsoc_kafka_poll(vsoc_kafka_consumer_t *c, int timeout_ms,
 int vsoc_kafka_commit(vsoc_kafka_consumer_t *c, char *err, size_t errlen)
 {
     if (!c) {
-        seterr(err, errlen, "kafka commit: invalid argument");
+        vsoc_seterr(err, errlen, "kafka commit: invalid argument");
         return -1;
     }
     rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, 0);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR || e == RD_KAFKA_RESP_ERR__NO_OFFSET)
         return 0;
-    seterr(err, errlen, "kafka commit: %s", rd_kafka_err2str(e));
+    vsoc_seterr(err, errlen, "kafka commit: %s", rd_kafka_err2str(e));
     return -1;
 }
 
@@ -955,17 +944,17 @@ int vsoc_kafka_seek(vsoc_kafka_consumer_t *c, const char *topic, int32_t partiti
                     int64_t offset, char *err, size_t errlen)
 {
     if (!c || !topic || offset < 0) {
-        seterr(err, errlen, "kafka seek: invalid argument");
+        vsoc_seterr(err, errlen, "kafka seek: invalid argument");
         return -1;
     }
     if (!part_find(c, topic, partition)) {
-        seterr(err, errlen, "kafka seek: %s [%d] is not assigned to this consumer", topic,
+        vsoc_seterr(err, errlen, "kafka seek: %s [%d] is not assigned to this consumer", topic,
                (int)partition);
         return -1;
     }
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     if (!l) {
-        seterr(err, errlen, "kafka seek: out of memory");
+        vsoc_seterr(err, errlen, "kafka seek: out of memory");
         return -1;
     }
     rd_kafka_topic_partition_list_add(l, topic, partition)->offset = offset;
@@ -974,12 +963,12 @@ int vsoc_kafka_seek(vsoc_kafka_consumer_t *c, const char *topic, int32_t partiti
     rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, l, 10000);
     int rc = 0;
     if (e) {
-        seterr(err, errlen, "kafka seek %s [%d] to %lld: %s", topic, (int)partition,
+        vsoc_seterr(err, errlen, "kafka seek %s [%d] to %lld: %s", topic, (int)partition,
                (long long)offset, rd_kafka_error_string(e));
         rd_kafka_error_destroy(e);
         rc = -1;
     } else if (l->elems[0].err) {
-        seterr(err, errlen, "kafka seek %s [%d] to %lld: %s", topic, (int)partition,
+        vsoc_seterr(err, errlen, "kafka seek %s [%d] to %lld: %s", topic, (int)partition,
                (long long)offset, rd_kafka_err2str(l->elems[0].err));
         rc = -1;
     }
@@ -991,12 +980,12 @@ int vsoc_kafka_commit_offsets(vsoc_kafka_consumer_t *c, const vsoc_kafka_partiti
                               size_t n, char *err, size_t errlen)
 {
     if (!c || (!p && n > 0)) {
-        seterr(err, errlen, "kafka commit: invalid argument");
+        vsoc_seterr(err, errlen, "kafka commit: invalid argument");
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
         if (!p[i].topic || p[i].offset < 0) {
-            seterr(err, errlen, "kafka commit: %s [%d]: invalid offset %lld",
+            vsoc_seterr(err, errlen, "kafka commit: %s [%d]: invalid offset %lld",
                    p[i].topic ? p[i].topic : "(null)", (int)p[i].partition,
                    (long long)p[i].offset);
             return -1;
@@ -1004,7 +993,7 @@ int vsoc_kafka_commit_offsets(vsoc_kafka_consumer_t *c, const vsoc_kafka_partiti
     }
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n ? (int)n : 1);
     if (!l) {
-        seterr(err, errlen, "kafka commit: out of memory");
+        vsoc_seterr(err, errlen, "kafka commit: out of memory");
         return -1;
     }
     for (size_t i = 0; i < n; i++)
@@ -1021,9 +1010,9 @@ int vsoc_kafka_commit_offsets(vsoc_kafka_consumer_t *c, const vsoc_kafka_partiti
             e = r.err;
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR || r.first[0]) {
             if (r.first[0])
-                seterr(err, errlen, "kafka commit: %s", r.first);
+                vsoc_seterr(err, errlen, "kafka commit: %s", r.first);
             else
-                seterr(err, errlen, "kafka commit of %d partitions: %s", l->cnt,
+                vsoc_seterr(err, errlen, "kafka commit of %d partitions: %s", l->cnt,
                        rd_kafka_err2str(e));
             rc = -1;
         }

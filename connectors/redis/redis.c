@@ -16,6 +16,8 @@
  *     server, the command and the server's or hiredis's message. */
 #include "redis.h"
 
+#include "util.h"
+
 #include <hiredis/hiredis.h>
 
 #include <errno.h>
@@ -110,19 +112,8 @@ struct vsoc_redis {
     size_t retrycap;
 };
 
-static void fmterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 static void seterr(vsoc_redis_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-static void fmterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static void seterr(vsoc_redis_t *r, const char *fmt, ...)
 {
@@ -167,7 +158,7 @@ static char *pct_decode(const char *url, const char *s, size_t n, const char *wh
 {
     char *out = malloc(n + 1);
     if (!out) {
-        fmterr(err, errlen, "redis url: out of memory");
+        vsoc_seterr(err, errlen, "redis url: out of memory");
         return NULL;
     }
     size_t k = 0;
@@ -180,7 +171,7 @@ static char *pct_decode(const char *url, const char *s, size_t n, const char *wh
         int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
         /* %00 would cut the string short where it is used as a C string. */
         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-            fmterr(err, errlen, "redis url: column %zu: bad %%-escape in the %s",
+            vsoc_seterr(err, errlen, "redis url: column %zu: bad %%-escape in the %s",
                    (size_t)(s - url) + i + 1, what);
             free(out);
             return NULL;
@@ -232,7 +223,7 @@ static int parse_redis_url(vsoc_redis_t *r, const char *url, char *err, size_t e
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         if (!colon) {
-            fmterr(err, errlen,
+            vsoc_seterr(err, errlen,
                    "redis url: column %zu: expected ':password@' or 'user:password@' before "
                    "the host",
                    COL(p));
@@ -245,7 +236,7 @@ static int parse_redis_url(vsoc_redis_t *r, const char *url, char *err, size_t e
                                        err, errlen)))
             return -1;
         if (!r->password[0]) {
-            fmterr(err, errlen, "redis url: column %zu: empty password", COL(colon + 1));
+            vsoc_seterr(err, errlen, "redis url: column %zu: empty password", COL(colon + 1));
             return -1;
         }
         p = at + 1;
@@ -255,7 +246,7 @@ static int parse_redis_url(vsoc_redis_t *r, const char *url, char *err, size_t e
     if (v6) {
         hend = strchr(p, ']');
         if (!hend) {
-            fmterr(err, errlen, "redis url: column %zu: '[' of an IPv6 address without ']'",
+            vsoc_seterr(err, errlen, "redis url: column %zu: '[' of an IPv6 address without ']'",
                    COL(p));
             return -1;
         }
@@ -266,7 +257,7 @@ static int parse_redis_url(vsoc_redis_t *r, const char *url, char *err, size_t e
         p = hend;
     }
     if (hend == host) {
-        fmterr(err, errlen, "redis url: column %zu: missing host", COL(host));
+        vsoc_seterr(err, errlen, "redis url: column %zu: missing host", COL(host));
         return -1;
     }
     for (const char *q = host; q < hend; q++) {
@@ -274,13 +265,13 @@ static int parse_redis_url(vsoc_redis_t *r, const char *url, char *err, size_t e
         if (!(ch == '.' || ch == '-' || ch == '_' || (ch == ':' && v6) ||
               (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
               (ch >= 'A' && ch <= 'Z'))) {
-            fmterr(err, errlen, "redis url: column %zu: unexpected '%c' in the host", COL(q),
+            vsoc_seterr(err, errlen, "redis url: column %zu: unexpected '%c' in the host", COL(q),
                    *q);
             return -1;
         }
     }
     if (!(r->host = dupn(host, (size_t)(hend - host)))) {
-        fmterr(err, errlen, "redis url: out of memory");
+        vsoc_seterr(err, errlen, "redis url: out of memory");
         return -1;
     }
     r->port = 6379;
@@ -288,7 +279,7 @@ static int parse_redis_url(vsoc_redis_t *r, const char *url, char *err, size_t e
         const char *ps = p + 1, *pe = ps + strcspn(ps, "/?#");
         long port;
         if (parse_num(ps, (size_t)(pe - ps), 65535, &port) < 0 || port == 0) {
-            fmterr(err, errlen, "redis url: column %zu: port '%.*s' is not a number 1..65535",
+            vsoc_seterr(err, errlen, "redis url: column %zu: port '%.*s' is not a number 1..65535",
                    COL(ps), (int)(pe - ps), ps);
             return -1;
         }
@@ -298,14 +289,14 @@ static int parse_redis_url(vsoc_redis_t *r, const char *url, char *err, size_t e
     if (*p == '/') {
         const char *ds = p + 1, *de = ds + strcspn(ds, "?#");
         if (de > ds && parse_num(ds, (size_t)(de - ds), INT_MAX, &r->db) < 0) {
-            fmterr(err, errlen, "redis url: column %zu: database '%.*s' is not a number",
+            vsoc_seterr(err, errlen, "redis url: column %zu: database '%.*s' is not a number",
                    COL(ds), (int)(de - ds), ds);
             return -1;
         }
         p = de;
     }
     if (p != end) {
-        fmterr(err, errlen,
+        vsoc_seterr(err, errlen,
                "redis url: column %zu: unexpected '%s' after the database (query parameters "
                "are not supported in redis:// URLs)",
                COL(p), p);
@@ -321,13 +312,13 @@ static int parse_unix_url(vsoc_redis_t *r, const char *url, char *err, size_t er
 {
     const char *p = url + strlen("unix://");
     if (*p != '/') {
-        fmterr(err, errlen, "redis url: column %zu: expected an absolute socket path "
+        vsoc_seterr(err, errlen, "redis url: column %zu: expected an absolute socket path "
                "(unix:///path/to.sock)", COL(p));
         return -1;
     }
     const char *pe = p + strcspn(p, "?");
     if (!(r->path = dupn(p, (size_t)(pe - p)))) {
-        fmterr(err, errlen, "redis url: out of memory");
+        vsoc_seterr(err, errlen, "redis url: out of memory");
         return -1;
     }
     snprintf(r->where, sizeof r->where, "unix:%.250s", r->path);
@@ -339,7 +330,7 @@ static int parse_unix_url(vsoc_redis_t *r, const char *url, char *err, size_t er
         const char *eq = memchr(q, '=', (size_t)(qe - q));
         if (eq && eq - q == 2 && strncmp(q, "db", 2) == 0) {
             if (parse_num(eq + 1, (size_t)(qe - eq - 1), INT_MAX, &r->db) < 0) {
-                fmterr(err, errlen, "redis url: column %zu: database '%.*s' is not a number",
+                vsoc_seterr(err, errlen, "redis url: column %zu: database '%.*s' is not a number",
                        COL(eq + 1), (int)(qe - eq - 1), eq + 1);
                 return -1;
             }
@@ -349,11 +340,11 @@ static int parse_unix_url(vsoc_redis_t *r, const char *url, char *err, size_t er
                                            errlen)))
                 return -1;
             if (!r->password[0]) {
-                fmterr(err, errlen, "redis url: column %zu: empty password", COL(eq + 1));
+                vsoc_seterr(err, errlen, "redis url: column %zu: empty password", COL(eq + 1));
                 return -1;
             }
         } else {
-            fmterr(err, errlen,
+            vsoc_seterr(err, errlen,
                    "redis url: column %zu: unknown parameter '%.*s' (expected db=N or "
                    "password=P)",
                    COL(q), (int)(eq ? eq - q : qe - q), q);
@@ -372,12 +363,12 @@ static int parse_url(vsoc_redis_t *r, const char *url, char *err, size_t errlen)
     if (strncmp(url, "unix://", 7) == 0)
         return parse_unix_url(r, url, err, errlen);
     if (strncmp(url, "rediss://", 9) == 0) {
-        fmterr(err, errlen,
+        vsoc_seterr(err, errlen,
                "redis url: column 1: rediss:// (TLS) is not supported by hiredis 0.14; reach "
                "a TLS Redis through a local TLS proxy such as stunnel (docs/redis.md)");
         return -1;
     }
-    fmterr(err, errlen, "redis url: column 1: expected redis://[[user]:password@]host"
+    vsoc_seterr(err, errlen, "redis url: column 1: expected redis://[[user]:password@]host"
            "[:port][/db] or unix:///path/to.sock");
     return -1;
 }
@@ -414,24 +405,24 @@ void vsoc_redis_free(vsoc_redis_t *r)
 vsoc_redis_t *vsoc_redis_new(const vsoc_redis_opts_t *o, char *err, size_t errlen)
 {
     if (!o || !o->url || !o->url[0]) {
-        fmterr(err, errlen, "redis url: empty");
+        vsoc_seterr(err, errlen, "redis url: empty");
         return NULL;
     }
     if (o->timeout_ms < 0 || o->backoff_min_ms < 0 || o->backoff_max_ms < 0) {
-        fmterr(err, errlen, "redis: timeout and backoff must not be negative (%d, %d, %d ms)",
+        vsoc_seterr(err, errlen, "redis: timeout and backoff must not be negative (%d, %d, %d ms)",
                o->timeout_ms, o->backoff_min_ms, o->backoff_max_ms);
         return NULL;
     }
     vsoc_redis_t *r = calloc(1, sizeof *r);
     if (!r) {
-        fmterr(err, errlen, "redis: out of memory");
+        vsoc_seterr(err, errlen, "redis: out of memory");
         return NULL;
     }
     r->timeout_ms = o->timeout_ms ? o->timeout_ms : VSOC_REDIS_TIMEOUT_MS;
     r->backoff_min_ms = o->backoff_min_ms ? o->backoff_min_ms : VSOC_REDIS_BACKOFF_MIN_MS;
     r->backoff_max_ms = o->backoff_max_ms ? o->backoff_max_ms : VSOC_REDIS_BACKOFF_MAX_MS;
     if (r->backoff_max_ms < r->backoff_min_ms) {
-        fmterr(err, errlen, "redis: backoff maximum %d ms is below its minimum %d ms",
+        vsoc_seterr(err, errlen, "redis: backoff maximum %d ms is below its minimum %d ms",
                r->backoff_max_ms, r->backoff_min_ms);
         goto fail;
     }
@@ -439,7 +430,7 @@ vsoc_redis_t *vsoc_redis_new(const vsoc_redis_opts_t *o, char *err, size_t errle
     if (parse_url(r, o->url, err, errlen) < 0)
         goto fail;
     if (!(r->prefix = strdup(o->prefix ? o->prefix : VSOC_REDIS_PREFIX))) {
-        fmterr(err, errlen, "redis: out of memory");
+        vsoc_seterr(err, errlen, "redis: out of memory");
         goto fail;
     }
     r->prefixlen = strlen(r->prefix);

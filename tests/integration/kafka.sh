@@ -522,7 +522,9 @@ faults)
   # l was told the partitions were lost, and its commit for them was skipped, not refused.
   grep -q '^revoke [0-9]* lost=1 ' "$work/l.out" ||
     fail "l was not told it lost its partitions: $(grep -v '^msg' "$work/l.out")"
-  grep -A1 '^revoke [0-9]* lost=1 ' "$work/l.out" | grep -q '^revoked [0-9]* vsoc' ||
+  # (Whether it still held partitions to name depends on how far it had read when the
+  # brokers went: under load, none.)
+  grep -A1 '^revoke [0-9]* lost=1' "$work/l.out" | grep -q '^revoked [0-9]*\( vsoc\|$\)' ||
     fail "l's commit after the loss: $(grep '^revoked' "$work/l.out")"
   [ "$(grep -c '^assign [0-9]* vsoc' "$work/l.out")" -ge 2 ] ||
     fail "l did not get partitions again"

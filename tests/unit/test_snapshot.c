@@ -851,6 +851,29 @@ static void test_scorer_changed(void)
     blobs_free(&b);
     vsoc_engine_free(a);
     vsoc_ruleset_unref(rs);
+
+    /* The saved scoring state itself: one entry round-trips; a time the scorer could not
+     * subtract from, or a repeated entry, is refused. */
+    void *st = malloc(vsoc_scorer_state_bytes(s0)), *st2 = malloc(vsoc_scorer_state_bytes(s0));
+    ASSERT(st && st2);
+    vsoc_scorer_state_init(s0, st);
+    vsoc_event_t ev = frame(5, 0x123, (const uint8_t *)"\x05\x21", 2);
+    vsoc_scorer_score(s0, st, &ev);
+    uint8_t saved[256];
+    size_t sn = vsoc_scorer_state_save(s0, st, saved);
+    ASSERT_EQ(sn, vsoc_scorer_state_saved_bytes(s0, st));
+    ASSERT_EQ(sn, 8 + 21);
+    ASSERT_EQ(vsoc_scorer_state_load(s0, st2, saved, sn), 0);
+    uint8_t again[256];
+    ASSERT_EQ(vsoc_scorer_state_save(s0, st2, again), sn);
+    ASSERT(memcmp(again, saved, sn) == 0);
+    uint8_t bad[256];
+    memcpy(bad, saved, sn);
+    bad[8 + 4 + 7] = 0x80; /* last time near INT64_MIN, but not "never" */
+    ASSERT_EQ(vsoc_scorer_state_load(s0, st2, bad, sn), VSOC_EPARSE);
+    ASSERT_EQ(vsoc_scorer_state_load(s0, st2, saved, sn - 1), VSOC_EPARSE);
+    free(st);
+    free(st2);
     vsoc_scorer_free(s0);
     vsoc_scorer_free(s0b);
     vsoc_scorer_free(s1);
