@@ -210,7 +210,7 @@ parity | restart)
   produce "$work/events.tsv"
   config a
   start_serve a
-  wait_events "$total" 60
+  wait_events "$total" 120
   sleep 0.5
   alerts_topic "$work/topic.jsonl"
   jq -r .finding_info.uid "$work/topic.jsonl" | sort >"$work/topic.ids"
@@ -264,7 +264,7 @@ kill)
   produce "$work/part1.tsv"
   config a
   start_serve a
-  wait_events "$n1" 60
+  wait_events "$n1" 120
   for _ in $(seq 100); do
     [ "$(metric 'vsoc_offset_commits_total{result="ok"}')" -gt 0 ] && break
     sleep 0.05
@@ -289,7 +289,7 @@ kill)
   done
   start_serve a
   # It reads again from the last checkpoint, up to the end.
-  wait_events 1 60
+  wait_events 1 120
   sleep 1
   alerts_topic "$work/topic.jsonl"
   jq -r .finding_info.uid "$work/topic.jsonl" | sort -u >"$work/topic.ids"
