@@ -8,10 +8,11 @@
 # It starts the test broker (kafka-mock, built with the tests: BUILD_DIR/tests/kafka-mock)
 # on loopback and, in a temporary directory:
 #
-# 1. Throughput. vsoc-gen writes VSOC_BENCH_FRAMES CAN frames (default 2,000,000) spread
-#    over VSOC_BENCH_VEHICLES vehicles (default 8), each with an attack so that the default
-#    pack's rules fire; kcat produces each vehicle's frames, keyed by its VIN, to a
-#    partition of its own of vsoc.events, compressed with zstd (the mock broker keeps at
+# 1. Throughput. vsoc-gen writes VSOC_BENCH_FRAMES CAN frames (default 2,000,000) of
+#    VSOC_BENCH_VEHICLES vehicles (default 64; the first 8 with one attack each, so that
+#    the default pack's rules fire); kcat produces them, keyed by VIN, to the
+#    VSOC_BENCH_PARTITIONS partitions (default 8) of vsoc.events, the vehicles of a
+#    partition interleaved in time order, compressed with zstd (the mock broker keeps at
 #    most 5 MiB per partition; see docs/bench.md). Then, for each consumer setting
 #    (librdkafka's defaults, and queued.min.messages raised), best of VSOC_BENCH_RUNS runs
 #    (default 3):
@@ -39,6 +40,7 @@
 #
 # VSOC_BENCH_PARTS ("throughput latency") runs only the parts named; VSOC_BENCH_KEEP=1 keeps
 # the temporary directory (configurations, logs, the samples, per-probe latencies).
+#
 # Nothing is pinned: the broker, the consumers and the producer share the machine's cores,
 # as they would on one host. Needs kcat, curl and jq. docs/bench.md explains the figures.
 set -euo pipefail
@@ -95,8 +97,9 @@ done
 mock_pid=
 serve_pid=
 sampler_pid=
+bg_pid=
 cleanup() {
-    for p in $sampler_pid $serve_pid $mock_pid; do
+    for p in $bg_pid $sampler_pid $serve_pid $mock_pid; do
         kill -KILL "$p" 2>/dev/null || true
         wait "$p" 2>/dev/null || true
     done
@@ -108,8 +111,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The broker: the throughput topic has one partition per vehicle, the empty one as many
-# (kcat's fixed cost), the latency test its own topics so that it reads no backlog.
+# The broker: the throughput topic, an empty one of as many partitions (kcat's fixed cost),
+# and topics of each latency run's own, so that no run reads another's messages.
 "$mock" --brokers 3 --topic "vsoc.events:$partitions" --topic "vsoc.empty:$partitions" \
     --topic vsoc.alerts:2 --topic lat1.events:4 --topic lat1.alerts:2 \
     --topic lat2.events:4 --topic lat2.alerts:2 \
@@ -241,8 +244,6 @@ threads_cpu() { # PID
                   main / hz, w, rdk / hz, http / hz }'
 }
 
-rate() { grouped "$(awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f", (t > 0 ? n / t : 0) }')"; }
-
 # ---- 1. throughput -------------------------------------------------------------------------
 
 throughput() {
@@ -302,7 +303,7 @@ throughput() {
         t_empty=$BEST
         # Once more for the CPU time it takes (user + system, bash's time keyword).
         cpu_k=$( { TIMEFORMAT='%U %S'; time "${kcat_c[@]}" "${kx[@]}" -t vsoc.events >/dev/null; } \
-            2>&1 | awk '{ printf "%.2f", $1 + $2 }')
+            2>&1 | tail -n 1 | awk '{ printf "%.2f", $1 + $2 }')
         t_k=$(awk -v a="$t_kcat" -v b="$t_empty" 'BEGIN { printf "%.6f", a - b }')
         r_kcat=$(awk -v n="$total" -v t="$t_k" 'BEGIN { printf "%.0f", n / t }')
         printf '%-26s %-11s %12s %9.3f %14s %8s\n' "$setting" kcat "$(grouped "$total")" "$t_k" \
@@ -407,16 +408,16 @@ wait_published() { # WANT EVENTS
 # Runs the producers of the latency test over PART (warm or meas) of the traffic: the
 # background at its rate, batched by librdkafka over up to 10 ms (kafka-mock's cost grows
 # with the batches it holds, see docs/bench.md), and the probes at theirs, each sent alone
-# (linger.ms=0) and stamped with its send time. Sets rate_note to the probe producer's
-# summary.
+# (linger.ms=0) and stamped with its send time. Sets rate_note to the producers' summaries.
 produce_lat() { # TOPIC PART
-    local bg_pid rc=0
+    local rc=0
     "$rate_prog" --rate "$bg_rate" -X linger.ms=10 "$brokers" "$1" "$tmp/bg.$2" \
         2>"$tmp/rate-bg.err" &
     bg_pid=$!
     "$rate_prog" --rate "$probe_rate" "$brokers" "$1" "$tmp/probe.$2" 2>"$tmp/rate-probe.err" ||
         rc=1
     wait "$bg_pid" || rc=1
+    bg_pid=
     [ $rc -eq 0 ] || die "vsoc-kafka-rate failed: $(cat "$tmp/rate-bg.err" "$tmp/rate-probe.err")"
     rate_note="background: $(sed 's/^vsoc-kafka-rate: //' "$tmp/rate-bg.err")"
     rate_note+=$'\n'"              probes: $(sed 's/^vsoc-kafka-rate: //' "$tmp/rate-probe.err")"

@@ -754,8 +754,12 @@ vsoc_kafka_consumer_t *vsoc_kafka_consumer_new(const char *brokers, const char *
         return NULL;
     }
     /* A fetch waits at most fetch.wait.max.ms for data on the broker: with librdkafka's
-     * 500 ms, an event on a quiet partition would wait up to half a second to be read. */
-    const char *const defaults[] = {"client.id", "vsoc", "fetch.wait.max.ms", "10", NULL};
+     * 500 ms, an event on a quiet partition would wait up to half a second to be read.
+     * queued.min.messages: librdkafka before 2.2 stops fetching a partition for a second
+     * once 100,000 of its messages are queued (its issue #2879), which halves the rate at
+     * which a backlog is read; the queue stays bounded by queued.max.messages.kbytes. */
+    const char *const defaults[] = {"client.id", "vsoc", "fetch.wait.max.ms", "10",
+                                    "queued.min.messages", "1000000", NULL};
     /* Offsets are stored by poll after fn returned and committed only by commit: nothing
      * is marked consumed behind the caller's back. poll has no use for end-of-partition
      * events: they would only wake it early. */
