@@ -37,6 +37,11 @@
 #define MAX_TOPICS 32
 #define MAX_PENDING 64   /* epochs between a MARK and its offset commit */
 #define MAX_WORKERS 64
+/* librdkafka retries a delivery on its own until message.timeout.ms (5 min by default):
+ * a failed report means that, or an error no retry cures (a message over the broker's
+ * limit, no authorisation). An alert that fails this often stops the service, whose
+ * offsets then stay before it: at-least-once is kept, and the operator is told why. */
+#define MAX_DELIVERY_FAILURES 5
 
 enum { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
@@ -73,9 +78,10 @@ typedef struct stored_offset {
 /* An alert handed to the producer: kept until the broker acknowledges it, re-sent if not. */
 typedef struct pub {
     uint64_t epoch;
+    unsigned failures;    /* delivery reports that said it failed */
     int64_t produced_ms;
     size_t vinlen;
-    char vin[33];
+    char vin[SERVE_KEY_MAX + 1];
     char *json;
 } pub_t;
 
@@ -115,6 +121,7 @@ typedef struct serve {
     uint64_t dispatched_since_mark;
     uint64_t last_mark_ns;
     pub_t **retry;         /* alerts whose delivery failed or that the queue refused */
+    uint64_t last_republish_ns;
     size_t nretry, capretry;
     int failed;            /* a store or response failure: stop */
     stored_offset_t *so;   /* the store's checkpoint offsets */
@@ -142,6 +149,7 @@ typedef struct serve {
     _Atomic int reload_req;
     uint64_t reload_seq, reload_done;
     int reload_rc;
+    int stopping;          /* the main loop ended: reloads are answered at once */
     char reload_msg[1024];
 } serve_t;
 
@@ -451,11 +459,13 @@ static int http_reload(void *ctx, char *msg, size_t n)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += 60;
-    while (s->reload_done < mine)
+    while (s->reload_done < mine && !s->stopping)
         if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)
             break;
     int rc = s->reload_done >= mine ? s->reload_rc : -1;
-    snprintf(msg, n, "%s", s->reload_done >= mine ? s->reload_msg : "reload timed out");
+    snprintf(msg, n, "%s", s->reload_done >= mine ? s->reload_msg
+                           : s->stopping          ? "shutting down: no reload"
+                                                  : "reload timed out");
     pthread_mutex_unlock(&s->mu);
     return rc;
 }
@@ -660,7 +670,9 @@ fail:
 /* Commits the offsets of finished epochs, oldest first. */
 static void complete(serve_t *s)
 {
-    while (s->npending) {
+    /* After a failure (an alert the store did not take) nothing more may be committed: a
+     * checkpoint past that alert's event would lose it for good. */
+    while (s->npending && !s->failed) {
         epoch_t *e = &s->pending[s->pending_head];
         /* All MARKs back and every alert before them acknowledged by the broker: only
          * then may the checkpoint pass these offsets, or a restart from it would skip
@@ -685,9 +697,11 @@ static void complete(serve_t *s)
             cli_response_counts(s->resp, &s->counts);
             pthread_mutex_unlock(&s->mu);
         }
-        vsoc_kafka_partition_t list[256];
+        vsoc_kafka_partition_t *list = malloc((e->nparts ? e->nparts : 1) * sizeof *list);
+        if (!list)
+            return; /* tried again at the next turn */
         size_t n = 0;
-        for (size_t i = 0; i < e->nparts && n < 256; i++) {
+        for (size_t i = 0; i < e->nparts; i++) {
             part_t *cur = NULL;
             for (size_t j = 0; j < s->nparts; j++)
                 if (s->parts[j].topic == e->parts[i].topic &&
@@ -717,6 +731,7 @@ static void complete(serve_t *s)
             s->offset_commits++;
             pthread_mutex_unlock(&s->mu);
         }
+        free(list);
         free(e->parts);
         e->parts = NULL;
         epoch_free_snaps(e);
@@ -781,7 +796,17 @@ static void on_delivery(void *ctx, void *opaque, int ok, const char *errstr)
         pthread_mutex_lock(&s->mu);
         s->publish_retries++;
         pthread_mutex_unlock(&s->mu);
-        slog(s, LOG_WARN, "alert.publish_failed", "will send again: %s", errstr);
+        if (++pb->failures >= MAX_DELIVERY_FAILURES) {
+            slog(s, LOG_ERROR, "alert.publish_failed", "an alert of %.*s could not be "
+                 "published in %u attempts (%s): stopping; its messages are read again on "
+                 "restart", (int)pb->vinlen, pb->vin, pb->failures, errstr);
+            s->failed = 1;
+            free(pb->json);
+            free(pb);
+            return;
+        }
+        slog(s, LOG_WARN, "alert.publish_failed", "attempt %u of %d, sent again: %s",
+             pb->failures, MAX_DELIVERY_FAILURES, errstr);
         retry_later(s, pb);
         return;
     }
@@ -1020,6 +1045,8 @@ static void drain(serve_t *s)
                 break;
             }
             case SERVE_OUT_RELEASE:
+                /* Queued fleet hits point into the set: count them while it lives. */
+                count_hits(s);
                 serve_set_unref(o->set);
                 break;
             case SERVE_OUT_WARN:
@@ -1038,8 +1065,11 @@ static void drain(serve_t *s)
 static void republish(serve_t *s)
 {
     size_t n = s->nretry;
-    if (!n)
+    /* At most ten times a second: a full queue needs the producer to make room first. */
+    uint64_t now = cli_now_ns();
+    if (!n || now - s->last_republish_ns < 100000000ull)
         return;
+    s->last_republish_ns = now;
     pub_t **v = s->retry;
     s->retry = NULL;
     s->nretry = s->capretry = 0;
@@ -1385,6 +1415,14 @@ int cmd_serve(int argc, char **argv)
         goto done;
     }
     rc = 1;
+    /* Before any thread starts: a SIGHUP (systemctl reload) during start-up must not end
+     * the process, and the threads inherit the dispositions. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     s->nworkers = s->cfg->workers > 0 ? s->cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (s->nworkers < 1)
         s->nworkers = 1;
@@ -1515,12 +1553,6 @@ int cmd_serve(int argc, char **argv)
             s->failed = 1;
         }
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
     /* The bound address: with port 0 in http.listen, this is where to find it. */
     char http[300] = "off";
     if (s->http) {
@@ -1541,20 +1573,32 @@ int cmd_serve(int argc, char **argv)
     while (!got_term && !s->failed) {
         if (got_hup || atomic_exchange(&s->reload_req, 0)) {
             got_hup = 0;
+            /* The requests made so far are answered by this load, which reads the files
+             * after they were made; later ones get a load of their own. */
+            pthread_mutex_lock(&s->mu);
+            uint64_t covers = s->reload_seq;
+            pthread_mutex_unlock(&s->mu);
             char msg[1024];
             int r = reload(s, msg, sizeof msg);
             pthread_mutex_lock(&s->mu);
-            s->reload_done = s->reload_seq;
+            s->reload_done = covers;
             s->reload_rc = r;
             snprintf(s->reload_msg, sizeof s->reload_msg, "%s", msg);
             pthread_cond_broadcast(&s->cv);
             pthread_mutex_unlock(&s->mu);
         }
-        /* Short polls while work is in flight keep alerts moving; longer ones when idle. */
+        /* Short polls while work is in flight keep alerts moving; longer ones when idle.
+         * While too much waits for the broker (every epoch slot taken, or many alerts to
+         * send again), nothing new is read: memory stays bounded while the broker is away. */
         int busy = s->npending > 1 || s->dispatched_since_mark || s->nretry;
-        int got = vsoc_kafka_poll(s->cons, busy ? 1 : 50, on_message, s, err, sizeof err);
-        if (got < 0)
-            slog(s, LOG_WARN, "kafka.error", "%s", err);
+        if (s->npending >= MAX_PENDING - 1 || s->nretry > 100000) {
+            if (s->prod)
+                vsoc_kafka_producer_poll(s->prod, 10, on_delivery, s);
+        } else {
+            int got = vsoc_kafka_poll(s->cons, busy ? 1 : 50, on_message, s, err, sizeof err);
+            if (got < 0)
+                slog(s, LOG_WARN, "kafka.error", "%s", err);
+        }
         turn(s);
         uint64_t now = cli_now_ns();
         if (s->dispatched_since_mark && now - s->last_mark_ns >= interval_ns)
@@ -1571,11 +1615,20 @@ int cmd_serve(int argc, char **argv)
             pthread_mutex_lock(&s->mu);
             s->lag = lag;
             s->assigned = vsoc_kafka_assigned(s->cons);
+            if (vsoc_kafka_joined(s->cons))
+                s->ready = 1; /* also with an empty assignment */
             pthread_mutex_unlock(&s->mu);
+            if (s->prod && vsoc_kafka_producer_fatal(s->prod)) {
+                slog(s, LOG_ERROR, "kafka.fatal", "the alerts producer failed for good: "
+                     "stopping; what was not published is read again on restart");
+                s->failed = 1;
+            }
         }
     }
     pthread_mutex_lock(&s->mu);
     s->ready = 0;
+    s->stopping = 1;
+    pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     if (!s->failed) {
         slog(s, LOG_INFO, "stop", "draining: making what was read durable, then committing");
@@ -1592,6 +1645,13 @@ done:
         vsoc_kafka_consumer_free(s->cons);
         s->cons = NULL;
     }
+    /* No HTTP handler may read the workers once they are gone. */
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    vsoc_http_stop(s->http);
+    s->http = NULL;
     for (int i = 0; i < s->nworkers; i++) {
         serve_in_t *slot;
         while (!(slot = cli_ring_claim(&s->w[i].in)))
@@ -1616,17 +1676,22 @@ done:
                 free(o->json);
             else if (o->kind == SERVE_OUT_RELEASE)
                 serve_set_unref(o->set);
+            else if (o->kind == SERVE_OUT_MARK)
+                serve_snap_free(o->snap);
             cli_ring_release(&s->w[i].out);
         }
         serve_worker_join(&s->w[i]);
     }
-    vsoc_http_stop(s->http);
     if (s->prod) {
         vsoc_kafka_producer_flush(s->prod, 5000, on_delivery, s);
         vsoc_kafka_producer_free(s->prod);
     }
     if (s->resp) {
-        if (cli_response_finish(s->resp) != 0)
+        /* A failed service leaves its last transaction uncommitted: the messages behind it
+         * are read again on restart. */
+        if (s->failed && cli_response_store(s->resp))
+            vsoc_store_rollback(cli_response_store(s->resp));
+        else if (cli_response_finish(s->resp) != 0)
             rc = 1;
         cli_response_free(s->resp);
     }
@@ -1634,6 +1699,7 @@ done:
         rc = 1;
     if (rc == 0 && !check)
         slog(s, LOG_INFO, "stopped", "offsets committed, store closed");
+    vsoc_kafka_set_log(NULL, NULL); /* its context is this function's */
     vsoc_fleet_free(s->fleet);
     vsoc_redis_free(s->redis);
     serve_set_unref(s->set);

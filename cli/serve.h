@@ -38,7 +38,8 @@ enum { SERVE_IN_EVENT = 1, SERVE_IN_MARK, SERVE_IN_SWAP, SERVE_IN_RESTORE, SERVE
 #define SERVE_KEY_MAX 63 /* longer keys name no vehicle (the engine keeps 63 bytes) */
 #define SERVE_INLINE 400
 
-/* A slot of a worker's input ring (512 bytes). */
+/* A slot of a worker's input ring (about half a kilobyte; values longer than SERVE_INLINE
+ * are copied to the heap, the one allocation per message, for large JSON events). */
 typedef struct serve_in {
     uint8_t kind;
     uint8_t topic;        /* index into the service's topic names */
@@ -99,7 +100,7 @@ typedef struct serve_out {
     char *json;                 /* ALERT: the OCSF JSON (malloc'd, taken) */
     char uid[37];
     uint8_t vinlen;
-    char vin[33];
+    char vin[SERVE_KEY_MAX + 1];
     int64_t time_us;
     int64_t produced_ms;        /* ALERT: the message's timestamp, for latency */
     char reason[SERVE_REASON_MAX];

@@ -230,7 +230,7 @@ static void on_alert(void *ctx, const vsoc_alert_t *a)
     o.set = w->set;
     o.rule = a->rule;
     memcpy(o.uid, a->uid, sizeof o.uid);
-    o.vinlen = (uint8_t)(a->vin.n < sizeof o.vin ? a->vin.n : 0);
+    o.vinlen = (uint8_t)(a->vin.n < sizeof o.vin ? a->vin.n : sizeof o.vin - 1);
     memcpy(o.vin, a->vin.p, o.vinlen);
     o.vin[o.vinlen] = 0;
     o.time_us = a->time_us;
@@ -274,7 +274,13 @@ static void event(serve_worker_t *w, const serve_in_t *m)
     if (ev.kind == VSOC_EVENT_IDS) {
         /* The key routes the message to the vehicle's worker: an event that names another
          * vehicle would land beside the wrong state. */
-        if (m->keylen && (ev.vin.n != m->keylen || memcmp(ev.vin.p, m->key, m->keylen))) {
+        if (!m->keylen) {
+            json_decref(ev.doc);
+            bad(w, m, "no message key (or one over 63 bytes): the key names the vehicle (its "
+                      "VIN)");
+            return;
+        }
+        if (ev.vin.n != m->keylen || memcmp(ev.vin.p, m->key, m->keylen)) {
             char why[SERVE_REASON_MAX];
             snprintf(why, sizeof why, "the event's vin '%.*s' is not the message key '%.*s'",
                      (int)(ev.vin.n > 40 ? 40 : ev.vin.n), ev.vin.p, (int)m->keylen, m->key);
@@ -284,13 +290,14 @@ static void event(serve_worker_t *w, const serve_in_t *m)
         }
     } else {
         if (!m->keylen) {
-            bad(w, m, "no message key: the key names the vehicle (its VIN)");
+            bad(w, m, "no message key (or one over 63 bytes): the key names the vehicle (its "
+                      "VIN)");
             return;
         }
         ev.vin.p = m->key;
         ev.vin.n = m->keylen;
         /* Untimed lines (ID#DATA lists) take the message's time. */
-        if (ev.ts_us == 0 && m->ts_ms >= 0)
+        if (ev.ts_us == 0 && m->ts_ms >= 0 && m->ts_ms <= INT64_MAX / 1000)
             ev.ts_us = m->ts_ms * 1000;
     }
     /* Where the event came from, as a file's name and line are for a capture: the

@@ -21,8 +21,8 @@
  *     sums over it. Each entry tracks the next offset to hand over.
  *   - librdkafka callbacks that touch a handle (delivery reports, errors, rebalances) run
  *     inside rd_kafka_poll / rd_kafka_consumer_poll on the caller's thread, so the handle
- *     needs no lock. librdkafka's own log lines still go to stderr from its threads, as
- *     librdkafka does by default. */
+ *     needs no lock. librdkafka's own log lines go to stderr from its threads, or to
+ *     the sink vsoc_kafka_set_log names (also from its threads). */
 #include "kafka.h"
 
 #include "util.h"
@@ -951,7 +951,8 @@ int vsoc_kafka_seek(vsoc_kafka_consumer_t *c, const char *topic, int32_t partiti
         vsoc_seterr(err, errlen, "kafka seek: invalid argument");
         return -1;
     }
-    if (!part_find(c, topic, partition)) {
+    part_t *pt = part_find(c, topic, partition);
+    if (!pt) {
         vsoc_seterr(err, errlen, "kafka seek: %s [%d] is not assigned to this consumer", topic,
                (int)partition);
         return -1;
@@ -977,6 +978,10 @@ int vsoc_kafka_seek(vsoc_kafka_consumer_t *c, const char *topic, int32_t partiti
         rc = -1;
     }
     rd_kafka_topic_partition_list_destroy(l);
+    if (rc == 0) {
+        pt->next = offset; /* lag counts from where reading now starts */
+        pt->no_commit = 0;
+    }
     return rc;
 }
 
@@ -1056,6 +1061,11 @@ int64_t vsoc_kafka_lag(vsoc_kafka_consumer_t *c)
 size_t vsoc_kafka_assigned(vsoc_kafka_consumer_t *c)
 {
     return c ? c->nparts : 0;
+}
+
+int vsoc_kafka_joined(const vsoc_kafka_consumer_t *c)
+{
+    return c && c->joined;
 }
 
 int vsoc_kafka_assignment_lost(vsoc_kafka_consumer_t *c)

@@ -201,6 +201,10 @@ size_t vsoc_kafka_assigned(vsoc_kafka_consumer_t *c);
  * vsoc_kafka_consumer_on_rebalance), else 0. */
 int vsoc_kafka_assignment_lost(vsoc_kafka_consumer_t *c);
 
+/* 1 once the consumer has joined its group and had an assignment, even an empty one (an
+ * instance beyond the topics' partition count reads nothing and is still in service). */
+int vsoc_kafka_joined(const vsoc_kafka_consumer_t *c);
+
 /* Moves where an assigned partition is read from to offset (the next message to hand
  * over), waiting until it is done (up to 10 s). Meant for on_assign, before any of the
  * partition's messages is handed over: a service that keeps its own checkpoint resumes
