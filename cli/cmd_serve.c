@@ -930,8 +930,8 @@ static void count_hits(serve_t *s)
 }
 
 /* The responder's fleet-wide limits through Redis (respond.h, limits). */
-static int shared_limits(void *ctx, const vsoc_playbook_t *p, const char *vin, int *cooling,
-                         uint64_t *vehicles)
+static int shared_limits(void *ctx, const vsoc_playbook_t *p, const char *vin,
+                         const char *run_id, int *cooling, uint64_t *vehicles)
 {
     serve_t *s = ctx;
     char key[300];
@@ -941,7 +941,7 @@ static int shared_limits(void *ctx, const vsoc_playbook_t *p, const char *vin, i
     if (p->cooldown_s > 0) {
         int acquired = 0;
         snprintf(key, sizeof key, "playbook:%s:%s", p->id, vin);
-        rc = vsoc_redis_cooldown(s->redis, key, p->cooldown_s * 1000, &acquired);
+        rc = vsoc_redis_cooldown(s->redis, key, p->cooldown_s * 1000, run_id, &acquired);
         if (rc == 0 && !acquired) {
             *cooling = 1;
             return 0;

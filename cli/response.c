@@ -206,11 +206,11 @@ static int on_change(void *ctx, const vsoc_change_t *c)
     return r->failed ? -1 : 0;
 }
 
-static int limits(void *ctx, const vsoc_playbook_t *p, const char *vin, int *cooling,
-                  uint64_t *vehicles)
+static int limits(void *ctx, const vsoc_playbook_t *p, const char *vin, const char *run_id,
+                  int *cooling, uint64_t *vehicles)
 {
     cli_response_t *r = ctx;
-    return r->o.limits(r->o.limits_ctx, p, vin, cooling, vehicles);
+    return r->o.limits(r->o.limits_ctx, p, vin, run_id, cooling, vehicles);
 }
 
 static int loop_send(void *ctx, const vsoc_command_t *cmd, const char *envelope, size_t n)

@@ -31,8 +31,8 @@ typedef struct cli_response_opts {
     const vsoc_playbooks_t *use_playbooks;
     const char *prog;               /* prefix of errors on stderr; NULL: "vsoc replay" */
     /* Fleet-wide limits shared between instances (respond.h, limits); NULL: local. */
-    int (*limits)(void *ctx, const vsoc_playbook_t *p, const char *vin, int *cooling,
-                  uint64_t *vehicles);
+    int (*limits)(void *ctx, const vsoc_playbook_t *p, const char *vin, const char *run_id,
+                  int *cooling, uint64_t *vehicles);
     void *limits_ctx;
 } cli_response_opts_t;
 

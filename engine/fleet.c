@@ -37,6 +37,9 @@ typedef struct frule {
     int64_t alert_clock;   /* newest when the last alert was raised */
     int alerted;           /* an alert was raised for the rule */
     int below;             /* a hit saw the count below gte since the last alert */
+    int64_t alert_hit_us;  /* the hit that raised the last alert: its time and vehicle */
+    uint8_t alert_vinlen;
+    char alert_vin[VSOC_VIN_MAX + 1];
     fentry_t *e;
     uint32_t ecap, eused;  /* entries allocated, entries ever handed out */
     uint32_t n;            /* live entries: the count */
@@ -345,6 +348,16 @@ int vsoc_fleet_hit(vsoc_fleet_t *f, const char *rule_id, int64_t timespan_us, ui
         r->alerted = 1;
         r->below = 0;
         r->alert_clock = r->newest;
+        r->alert_hit_us = time_us;
+        r->alert_vinlen = (uint8_t)vinlen;
+        memcpy(r->alert_vin, vin, vinlen);
+        out->alert = 1;
+        vsoc_fleet_uid(rule_id, time_us, out->uid);
+    } else if (time_us == r->alert_hit_us && vinlen == r->alert_vinlen &&
+               !memcmp(vin, r->alert_vin, vinlen)) {
+        /* The very hit that raised the alert, again: a service read its events a second
+         * time after a crash. The alert is raised again, same uid, so that it is not lost
+         * with what the crash lost; a consumer deduplicates it by its uid. */
         out->alert = 1;
         vsoc_fleet_uid(rule_id, time_us, out->uid);
     }

@@ -24,7 +24,10 @@
  *     never raises an alert;
  *   - the alert's uid is derived from the rule id and the event time of the hit that
  *     raised it (vsoc_fleet_uid), so instances sharing Redis, and replays of one input, agree
- *     on it.
+ *     on it;
+ *   - the very hit that raised the alert (same vehicle, same time) raises it again when it
+ *     comes again: a service that reads its events a second time after a crash does not
+ *     lose the alert; a consumer deduplicates it by uid.
  *
  * The sample of vehicles is ordered by latest hit, newest first; vehicles whose latest hits
  * are equal come in descending byte order of their vins (memcmp, a prefix before the longer

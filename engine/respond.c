@@ -709,7 +709,7 @@ int vsoc_responder_on_alert(vsoc_responder_t *r, const vsoc_incident_t *inc,
         int shared_cooling = 0;
         uint64_t shared = 0;
         if (r->o.limits && !r->o.dry_run &&
-            r->o.limits(r->o.ctx, p, inc->vin, &shared_cooling, &shared) == 0) {
+            r->o.limits(r->o.ctx, p, inc->vin, run.id, &shared_cooling, &shared) == 0) {
             if (shared_cooling)
                 continue; /* another instance ran this playbook for the vehicle lately */
             /* The shared count includes this run; the local one counts the others. */

@@ -131,9 +131,11 @@ typedef struct vsoc_responder_opts {
      * is within the playbook's cooldown and *vehicles to the runs of the playbook started
      * across the fleet in the current hour, this one included when it is admitted. Returns
      * 0, or non-zero when the shared state cannot be reached: the responder then judges by
-     * its own runs. NULL: always by its own runs (replay, one instance). */
-    int (*limits)(void *ctx, const vsoc_playbook_t *p, const char *vin, int *cooling,
-                  uint64_t *vehicles);
+     * its own runs. run_id is the run that would start (derived from playbook and incident):
+     * asking again for the same run (events read a second time after a crash) must give
+     * the same answer. NULL: always by its own runs (replay, one instance). */
+    int (*limits)(void *ctx, const vsoc_playbook_t *p, const char *vin, const char *run_id,
+                  int *cooling, uint64_t *vehicles);
     int dry_run;                        /* build and report commands, never send */
     int approve_all;                    /* treat every approval as given (by "approve-all") */
 } vsoc_responder_opts_t;

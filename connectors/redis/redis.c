@@ -44,7 +44,8 @@
 /* The fleet_count script, engine/fleet.c's vsoc_fleet_hit in Lua. KEYS[1]: sorted set vin ->
  * the vehicle's latest hit time (us); KEYS[2]: hash with the rule's newest hit time
  * ("newest"), the rule's newest time when its last alert was raised ("alert"), and "below"
- * = "1" once a hit saw the count below gte after that alert. ARGV: time_us, timespan_us,
+ * = "1" once a hit saw the count below gte after that alert, "ahit" = "vin\ntime" of the hit
+ * that raised it (the same hit again raises it again). ARGV: time_us, timespan_us,
  * gte, vin, expire_ms, samples. Times reach Redis as decimal strings (the caller's, or
  * through "%.0f"), never through Lua's tostring, which keeps only 14 digits. A hit older
  * than the window changes nothing: as of its own time its vehicle is already out.
@@ -70,9 +71,12 @@ static const char FLEET_LUA[] =
     "    redis.call('HSET', KEYS[2], 'below', '1')\n"
     "  else\n"
     "    local last = redis.call('HGET', KEYS[2], 'alert')\n"
+    "    local hit = ARGV[4] .. '\\n' .. ARGV[1]\n"
     "    if not last or redis.call('HGET', KEYS[2], 'below') == '1'\n"
     "       or newest - tonumber(last) >= span then\n"
-    "      redis.call('HSET', KEYS[2], 'alert', newest_s, 'below', '0')\n"
+    "      redis.call('HSET', KEYS[2], 'alert', newest_s, 'below', '0', 'ahit', hit)\n"
+    "      alert = 1\n"
+    "    elseif redis.call('HGET', KEYS[2], 'ahit') == hit then\n"
     "      alert = 1\n"
     "    end\n"
     "  end\n"
@@ -860,10 +864,13 @@ static size_t plain_key(vsoc_redis_t *r, const char *kind, const char *key)
     return (size_t)snprintf(r->kbuf, n, "%s%s%s", r->prefix, kind, key);
 }
 
-int vsoc_redis_cooldown(vsoc_redis_t *r, const char *key, int64_t ttl_ms, int *acquired)
+int vsoc_redis_cooldown(vsoc_redis_t *r, const char *key, int64_t ttl_ms, const char *owner,
+                        int *acquired)
 {
-    if (!key || !key[0] || ttl_ms <= 0 || !acquired)
+    if (!key || !key[0] || ttl_ms <= 0 || !acquired || (owner && !owner[0]))
         return VSOC_EINVAL;
+    if (!owner)
+        owner = "1";
     size_t kn = plain_key(r, "cooldown:", key);
     if (!kn)
         return VSOC_ENOMEM;
@@ -875,18 +882,21 @@ int vsoc_redis_cooldown(vsoc_redis_t *r, const char *key, int64_t ttl_ms, int *a
         goto out;
     char ttl[24];
     int tn = snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ms);
-    const char *argv[6] = {"SET", r->kbuf, "1", "NX", "PX", ttl};
-    size_t lens[6] = {3, kn, 1, 2, 2, (size_t)tn};
-    if (append(r, 6, argv, lens, "SET NX") < 0 || arm(r, deadline, "SET NX") < 0)
+    /* SET ... NX GET (Redis 7): the old value comes back when the key was held, so one
+     * round trip tells "taken now", "held by this owner already" and "held by another". */
+    const char *argv[7] = {"SET", r->kbuf, owner, "NX", "PX", ttl, "GET"};
+    size_t lens[7] = {3, kn, strlen(owner), 2, 2, (size_t)tn, 3};
+    if (append(r, 7, argv, lens, "SET NX") < 0 || arm(r, deadline, "SET NX") < 0)
         goto out;
     redisReply *rep = read_reply(r, "SET NX");
     if (!rep)
         goto out;
-    if (rep->type == REDIS_REPLY_STATUS) {
-        *acquired = 1;
+    if (rep->type == REDIS_REPLY_NIL) {
+        *acquired = 1; /* nobody held it: this call took it */
         rc = 0;
-    } else if (rep->type == REDIS_REPLY_NIL) {
-        *acquired = 0;
+    } else if (rep->type == REDIS_REPLY_STRING) {
+        *acquired = strcmp(owner, "1") != 0 && rep->len == strlen(owner) &&
+                    memcmp(rep->str, owner, rep->len) == 0;
         rc = 0;
     } else if (rep->type == REDIS_REPLY_ERROR) {
         seterr(r, "redis %s: SET NX of a cooldown: %s", r->where, rep->str);

@@ -103,10 +103,14 @@ int vsoc_redis_fleet_hits(vsoc_redis_t *r, const vsoc_redis_fleet_hit_t *hits, s
                           vsoc_fleet_result_t *out);
 
 /* Takes the cooldown lock key for ttl_ms (> 0), shared by every instance: SET
- * <prefix>cooldown:<key> 1 NX PX ttl_ms. *acquired is 1 when this call took it, 0 when it
- * was held already (by anyone). Returns 0, VSOC_EINVAL (empty key, ttl_ms <= 0),
- * VSOC_ENOMEM, or VSOC_EIO (*acquired untouched; the lock may or may not be taken). */
-int vsoc_redis_cooldown(vsoc_redis_t *r, const char *key, int64_t ttl_ms, int *acquired);
+ * <prefix>cooldown:<key> <owner> NX PX ttl_ms GET. *acquired is 1 when this call took it,
+ * or when it is held by the same owner already (a playbook run of one id, asked again after
+ * a service read its events a second time: taking the lock is idempotent per owner), 0 when
+ * another owner holds it. owner NULL: anonymous, never the same as anyone. Returns 0,
+ * VSOC_EINVAL (empty key or owner, ttl_ms <= 0), VSOC_ENOMEM, or VSOC_EIO (*acquired
+ * untouched; the lock may or may not be taken). */
+int vsoc_redis_cooldown(vsoc_redis_t *r, const char *key, int64_t ttl_ms, const char *owner,
+                        int *acquired);
 
 /* Adds one to the fixed-window counter key, shared by every instance: the window starts at
  * the increment that creates <prefix>window:<key> and lasts window_ms (> 0) of wall time

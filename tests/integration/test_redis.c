@@ -657,25 +657,35 @@ static void test_cooldown(const server_t *s)
 {
     vsoc_redis_t *a = handle_at(s, "t7:"), *b = handle_at(s, "t7:");
     int got = -1;
-    ASSERT_EQ(vsoc_redis_cooldown(a, "quarantine:VIN1", 300, &got), 0);
+    ASSERT_EQ(vsoc_redis_cooldown(a, "quarantine:VIN1", 300, NULL, &got), 0);
     ASSERT_EQ(got, 1);
-    ASSERT_EQ(vsoc_redis_cooldown(a, "quarantine:VIN1", 300, &got), 0);
+    ASSERT_EQ(vsoc_redis_cooldown(a, "quarantine:VIN1", 300, NULL, &got), 0);
     ASSERT_EQ(got, 0);
-    ASSERT_EQ(vsoc_redis_cooldown(b, "quarantine:VIN1", 300, &got), 0);
+    ASSERT_EQ(vsoc_redis_cooldown(b, "quarantine:VIN1", 300, NULL, &got), 0);
     ASSERT_EQ(got, 0);
-    ASSERT_EQ(vsoc_redis_cooldown(b, "quarantine:VIN2", 300, &got), 0);
+    ASSERT_EQ(vsoc_redis_cooldown(b, "quarantine:VIN2", 300, NULL, &got), 0);
     ASSERT_EQ(got, 1);
     redisContext *c = raw(s);
     long long ttl = raw_int(c, "PTTL t7:cooldown:quarantine:VIN1");
     ASSERT(ttl > 0 && ttl <= 300);
     redisFree(c);
     sleep_ms(400);
-    ASSERT_EQ(vsoc_redis_cooldown(b, "quarantine:VIN1", 300, &got), 0);
+    ASSERT_EQ(vsoc_redis_cooldown(b, "quarantine:VIN1", 300, NULL, &got), 0);
     ASSERT_EQ(got, 1);
     got = 7;
-    ASSERT_EQ(vsoc_redis_cooldown(a, "", 300, &got), VSOC_EINVAL);
-    ASSERT_EQ(vsoc_redis_cooldown(a, "k", 0, &got), VSOC_EINVAL);
+    ASSERT_EQ(vsoc_redis_cooldown(a, "", 300, NULL, &got), VSOC_EINVAL);
+    ASSERT_EQ(vsoc_redis_cooldown(a, "k", 0, NULL, &got), VSOC_EINVAL);
+    ASSERT_EQ(vsoc_redis_cooldown(a, "k", 300, "", &got), VSOC_EINVAL);
     ASSERT_EQ(got, 7);
+    /* With an owner, asking again is idempotent for that owner only. */
+    ASSERT_EQ(vsoc_redis_cooldown(a, "pb:VIN3", 60000, "run-1", &got), 0);
+    ASSERT_EQ(got, 1);
+    ASSERT_EQ(vsoc_redis_cooldown(b, "pb:VIN3", 60000, "run-1", &got), 0);
+    ASSERT_EQ(got, 1);
+    ASSERT_EQ(vsoc_redis_cooldown(b, "pb:VIN3", 60000, "run-2", &got), 0);
+    ASSERT_EQ(got, 0);
+    ASSERT_EQ(vsoc_redis_cooldown(a, "pb:VIN3", 60000, NULL, &got), 0);
+    ASSERT_EQ(got, 0);
     vsoc_redis_free(a);
     vsoc_redis_free(b);
 }
@@ -722,7 +732,7 @@ static void test_auth(const server_t *s)
     vsoc_redis_t *r = handle(url, "t9:", 2000, 0, 0);
     ASSERT_EQ(vsoc_redis_ping(r), 0);
     int got = 0;
-    ASSERT_EQ(vsoc_redis_cooldown(r, "db3", 60000, &got), 0);
+    ASSERT_EQ(vsoc_redis_cooldown(r, "db3", 60000, NULL, &got), 0);
     ASSERT_EQ(got, 1);
     vsoc_redis_free(r);
     /* SELECT 3 took effect. */
@@ -773,7 +783,7 @@ static void test_auth(const server_t *s)
             TEST_FAIL_("ACL user: %s", vsoc_redis_errstr(r));
         ASSERT_EQ(x.vehicles, i ? 2 : 1);
         int64_t n;
-        ASSERT_EQ(vsoc_redis_cooldown(r, "acl", 60000, &got), 0);
+        ASSERT_EQ(vsoc_redis_cooldown(r, "acl", 60000, NULL, &got), 0);
         ASSERT_EQ(got, i == 0);
         ASSERT_EQ(vsoc_redis_window_incr(r, "acl", 60000, &n), 0);
         ASSERT_EQ(n, i + 1);
@@ -784,7 +794,7 @@ static void test_auth(const server_t *s)
     /* The unix socket, with the password and database as parameters. */
     snprintf(url, sizeof url, "unix://%s?db=3&password=%s", s->sock, s->password);
     r = handle(url, "t9:", 2000, 0, 0);
-    ASSERT_EQ(vsoc_redis_cooldown(r, "db3", 60000, &got), 0);
+    ASSERT_EQ(vsoc_redis_cooldown(r, "db3", 60000, NULL, &got), 0);
     ASSERT_EQ(got, 0);
     vsoc_redis_free(r);
 }
@@ -808,7 +818,7 @@ static void test_down_and_back(server_t *s)
     /* A stopped server: the call gives up after the timeout. */
     ASSERT_EQ(kill(s->pid, SIGSTOP), 0);
     int64_t t = mono_ms();
-    ASSERT_EQ(vsoc_redis_cooldown(r, "x", 1000, &got), VSOC_EIO);
+    ASSERT_EQ(vsoc_redis_cooldown(r, "x", 1000, NULL, &got), VSOC_EIO);
     int64_t took = mono_ms() - t;
     if (took < 250 || took > 800)
         TEST_FAIL_("a stopped server took %" PRId64 " ms to fail, want ~300", took);

@@ -76,6 +76,13 @@ static void test_alert_once_and_rearm(void)
     ASSERT_EQ(hit(f, "r", 60, 3, "B", 113), 1);
     ASSERT_EQ(res.vehicles, 3);
     ASSERT_EQ(res.first_us, 111 * S);
+    /* The hit that raised it, read again (a service after a crash): raised again, same
+     * uid; any other hit of that moment is not. */
+    ASSERT_EQ(hit(f, "r", 60, 3, "B", 113), 1);
+    vsoc_fleet_uid("r", 113 * S, want);
+    ASSERT_STREQ(res.uid, want);
+    ASSERT_EQ(hit(f, "r", 60, 3, "A", 113), 0);
+    ASSERT_EQ(hit(f, "r", 60, 3, "C", 113), 0);
     vsoc_fleet_free(f);
 }
 
@@ -176,6 +183,8 @@ typedef struct model {
     int64_t newest;
     int any, alerted, below;
     int64_t clock;
+    int ahit_v;      /* the hit that raised the last alert */
+    int64_t ahit_t;
 } model_t;
 
 static int vcmp(const char *a, const char *b)
@@ -216,6 +225,10 @@ static void model_hit(model_t *m, char names[][8], int64_t span, uint64_t gte, i
             m->alerted = 1;
             m->below = 0;
             m->clock = m->newest;
+            m->ahit_v = v;
+            m->ahit_t = t;
+            out->alert = 1;
+        } else if (v == m->ahit_v && t == m->ahit_t) {
             out->alert = 1;
         }
     }
