@@ -625,7 +625,7 @@ static rd_kafka_topic_partition_list_t *assign_committed(vsoc_kafka_consumer_t *
         rd_kafka_topic_partition_t *t = &copy->elems[i];
         int ok = known && t->err == RD_KAFKA_RESP_ERR_NO_ERROR;
         if (!ok)
-            t->offset = RD_KAFKA_OFFSET_INVALID;
+            t->offset = VSOC_KAFKA_OFFSET_UNREAD;
         if (part_add(c, t->topic, t->partition, t->offset < 0 ? RD_KAFKA_OFFSET_INVALID
                                                                 : t->offset,
                      ok && t->offset < 0) < 0)

@@ -29,6 +29,9 @@
 /* The offset of a partition whose position is not known (librdkafka's
  * RD_KAFKA_OFFSET_INVALID). */
 #define VSOC_KAFKA_OFFSET_INVALID (-1001)
+/* on_assign's offset when the group's committed offset could not be read: unknown, which
+ * is not the same as "none" (a caller with its own checkpoint must not trust either). */
+#define VSOC_KAFKA_OFFSET_UNREAD (-1002)
 
 typedef struct vsoc_kafka_producer vsoc_kafka_producer_t;
 typedef struct vsoc_kafka_consumer vsoc_kafka_consumer_t;
@@ -149,9 +152,10 @@ void vsoc_kafka_consumer_free(vsoc_kafka_consumer_t *c);
  *     than session.timeout.ms), vsoc_kafka_assignment_lost() returns 1 inside the call:
  *     another member may own them already, and commits for them are skipped.
  *   on_assign, after the partitions are taken, before any of their messages is handed over;
- *     offset is the group's committed offset, where consumption resumes, or
+ *     offset is the group's committed offset, where consumption resumes,
  *     VSOC_KAFKA_OFFSET_INVALID when the group has none (consumption starts at the oldest
- *     message) or it could not be read within 5 s.
+ *     message), or VSOC_KAFKA_OFFSET_UNREAD when it could not be read within 5 s
+ *     (consumption resumes wherever librdkafka finds it).
  * With an eager assignor every rebalance revokes the whole assignment and assigns the new
  * one; with cooperative-sticky only the partitions that move are revoked or assigned. The
  * callbacks must not call vsoc_kafka_poll. */
