@@ -1183,6 +1183,14 @@ static void on_assign(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
         const stored_offset_t *so = stored_offset(s, p[i].topic, p[i].partition);
         if (!st || !so)
             continue;
+        if (p[i].offset == VSOC_KAFKA_OFFSET_UNREAD) {
+            /* Whether another instance read on is not known: the checkpoint may be stale,
+             * so it is not used. At-least-once holds; only the windows start afresh. */
+            slog(s, LOG_WARN, "kafka.offset_unread", "%s/%d: the group's committed offset "
+                 "could not be read: the store's checkpoint is not used", p[i].topic,
+                 (int)p[i].partition);
+            continue;
+        }
         if (p[i].offset >= 0 && p[i].offset > so->next) {
             if (vsoc_store_drop_engine_state(st, p[i].topic, p[i].partition) != 0)
                 slog(s, LOG_WARN, "store.failed", "%s", vsoc_store_errmsg(st));
