@@ -97,6 +97,8 @@ typedef struct vehicle {
     int64_t now_ts;       /* time of the vehicle's latest event: its clock */
     uint64_t seen_sweep;  /* the engine's sweep count at that event */
     group_t *groups;      /* the groups it opened, most recent first */
+    uint8_t blank;        /* forgotten (vsoc_engine_forget): as if never seen, until its
+                             next event or a restore fills the slot again */
 } vehicle_t;
 
 /* Candidate lists per CAN identifier, computed once from the ruleset's index: the list is a
@@ -1641,6 +1643,8 @@ int vsoc_engine_process(vsoc_engine_t *e, vsoc_event_t *ev)
     e->clock_known = 1;
     vsoc_decode(ev);
     vehicle_t *veh = vehicle_get(e, ev->vin);
+    if (veh && veh->blank)
+        veh->blank = 0; /* forgotten, then seen again: it starts afresh */
     /* Groups opened from here on (by the synthetic events of missing messages too) belong
      * to this vehicle. */
     e->cur_vin = ev->vin;
@@ -2075,7 +2079,7 @@ int vsoc_engine_snapshot(vsoc_engine_t *e, int all,
     size_t maxn = 0, maxg = 0;
     for (size_t k = 0; k < count; k++) {
         const vehicle_t *v = SNAP_VEHICLE(k);
-        if (!v->used)
+        if (!v->used || v->blank)
             continue;
         wbuf_t w = {NULL, 0};
         write_blob(e, v, &w, NULL);
@@ -2103,7 +2107,7 @@ int vsoc_engine_snapshot(vsoc_engine_t *e, int all,
     }
     for (size_t k = 0; k < count; k++) {
         const vehicle_t *v = SNAP_VEHICLE(k);
-        if (!v->used)
+        if (!v->used || v->blank)
             continue;
         wbuf_t w = {e->sbuf, 0};
         write_blob(e, v, &w, e->sgroups);
@@ -2513,7 +2517,8 @@ int vsoc_engine_restore(vsoc_engine_t *e, const void *blob, size_t n, size_t *dr
         r_fail(&r, "%zu bytes after the last group", r.n - r.off);
         return VSOC_EPARSE;
     }
-    if (vehicle_find(e, (const char *)h.vin, h.vinlen)) {
+    vehicle_t *blank = vehicle_find(e, (const char *)h.vin, h.vinlen);
+    if (blank && !blank->blank) {
         if (err && errlen)
             snprintf(err, errlen, "engine snapshot of vehicle '%.*s': the engine already has it",
                      (int)h.vinlen, (const char *)h.vin);
@@ -2565,8 +2570,20 @@ int vsoc_engine_restore(vsoc_engine_t *e, const void *blob, size_t n, size_t *dr
         if (gtab_grow(e) != 0)
             goto fail;
 
-    /* Commit. */
-    vehicle_t *v = vehicle_insert(e, (const char *)h.vin, h.vinlen);
+    /* Commit. A forgotten vehicle's slot is reused, with a new id (marks of the old one
+     * must not reach it). */
+    vehicle_t *v;
+    if (blank) {
+        v = blank;
+        free(v->score);
+        v->blank = 0;
+        if (++e->next_vid == 0)
+            e->next_vid = 1;
+        v->vid = e->next_vid;
+        e->vcount--; /* counted again below */
+    } else {
+        v = vehicle_insert(e, (const char *)h.vin, h.vinlen);
+    }
     v->used = 1;
     v->score = score;
     v->has_speed = (uint8_t)(h.flags & 1);
@@ -2628,6 +2645,53 @@ fail:
     if (rc == VSOC_ENOMEM && err && errlen)
         snprintf(err, errlen, "out of memory restoring an engine snapshot");
     return rc;
+}
+
+/* A group is the vehicle's own when its key holds the vehicle: a group-by with vin (the
+ * fleet_count throttle's group is keyed by vin too). Others are shared with other vehicles. */
+static int group_own(const vsoc_engine_t *e, const group_t *g)
+{
+    const vsoc_rule_t *r = e->rs->rules[g->rule];
+    if (g->kind == G_CORR && r->corr.type == CORR_FLEET_COUNT)
+        return 1;
+    const vsoc_field_t *f = g->kind == G_SUPP ? r->sup.group_by : r->corr.group_by;
+    uint32_t n = g->kind == G_SUPP ? r->sup.ngroup : r->corr.ngroup;
+    for (uint32_t i = 0; i < n; i++)
+        if (f[i].id == VSOC_F_VIN)
+            return 1;
+    return 0;
+}
+
+int vsoc_engine_forget(vsoc_engine_t *e, const char *vin, size_t n)
+{
+    if (n >= VIN_MAX)
+        n = VIN_MAX - 1;
+    vehicle_t *v = vehicle_find(e, vin, n);
+    if (!v || v->blank)
+        return 0;
+    int forgot = 0;
+    for (group_t *g = v->groups, *next; g; g = next) {
+        next = g->vnext;
+        if (!group_own(e, g))
+            continue; /* other vehicles' windows live in it too */
+        group_unlink(v, g);
+        size_t i = (size_t)g->hash & (e->gcap - 1);
+        while (e->gtab[i] != g)
+            i = (i + 1) & (e->gcap - 1);
+        gtab_remove_at(e, i);
+        forgot++;
+    }
+    v->has_speed = 0;
+    v->speed_kph = 0;
+    v->speed_ts = 0;
+    v->now_ts = 0;
+    v->next_missing = 0;
+    v->seen_sweep = e->sweeps;
+    if (v->score)
+        vsoc_scorer_state_init(e->opts.scorer, v->score);
+    /* Not dirty: a snapshot must not write the blank over what the store keeps. */
+    v->blank = 1;
+    return forgot;
 }
 
 const vsoc_rule_stats_t *vsoc_engine_rule_stats(const vsoc_engine_t *e, size_t i)

@@ -135,6 +135,14 @@ int vsoc_engine_snapshot(vsoc_engine_t *e, int all,
 int vsoc_engine_restore(vsoc_engine_t *e, const void *blob, size_t n, size_t *dropped,
                         char *err, size_t errlen);
 
+/* Forgets a vehicle (vin, n bytes): frees the groups that are its own (a group-by with
+ * vin) and resets its state, as if the engine had never seen it; groups it shares with
+ * other vehicles stay. A forgotten vehicle is left out of snapshots until its next event,
+ * and vsoc_engine_restore may fill it. The service calls it for the vehicles of partitions
+ * it gives up, whose next owner may read on. Returns how many groups were freed (0 when
+ * the engine does not know the vehicle). Call between two events on the engine's thread. */
+int vsoc_engine_forget(vsoc_engine_t *e, const char *vin, size_t n);
+
 /* Serialises an alert as one OCSF Detection Finding JSON object (no newline). Returns a
  * string the caller frees with free(), or NULL on allocation failure. */
 char *vsoc_alert_json(const vsoc_alert_t *a);

@@ -1024,6 +1024,64 @@ static void test_corruption(void)
     vsoc_baseline_free(bl);
 }
 
+/* vsoc_engine_forget, as the service uses it when a partition goes to another instance
+ * and later comes back: the engine forgets the partition's vehicles (left out of
+ * snapshots), and takes their state from a blob again; or, with no blob, starts them
+ * afresh. Either way each vehicle's alerts are those of an engine that saw its events once. */
+static void test_forget(void)
+{
+    tev_t s[300];
+    size_t n = make_stream(s, 300, 0);
+    vsoc_ruleset_t *rs = rules(per_vehicle_rules, NULL);
+    static const char *const gone[] = {"V1", "V2", NULL};
+    alog_t twin = {0};
+    vsoc_engine_t *t = engine(rs, &twin, NULL);
+    for (size_t i = 0; i < n; i++)
+        feed(t, &twin, &s[i], (int)i);
+    vsoc_engine_free(t);
+    for (size_t k = 10; k < n; k += 29) {
+        /* Both engines log into one list: events are fed in order, so it holds every
+         * alert in the order a single engine would raise them. */
+        alog_t la = {0};
+        vsoc_engine_t *a = engine(rs, &la, NULL), *other = engine(rs, &la, NULL);
+        for (size_t i = 0; i < k; i++)
+            feed(a, NULL, &s[i], (int)i);
+        alog_free(&la); /* the alerts before the cut are not compared */
+        /* The partition of V1 and V2 goes: its state as handed over, then forgotten. */
+        blobs_t b = {0};
+        ASSERT_EQ(vsoc_engine_snapshot(a, 1, keep_blob, &b), 0);
+        size_t freed = 0;
+        for (int v = 0; gone[v]; v++)
+            freed += (size_t)vsoc_engine_forget(a, gone[v], strlen(gone[v]));
+        ASSERT_EQ(vsoc_engine_forget(a, "nobody", 6), 0);
+        blobs_t after = {0};
+        ASSERT_EQ(vsoc_engine_snapshot(a, 1, keep_blob, &after), 0);
+        for (int v = 0; gone[v]; v++)
+            ASSERT(blob_of(&after, gone[v]) == NULL); /* forgotten: not in snapshots */
+        blobs_free(&after);
+        /* Another engine reads on from the hand-over; then the partition comes back with its
+         * state as the other engine leaves it, and A restores it into the forgotten slots. */
+        restore_all(other, &b, gone);
+        size_t back = k + (n - k) / 2;
+        for (size_t i = k; i < back; i++)
+            feed(in_set(s[i].vin, gone) ? other : a, &la, &s[i], (int)i);
+        blobs_t ret = {0};
+        ASSERT_EQ(vsoc_engine_snapshot(other, 1, keep_blob, &ret), 0);
+        restore_all(a, &ret, gone);
+        for (size_t i = back; i < n; i++)
+            feed(a, &la, &s[i], (int)i);
+        same_alerts(&la, &twin, (int)k, NULL, "forgotten and restored", (int)k);
+        ASSERT(freed > 0 || k < 20); /* they had windows open to forget */
+        vsoc_engine_free(a);
+        vsoc_engine_free(other);
+        blobs_free(&b);
+        blobs_free(&ret);
+        alog_free(&la);
+    }
+    alog_free(&twin);
+    vsoc_ruleset_unref(rs);
+}
+
 int main(void)
 {
     test_dirty_tracking();
@@ -1031,6 +1089,7 @@ int main(void)
     test_scorer_changed();
     test_every_cut_one_engine();
     test_split_and_merge();
+    test_forget();
     test_every_cut_scored();
     test_incremental_checkpoints();
     test_corruption();
