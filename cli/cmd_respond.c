@@ -12,6 +12,7 @@
  * when it is back. */
 #include "cli.h"
 #include "cli_store.h"
+#include "deliver.h"
 #include "kafka/kafka.h"
 #include "mqtt/mqtt.h"
 #include "respond.h"
@@ -83,12 +84,6 @@ static int64_t wall_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* A vehicle's public key, loaded from the key directory the first time it is needed. */
-typedef struct vkey {
-    char vin[VSOC_VIN_MAX + 1];
-    vsoc_key_t *key; /* NULL: none on file (acks from it are refused) */
-} vkey_t;
-
 typedef struct respond {
     vsoc_store_t *store;
     vsoc_responder_t *resp;
@@ -96,15 +91,11 @@ typedef struct respond {
     vsoc_kafka_producer_t *prod;
     vsoc_kafka_consumer_t *cons;
     const char *commands_topic;
-    const char *keydir;
-    vkey_t *vkeys;
-    size_t nvkeys, capvkeys;
+    cli_deliver_t *deliver; /* acks and approvals */
     int quiet;
     void (*log)(void *ctx, const char *event, const char *text); /* NULL: stderr */
     void *log_ctx;
     int failed;
-    int64_t approvals_after;
-    uint64_t acks_ok, acks_bad;
 } respond_t;
 
 static void logline(respond_t *rs, const char *event, const char *fmt, ...)
@@ -178,31 +169,14 @@ static int send_cmd(void *ctx, const vsoc_command_t *cmd, const char *envelope, 
     return rc;
 }
 
-static const vsoc_key_t *vehicle_key(respond_t *rs, const char *vin)
+/* Lines of the shared ack and approval handling: failures said even when quiet. */
+static void deliver_log(void *ctx, const char *event, const char *text)
 {
-    for (size_t i = 0; i < rs->nvkeys; i++)
-        if (!strcmp(rs->vkeys[i].vin, vin))
-            return rs->vkeys[i].key;
-    if (vsoc_array_grow((void **)&rs->vkeys, &rs->capvkeys, rs->nvkeys, sizeof *rs->vkeys))
-        return NULL;
-    /* VINs become file names: only the characters a key id may hold. A key not on file is
-     * looked for again next time (it may be added while vsoc respond runs) and not kept, so
-     * acks naming made-up VINs cannot grow the cache. */
-    if (!vsoc_key_id_valid(vin)) {
-        logline(rs, "ack.key", "'%s' cannot name a key file", vin);
-        return NULL;
-    }
-    char path[4096], err[512];
-    snprintf(path, sizeof path, "%s/%s.pub", rs->keydir, vin);
-    vsoc_key_t *k = vsoc_key_load_public(path, vin, err, sizeof err);
-    if (!k) {
-        logline(rs, "ack.key", "no key for %s: %s", vin, err);
-        return NULL;
-    }
-    vkey_t *v = &rs->vkeys[rs->nvkeys++];
-    snprintf(v->vin, sizeof v->vin, "%s", vin);
-    v->key = k;
-    return v->key;
+    respond_t *rs = ctx;
+    if (!strcmp(event, "error"))
+        errline(rs, "%s", text);
+    else
+        logline(rs, event, "%s", text);
 }
 
 /* One ack as received on a transport; from_vin is the VIN its topic names (NULL when the
@@ -211,56 +185,8 @@ static void handle_ack(respond_t *rs, const char *from_vin, const void *buf, siz
 {
     if (rs->failed)
         return; /* the store failed: nothing more is acted on before the restart */
-    vsoc_ack_t ack;
-    char why[256];
-    if (memchr(buf, 0, n)) {
-        logline(rs, "ack.malformed", "from %s: a NUL byte in the message",
-                from_vin ? from_vin : "?");
-        rs->acks_bad++;
-        return;
-    }
-    char *raw = strndup(buf, n);
-    if (!raw) {
+    if (cli_deliver_ack(rs->deliver, rs->resp, from_vin, buf, n, wall_us()) != 0)
         rs->failed = 1;
-        return;
-    }
-    if (vsoc_ack_parse(raw, n, &ack, why, sizeof why) != 0) {
-        logline(rs, "ack.malformed", "from %s: %s", from_vin ? from_vin : "?", why);
-        rs->acks_bad++;
-        free(raw);
-        return;
-    }
-    const char *verdict = "ok";
-    if (from_vin && strcmp(from_vin, ack.vin) != 0) {
-        verdict = "wrong_vin"; /* a vehicle answering for another */
-    } else {
-        const vsoc_key_t *k = vehicle_key(rs, ack.vin);
-        vsoc_envelope_reason_t vr =
-            k ? vsoc_ack_verify(&ack, &k, 1, ack.vin) : VSOC_ENVELOPE_UNKNOWN_KEY;
-        if (vr != VSOC_ENVELOPE_OK)
-            verdict = vsoc_envelope_reason_name(vr);
-    }
-    int64_t now = wall_us();
-    if (vsoc_store_put_ack(rs->store, &ack, raw, verdict, now) != 0) {
-        /* Not kept, so not acted on: the transport delivers it again after a restart. */
-        logline(rs, "error", "%s", vsoc_store_errmsg(rs->store));
-        rs->failed = 1;
-        free(raw);
-        return;
-    }
-    free(raw);
-    logline(rs, "ack", "%.8s %s from %s%s%s (%s)", ack.cmd_id, vsoc_ack_status_name(ack.status),
-            ack.vin, ack.reason[0] ? ": " : "", ack.reason,
-            strcmp(verdict, "ok") ? verdict : "signature verified");
-    if (strcmp(verdict, "ok") != 0) {
-        rs->acks_bad++;
-        return;
-    }
-    rs->acks_ok++;
-    int rc = vsoc_responder_on_ack(rs->resp, &ack, now);
-    if (rc == VSOC_ENOENT || rc == VSOC_EINVAL)
-        logline(rs, "ack.ignored", "%.8s: %s", ack.cmd_id,
-                rc == VSOC_ENOENT ? "no such command in flight" : "a duplicate");
 }
 
 static void on_mqtt(void *ctx, const char *topic, const void *payload, size_t n)
@@ -282,30 +208,6 @@ static void on_mqtt(void *ctx, const char *topic, const void *payload, size_t n)
 static void on_kafka(void *ctx, const vsoc_kafka_msg_t *m)
 {
     handle_ack(ctx, NULL, m->val, m->n);
-}
-
-static int on_approval(void *ctx, int64_t rowid, const char *cmd_id, const char *by,
-                       const char *decision, const char *why, int64_t time_us)
-{
-    respond_t *rs = ctx;
-    rs->approvals_after = rowid;
-    char err[512];
-    int rc = !strcmp(decision, "approve")
-                 ? vsoc_responder_approve(rs->resp, cmd_id, by, time_us, err, sizeof err)
-                 : vsoc_responder_reject(rs->resp, cmd_id, by, why, time_us, err, sizeof err);
-    /* The approving command already updated the store; an error here only means this
-     * process saw the command in that state already. */
-    if (rc != 0 && !vsoc_responder_error(rs->resp))
-        logline(rs, "approval.seen", "%.8s %s by %s: %s", cmd_id, decision, by, err);
-    return 0;
-}
-
-static int max_rowid(void *ctx, int64_t rowid, const char *cmd_id, const char *by,
-                     const char *decision, const char *why, int64_t time_us)
-{
-    (void)cmd_id, (void)by, (void)decision, (void)why, (void)time_us;
-    *(int64_t *)ctx = rowid;
-    return 0;
 }
 
 int cmd_respond(int argc, char **argv)
@@ -446,7 +348,6 @@ int cli_respond_run(const cli_respond_opts_t *o)
     vsoc_playbooks_t *pbs = NULL;
     vsoc_key_t *key = NULL;
     char err[512];
-    rs.keydir = keydir;
 
     vsoc_diags_t *d = vsoc_diags_new();
     const char *def = cli_default_playbooks();
@@ -479,11 +380,13 @@ int cli_respond_run(const cli_respond_opts_t *o)
         errline(&rs, "%s", err);
         goto done;
     }
-    if (cli_responder_restore(rs.resp, rs.store, 1) != 0 ||
-        vsoc_store_each_approval(rs.store, 0, max_rowid, &rs.approvals_after) < 0) {
-        errline(&rs, "%s", vsoc_store_errmsg(rs.store));
+    if (!(rs.deliver = cli_deliver_new(rs.store, keydir, deliver_log, &rs))) {
+        errline(&rs, "out of memory");
         goto done;
     }
+    if (cli_responder_restore(rs.resp, rs.store, 1) != 0 ||
+        cli_deliver_skip_approvals(rs.deliver) != 0)
+        goto done;
     if (mqtt) {
         char host[256];
         int port = 8883;
@@ -524,8 +427,7 @@ int cli_respond_run(const cli_respond_opts_t *o)
         int64_t now = wall_us();
         if (now >= next) {
             next = now + poll_us;
-            if (vsoc_store_each_approval(rs.store, rs.approvals_after, on_approval, &rs) < 0) {
-                errline(&rs, "%s", vsoc_store_errmsg(rs.store));
+            if (cli_deliver_approvals(rs.deliver, rs.resp) != 0) {
                 rc = 1;
                 break;
             }
@@ -560,17 +462,17 @@ int cli_respond_run(const cli_respond_opts_t *o)
     }
     if (rs.failed)
         rc = 1;
+    uint64_t acks_ok, acks_bad;
+    cli_deliver_counts(rs.deliver, &acks_ok, &acks_bad);
     logline(&rs, "respond.stopped", "%llu acks verified, %llu refused, %zu commands in flight",
-            (unsigned long long)rs.acks_ok, (unsigned long long)rs.acks_bad,
+            (unsigned long long)acks_ok, (unsigned long long)acks_bad,
             vsoc_responder_in_flight(rs.resp));
 done:
     vsoc_responder_free(rs.resp);
     vsoc_mqtt_free(rs.mqtt);
     vsoc_kafka_consumer_free(rs.cons);
     vsoc_kafka_producer_free(rs.prod);
-    for (size_t i = 0; i < rs.nvkeys; i++)
-        vsoc_key_free(rs.vkeys[i].key);
-    free(rs.vkeys);
+    cli_deliver_free(rs.deliver);
     vsoc_store_close(rs.store);
     vsoc_key_free(key);
     vsoc_playbooks_free(pbs);

@@ -103,6 +103,8 @@ typedef struct serve {
     uint64_t generation;
     vsoc_kafka_consumer_t *cons;
     vsoc_kafka_producer_t *prod;
+    vsoc_kafka_consumer_t *acks; /* kafka.topics.acks; NULL: commands are not delivered */
+    uint64_t last_deliver_ns;    /* approvals and wall-clock timers, once a second */
     cli_response_t *resp;
     vsoc_fleet_t *fleet;      /* in process: no Redis, or while Redis is away */
     vsoc_redis_t *redis;      /* NULL: no redis.url */
@@ -1242,6 +1244,16 @@ static void on_revoke(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
                 s->parts[j] = s->parts[--s->nparts];
                 break;
             }
+        /* The next owner reads on from here with the state it restores: what the engines
+         * hold of these vehicles would be stale should the partition come back. */
+        for (int w = 0; t >= 0 && w < s->nworkers; w++) {
+            serve_in_t *slot = claim_in(s, w);
+            slot->kind = SERVE_IN_FORGET;
+            slot->topic = (uint8_t)t;
+            slot->partition = p[i].partition;
+            slot->big = NULL;
+            cli_ring_publish(&s->w[w].in);
+        }
     }
     slog(s, LOG_INFO, "kafka.revoked", "%zu partition%s revoked", n, n == 1 ? "" : "s");
 }
@@ -1290,6 +1302,59 @@ static int reload(serve_t *s, char *msg, size_t n)
              vsoc_playbooks_count(set->playbooks), set->baseline ? ", a baseline" : "");
     slog(s, LOG_INFO, "reload.done", "%s", msg);
     return 0;
+}
+
+/* ---- command delivery (kafka.topics.commands) ---------------------------------------------- */
+
+/* The responder's transport: the signed envelope goes to the commands topic keyed by the VIN
+ * and this waits for the broker, so command.sent is true when it is said. A failure is
+ * logged; the ack timeout resends. */
+static int send_command(void *ctx, const char *vin, const char *envelope, size_t n)
+{
+    serve_t *s = ctx;
+    char err[512];
+    if (!s->prod) {
+        slog(s, LOG_WARN, "transport.error", "command to %s: the producer is not up yet "
+             "(resent after the ack timeout)", vin);
+        return -1;
+    }
+    if (vsoc_kafka_produce(s->prod, s->cfg->kafka.topics.commands, vin, strlen(vin), envelope,
+                           n, 10000, err, sizeof err) != 0) {
+        slog(s, LOG_WARN, "transport.error", "command to %s: %s (resent after the ack timeout)",
+             vin, err);
+        return -1;
+    }
+    return 0;
+}
+
+static void on_ack(void *ctx, const vsoc_kafka_msg_t *m)
+{
+    serve_t *s = ctx;
+    if (s->failed)
+        return; /* not kept: read again after the restart */
+    if (cli_response_ack(s->resp, m->val, m->n, cli_wall_us()) != 0)
+        s->failed = 1;
+}
+
+/* One turn of delivery on the main thread: the acks waiting now (no wait), and once a
+ * second the approvals made with `vsoc commands approve` and the timers on the wall clock
+ * (ack timeouts resend, approvals time out, deferred commands expire). */
+static void deliver_turn(serve_t *s, uint64_t now_ns)
+{
+    if (!s->acks || s->failed)
+        return;
+    char err[512];
+    int got = vsoc_kafka_poll(s->acks, 0, on_ack, s, err, sizeof err);
+    if (got < 0)
+        slog(s, LOG_WARN, "kafka.error", "acks: %s", err);
+    /* The acks are committed in the store now: only then may the group move past them. */
+    else if (got > 0 && !s->failed && vsoc_kafka_commit(s->acks, err, sizeof err) != 0)
+        slog(s, LOG_WARN, "kafka.commit_failed", "acks: %s", err);
+    if (s->failed || now_ns - s->last_deliver_ns < 1000000000ull)
+        return;
+    s->last_deliver_ns = now_ns;
+    if (cli_response_approvals(s->resp) != 0 || cli_response_advance(s->resp, cli_wall_us()) != 0)
+        s->failed = 1;
 }
 
 /* ---- set-up and the main loop ------------------------------------------------------------- */
@@ -1403,14 +1468,6 @@ int cmd_serve(int argc, char **argv)
     vsoc_diags_free(d);
     s->level = s->cfg->log.level;
     char err[1024];
-    if (s->cfg->kafka.topics.commands[0]) {
-        /* Said plainly rather than accepted and ignored (docs/serve.md, commands). */
-        fprintf(stderr, "%s: kafka.topics.commands: vsoc serve does not deliver commands "
-                        "yet; leave it empty: commands wait in the store (vsoc commands "
-                        "list), and vsoc respond delivers them\n", cpath);
-        serve_config_free(s->cfg);
-        return EXIT_USAGE;
-    }
     if (!(s->set = load_set(s, err, sizeof err))) {
         slog(s, LOG_ERROR, "start.failed", "%s", err);
         goto done;
@@ -1471,6 +1528,16 @@ int cmd_serve(int argc, char **argv)
                               .log_fn = response_log, .log_ctx = s,
                               .use_playbooks = s->set->playbooks, .prog = "vsoc serve",
                               .limits = s->redis ? shared_limits : NULL, .limits_ctx = s};
+    /* With a commands topic this instance is the responder: it delivers the commands in
+     * the store, new and open ones alike (docs/serve.md, commands). */
+    int deliver = s->cfg->kafka.topics.commands[0] && s->cfg->response.enabled;
+    if (deliver) {
+        ro.send = send_command;
+        ro.send_ctx = s;
+        ro.keyfile = s->cfg->response.key;
+        ro.vehicle_keys = s->cfg->response.vehicle_keys;
+        ro.owns_commands = 1;
+    }
     int code;
     if (!(s->resp = cli_response_new(&ro, &code)))
         goto done;
@@ -1531,6 +1598,24 @@ int cmd_serve(int argc, char **argv)
             (const char *const *)s->cfg->kafka.topics.events.v, s->cfg->kafka.topics.events.n,
             (const char *const *)kv,
             nkv, err, sizeof err);
+    /* Every instance reads every ack in a group of its own, and ignores acks for commands
+     * it does not know. */
+    char acks_group[600];
+    int long_group = snprintf(acks_group, sizeof acks_group, "%s.acks.%s", s->cfg->kafka.group,
+                              s->instance) >= (int)sizeof acks_group;
+    const char *acks_topic = s->cfg->kafka.topics.acks;
+    if (long_group)
+        snprintf(err, sizeof err, "kafka.group and the instance name are too long together");
+    if (s->prod && s->cons && deliver && !long_group)
+        s->acks = vsoc_kafka_consumer_new(s->cfg->kafka.brokers, acks_group, &acks_topic, 1,
+                                          (const char *const *)kv, nkv, err, sizeof err);
+    if (s->prod && s->cons && deliver && !s->acks) {
+        for (size_t i = 0; i < nkv; i++)
+            free(kv[i]);
+        free(kv);
+        slog(s, LOG_ERROR, "start.failed", "kafka acks consumer: %s", err);
+        goto done;
+    }
     for (size_t i = 0; i < nkv; i++)
         free(kv[i]);
     free(kv);
@@ -1575,6 +1660,12 @@ int cmd_serve(int argc, char **argv)
              s->nworkers == 1 ? "" : "s", vsoc_ruleset_count(s->set->rules),
              vsoc_playbooks_count(s->set->playbooks), s->cfg->kafka.brokers,
              s->cfg->kafka.group, s->cfg->store.sqlite, http);
+    if (!s->failed && s->acks)
+        slog(s, LOG_INFO, "commands", "delivering commands to %s, acks from %s (group %s)",
+             s->cfg->kafka.topics.commands, acks_topic, acks_group);
+    else if (!s->failed && s->cfg->kafka.topics.commands[0])
+        slog(s, LOG_WARN, "commands", "kafka.topics.commands is set but response.enabled is "
+             "false: no playbook runs, so no commands to deliver");
     uint64_t interval_ns = (uint64_t)s->cfg->kafka.commit_interval_us * 1000ull;
     uint64_t last_lag_ns = 0;
     s->last_mark_ns = cli_now_ns();
@@ -1609,6 +1700,7 @@ int cmd_serve(int argc, char **argv)
         }
         turn(s);
         uint64_t now = cli_now_ns();
+        deliver_turn(s, now);
         if (s->dispatched_since_mark && now - s->last_mark_ns >= interval_ns)
             mark(s);
         if (now - last_lag_ns > 1000000000ull) {
@@ -1648,6 +1740,8 @@ int cmd_serve(int argc, char **argv)
         }
     }
 done:
+    vsoc_kafka_consumer_free(s->acks); /* what it read was committed as it went */
+    s->acks = NULL;
     if (s->cons) {
         /* Leaving the group revokes the partitions: on_revoke commits what is left. */
         vsoc_kafka_consumer_free(s->cons);

@@ -10,6 +10,7 @@
 #include "agent_core.h"
 #include "cli.h"
 #include "cli_store.h"
+#include "deliver.h"
 #include "incident.h"
 #include "playbook.h"
 #include "respond.h"
@@ -49,6 +50,7 @@ struct cli_response {
     vsoc_playbooks_t *own_pbs; /* pbs when loaded here; NULL when borrowed */
     vsoc_incidents_t *inc;
     vsoc_responder_t *resp;
+    cli_deliver_t *deliver;  /* with an external transport: acks and approvals */
     vsoc_key_t *key;         /* signs commands */
     vsoc_key_t *vehicle_key; /* signs the loopback agents' acks */
     const vsoc_key_t *trusted[1]; /* what the loopback agents trust: key (they keep it) */
@@ -58,6 +60,7 @@ struct cli_response {
     queue_t cmds, acks;
     int64_t now_us, next_tick_us;
     int failed;
+    int in_tx;               /* the store's transaction is open */
     size_t since_commit;
     uint64_t long_vins; /* alerts left out of the response: vehicle id too long */
     /* for the summary */
@@ -149,6 +152,37 @@ static vehicle_t *vehicle_of(cli_response_t *r, const char *vin, size_t n)
     return v;
 }
 
+/* The store's transaction opens with the first write after a commit, not at the commit:
+ * while nothing is written (an idle service) the write lock is free for the processes
+ * that share the store, such as `vsoc commands approve`. 0, or -1 when the store failed. */
+static int tx(cli_response_t *r)
+{
+    if (!r->store || r->o.dry_run || r->in_tx || r->failed)
+        return r->failed ? -1 : 0;
+    if (vsoc_store_begin(r->store) != 0) {
+        errf(r, "%s", vsoc_store_errmsg(r->store));
+        r->failed = 1;
+        return -1;
+    }
+    r->in_tx = 1;
+    return 0;
+}
+
+/* Ends the open transaction, if any, keeping what it wrote. 0 or -1. */
+static int commit(cli_response_t *r)
+{
+    if (!r->in_tx)
+        return 0;
+    r->in_tx = 0;
+    r->since_commit = 0;
+    if (vsoc_store_commit(r->store) != 0) {
+        errf(r, "%s", vsoc_store_errmsg(r->store));
+        r->failed = 1;
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- responder callbacks ------------------------------------------------------------------ */
 
 static void incident_state(cli_response_t *r, const char *incident_id, const char *vin,
@@ -167,7 +201,7 @@ static void incident_state(cli_response_t *r, const char *incident_id, const cha
 static int on_change(void *ctx, const vsoc_change_t *c)
 {
     cli_response_t *r = ctx;
-    if (r->store && !r->o.dry_run && cli_store_on_change(r->store, c) != 0) {
+    if (r->store && !r->o.dry_run && (tx(r) != 0 || cli_store_on_change(r->store, c) != 0)) {
         r->failed = 1;
         return -1;
     }
@@ -217,6 +251,37 @@ static int loop_send(void *ctx, const vsoc_command_t *cmd, const char *envelope,
 {
     cli_response_t *r = ctx;
     return push(&r->cmds, cmd->vin, envelope, n);
+}
+
+/* No transaction spans a send: what on_change wrote is committed first, so after a crash
+ * the store knows every command that went out (and its seq) and resends it unchanged. */
+static int ext_send(void *ctx, const vsoc_command_t *cmd, const char *envelope, size_t n)
+{
+    cli_response_t *r = ctx;
+    if (cli_response_commit(r) != 0)
+        return -1;
+    return r->o.send(r->o.send_ctx, cmd->vin, envelope, n);
+}
+
+static void deliver_log(void *ctx, const char *event, const char *text)
+{
+    cli_response_t *r = ctx;
+    if (!strcmp(event, "error"))
+        errf(r, "%s", text);
+    else
+        logf_(r, event, "%s", text);
+}
+
+/* The responder's transport and key, the same for every responder built here. */
+static void transport_opts(cli_response_t *r, vsoc_responder_opts_t *ro)
+{
+    if (r->o.send) {
+        ro->key = r->key;
+        ro->send = ext_send;
+    } else {
+        ro->key = r->o.loopback || r->o.dry_run ? r->key : NULL;
+        ro->send = r->o.loopback ? loop_send : NULL;
+    }
 }
 
 static void on_agent_ack(void *ctx, const vsoc_ack_t *ack, const char *json, size_t n)
@@ -270,7 +335,7 @@ static int drain(cli_response_t *r)
         vsoc_envelope_reason_t vr = vsoc_ack_verify(&ack, vk, 1, m.vin);
         const char *verdict = vr == VSOC_ENVELOPE_OK ? "ok" : vsoc_envelope_reason_name(vr);
         if (r->store && !r->o.dry_run &&
-            vsoc_store_put_ack(r->store, &ack, m.text, verdict, r->now_us) != 0) {
+            (tx(r) != 0 || vsoc_store_put_ack(r->store, &ack, m.text, verdict, r->now_us) != 0)) {
             errf(r, "%s", vsoc_store_errmsg(r->store));
             r->failed = 1;
         }
@@ -356,7 +421,19 @@ cli_response_t *cli_response_new(const cli_response_opts_t *o, int *exit_code)
     vsoc_diags_free(d);
     if (!r->pbs)
         goto oom;
-    if ((o->loopback || o->dry_run) && !o->no_playbooks) {
+    if (o->send && (o->loopback || o->dry_run || !o->db || !o->keyfile || !o->vehicle_keys)) {
+        errf(r, "delivering commands needs a store, a signing key and the vehicles' keys, "
+                "and no loopback or dry run");
+        *exit_code = 2;
+        goto fail;
+    }
+    if (o->send && !o->no_playbooks) {
+        r->key = vsoc_key_load_private(o->keyfile, NULL, err, sizeof err);
+        if (!r->key) {
+            errf(r, "%s", err);
+            goto fail;
+        }
+    } else if ((o->loopback || o->dry_run) && !o->no_playbooks) {
         if (o->keyfile) {
             r->key = vsoc_key_load_private(o->keyfile, NULL, err, sizeof err);
             if (!r->key) {
@@ -389,14 +466,13 @@ cli_response_t *cli_response_new(const cli_response_opts_t *o, int *exit_code)
         goto oom;
     vsoc_responder_opts_t ro = {
         .playbooks = r->pbs,
-        .key = o->loopback || o->dry_run ? r->key : NULL,
         .on_change = on_change,
-        .send = o->loopback ? loop_send : NULL,
         .ctx = r,
         .limits = o->limits ? limits : NULL,
         .dry_run = o->dry_run,
         .approve_all = o->approve_all,
     };
+    transport_opts(r, &ro);
     r->resp = vsoc_responder_new(&ro, err, sizeof err);
     if (!r->resp) {
         errf(r, "%s", err);
@@ -404,11 +480,13 @@ cli_response_t *cli_response_new(const cli_response_opts_t *o, int *exit_code)
     }
     if (r->store) {
         if (cli_incidents_restore(r->inc, r->store) != 0 ||
-            cli_responder_restore(r->resp, r->store, 0) != 0)
+            cli_responder_restore(r->resp, r->store, o->send && o->owns_commands) != 0)
             goto fail;
-        if (!o->dry_run && vsoc_store_begin(r->store) != 0) {
-            errf(r, "%s", vsoc_store_errmsg(r->store));
-            goto fail;
+        if (o->send) {
+            if (!(r->deliver = cli_deliver_new(r->store, o->vehicle_keys, deliver_log, r)))
+                goto oom;
+            if (cli_deliver_skip_approvals(r->deliver) != 0)
+                goto fail;
         }
     }
     if (o->approve_all)
@@ -433,6 +511,7 @@ void cli_response_free(cli_response_t *r)
     queue_free(&r->cmds);
     queue_free(&r->acks);
     vsoc_responder_free(r->resp);
+    cli_deliver_free(r->deliver);
     vsoc_incidents_free(r->inc);
     vsoc_playbooks_free(r->own_pbs);
     vsoc_key_free(r->key);
@@ -494,6 +573,8 @@ int cli_response_alert(cli_response_t *r, const vsoc_alert_t *a, const char *jso
     memcpy(vin, a->vin.p, vn);
     vin[vn] = 0;
     if (r->store && !r->o.dry_run) {
+        if (tx(r) != 0)
+            return -1;
         int rc = vsoc_store_put_alert(r->store, a->uid, rule_id, level, vin, a->time_us, json);
         if (rc < 0) {
             errf(r, "%s", vsoc_store_errmsg(r->store));
@@ -541,13 +622,8 @@ int cli_response_alert(cli_response_t *r, const vsoc_alert_t *a, const char *jso
     }
     vsoc_incident_t copy = *inc; /* the responder may change incident states meanwhile */
     vsoc_responder_on_alert(r->resp, &copy, rule_id, level, a->time_us);
-    if (r->store && !r->o.dry_run && ++r->since_commit >= 256) {
-        r->since_commit = 0;
-        if (vsoc_store_commit(r->store) != 0 || vsoc_store_begin(r->store) != 0) {
-            errf(r, "%s", vsoc_store_errmsg(r->store));
-            r->failed = 1;
-        }
-    }
+    if (r->store && !r->o.dry_run && ++r->since_commit >= 256)
+        commit(r);
     return drain(r);
 }
 
@@ -555,10 +631,7 @@ int cli_response_finish(cli_response_t *r)
 {
     if (!r->failed && r->now_us != INT64_MIN)
         tick(r);
-    if (r->store && !r->o.dry_run && vsoc_store_commit(r->store) != 0) {
-        errf(r, "%s", vsoc_store_errmsg(r->store));
-        r->failed = 1;
-    }
+    commit(r);
     return r->failed ? -1 : 0;
 }
 
@@ -593,7 +666,11 @@ void cli_response_summary(const cli_response_t *r, FILE *out)
 
 struct vsoc_store *cli_response_store(cli_response_t *r)
 {
-    return r->o.dry_run ? NULL : r->store;
+    if (r->o.dry_run || !r->store)
+        return NULL;
+    /* The caller's rows go into the response's transaction (committed together). */
+    tx(r);
+    return r->store;
 }
 
 int cli_response_commit(cli_response_t *r)
@@ -602,13 +679,7 @@ int cli_response_commit(cli_response_t *r)
         return -1;
     if (!r->store || r->o.dry_run)
         return 0;
-    r->since_commit = 0;
-    if (vsoc_store_commit(r->store) != 0 || vsoc_store_begin(r->store) != 0) {
-        errf(r, "%s", vsoc_store_errmsg(r->store));
-        r->failed = 1;
-        return -1;
-    }
-    return 0;
+    return commit(r);
 }
 
 int cli_response_advance(cli_response_t *r, int64_t now_us)
@@ -634,20 +705,19 @@ int cli_response_set_playbooks(cli_response_t *r, const vsoc_playbooks_t *pbs)
     char err[512];
     vsoc_responder_opts_t ro = {
         .playbooks = pbs,
-        .key = r->o.loopback || r->o.dry_run ? r->key : NULL,
         .on_change = on_change,
-        .send = r->o.loopback ? loop_send : NULL,
         .ctx = r,
         .limits = r->o.limits ? limits : NULL,
         .dry_run = r->o.dry_run,
         .approve_all = r->o.approve_all,
     };
+    transport_opts(r, &ro);
     vsoc_responder_t *nr = vsoc_responder_new(&ro, err, sizeof err);
     if (!nr) {
         errf(r, "%s", err);
         return -1;
     }
-    if (r->store && cli_responder_restore(nr, r->store, 0) != 0) {
+    if (r->store && cli_responder_restore(nr, r->store, r->o.send && r->o.owns_commands) != 0) {
         vsoc_responder_free(nr);
         return -1;
     }
@@ -657,6 +727,42 @@ int cli_response_set_playbooks(cli_response_t *r, const vsoc_playbooks_t *pbs)
     vsoc_playbooks_free(r->own_pbs);
     r->own_pbs = NULL;
     return 0;
+}
+
+int cli_response_ack(cli_response_t *r, const void *buf, size_t n, int64_t wall_us)
+{
+    if (!r->deliver || tx(r) != 0)
+        return -1;
+    if (wall_us > r->now_us)
+        r->now_us = wall_us;
+    if (cli_deliver_ack(r->deliver, r->resp, NULL, buf, n, r->now_us) != 0) {
+        r->failed = 1;
+        return -1;
+    }
+    /* An ack may end a command and let the next of its vehicle go out (sent above, after
+     * a commit); committing here makes the ack itself durable before the caller tells the
+     * transport it has it. */
+    if (vsoc_responder_error(r->resp)) {
+        r->failed = 1;
+        errf(r, "%s", vsoc_responder_error(r->resp));
+        return -1;
+    }
+    return cli_response_commit(r);
+}
+
+int cli_response_approvals(cli_response_t *r)
+{
+    if (r->failed || !r->deliver)
+        return r->failed ? -1 : 0;
+    /* An open transaction reads what was committed when it began: committing first lets
+     * this read see what `vsoc commands approve` wrote since. */
+    if (cli_response_commit(r) != 0)
+        return -1;
+    if (cli_deliver_approvals(r->deliver, r->resp) != 0) {
+        r->failed = 1;
+        return -1;
+    }
+    return drain(r);
 }
 
 void cli_response_counts(const cli_response_t *r, cli_response_counts_t *c)

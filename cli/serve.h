@@ -33,7 +33,14 @@ typedef struct serve_set {
 void serve_set_ref(serve_set_t *s);
 void serve_set_unref(serve_set_t *s); /* NULL does nothing */
 
-enum { SERVE_IN_EVENT = 1, SERVE_IN_MARK, SERVE_IN_SWAP, SERVE_IN_RESTORE, SERVE_IN_STOP };
+enum {
+    SERVE_IN_EVENT = 1,
+    SERVE_IN_MARK,
+    SERVE_IN_SWAP,
+    SERVE_IN_RESTORE,
+    SERVE_IN_FORGET, /* the vehicles of (topic, partition): its partition was given up */
+    SERVE_IN_STOP
+};
 
 #define SERVE_KEY_MAX 63 /* longer keys name no vehicle (the engine keeps 63 bytes) */
 #define SERVE_INLINE 400

@@ -210,6 +210,17 @@ static void restore(serve_worker_t *w, const serve_in_t *m)
              (int)m->keylen, m->key, dropped, dropped == 1 ? "" : "s");
 }
 
+/* The vehicles of a partition given up: whoever reads on from it has their state now, so
+ * what this engine holds would be stale should the partition come back. */
+static void forget(serve_worker_t *w, uint8_t topic, int32_t partition)
+{
+    for (size_t i = 0; i < w->vpcap; i++) {
+        serve_vpart_t *v = &w->vp[i];
+        if (v->used && v->topic == topic && v->partition == partition)
+            vsoc_engine_forget(w->engine, v->vin, v->vinlen);
+    }
+}
+
 typedef struct alert_ctx {
     serve_worker_t *w;
     const serve_in_t *msg;
@@ -420,6 +431,9 @@ static void *run(void *arg)
         case SERVE_IN_RESTORE:
             restore(w, m);
             free(m->big);
+            break;
+        case SERVE_IN_FORGET:
+            forget(w, m->topic, m->partition);
             break;
         case SERVE_IN_STOP: {
             cli_ring_release(&w->in);

@@ -17,6 +17,11 @@
 #               counts the vehicles seen by both (a real redis-server started here) and
 #               raises one alert between them; Redis killed: both keep running, say so in
 #               /metrics, and judge fleet hits locally
+#   commands    with kafka.topics.commands the service delivers a playbook's command (signed,
+#               keyed by the VIN), takes the vehicle's signed ack from the acks topic and
+#               records it (audit chain intact); killed -9 while the command waits for its
+#               ack, the restarted service resends the same cmd_id and seq, and the vehicle
+#               applies it once; a step approved with vsoc commands approve is then sent
 # Exits 0 on success, 1 on failure (saying why). A broker that does not start is a failure.
 set -euo pipefail
 t=$1
@@ -73,9 +78,13 @@ start_redis() {
   fail "redis-server did not start"
 }
 
-start_mock() {
-  "$mock" --brokers 3 --topic vsoc.events:4 --topic vsoc.alerts:2 --port-file "$work/port" \
-    >"$work/mock.out" 2>"$work/mock.err" &
+start_mock() { # [TOPIC:PARTITIONS...] (default: the events and alerts topics, 3 brokers)
+  local args=(--brokers 3 --topic vsoc.events:4 --topic vsoc.alerts:2)
+  if [ $# -gt 0 ]; then
+    args=(--brokers 1)
+    for t in "$@"; do args+=(--topic "$t"); done
+  fi
+  "$mock" "${args[@]}" --port-file "$work/port" >"$work/mock.out" 2>"$work/mock.err" &
   mock_pid=$!
   for _ in $(seq 100); do
     [ -s "$work/port" ] && break
@@ -488,6 +497,125 @@ fleet)
   stop_serve
   echo "ok: two instances ($pa + $pb partitions, $ha + $hb vehicles) raised one fleet alert;" \
     "without Redis both ran on local state"
+  ;;
+commands)
+  command -v sqlite3 >/dev/null || fail "sqlite3 is not installed"
+  agent=${VSOC_AGENT:?VSOC_AGENT is not set}
+  start_mock vsoc.events:2 vsoc.alerts:1 vsoc.commands:1 vsoc.acks:1
+  VIN=1VSCDEM0000000001
+  mkdir -p "$work/keys" "$work/vkeys" "$work/pb"
+  "$vsoc" keygen --out "$work/keys" --key-id vsoc-soc >/dev/null || fail "keygen (SOC)"
+  "$vsoc" keygen --out "$work/vkeys" --key-id "$VIN" >/dev/null || fail "keygen (vehicle)"
+  # One step that needs nobody's approval, on a rule the sample truck fires once.
+  printf '%s\n' 'id: logs-on-bad-dlc' 'title: Collect logs after a CAN frame with a bad DLC' \
+    'trigger: {rules: ["vsoc.can.invalid-dlc"], min_level: low}' 'steps:' '  - id: logs' \
+    '    action: collect_logs' '    args: {minutes: 10}' '    approval: auto' \
+    '    ack_timeout: 5s' '    retries: 10' '    expires: 10m' '  - id: isolate' \
+    '    action: quarantine' '    args: {segment: telematics, mode: block_external}' \
+    '    ttl: 1h' '    approval: required' '    approval_timeout: 10m' \
+    '    ack_timeout: 5s' '    expires: 10m' >"$work/pb/logs.yml"
+  printf '%s\n' 'instance: c' 'workers: 2' 'kafka:' "  brokers: \"$brokers\"" \
+    '  group: vsoc-test' '  topics:' '    events: [vsoc.events]' '    alerts: vsoc.alerts' \
+    '    commands: vsoc.commands' '    acks: vsoc.acks' '  properties:' \
+    '    session.timeout.ms: "6000"' '    heartbeat.interval.ms: "500"' \
+    '  commit_interval: 100ms' "playbooks: [$work/pb]" 'store:' "  sqlite: $work/c.db" \
+    'http:' '  listen: 127.0.0.1:0' 'response:' '  enabled: true' \
+    "  key: $work/keys/vsoc-soc.key" "  vehicle_keys: $work/vkeys" >"$work/c.yaml"
+  sed "s/^/$VIN\t/" "$src/samples/demo.log" >"$work/events.tsv"
+  produce "$work/events.tsv"
+  cmds() { "$vsoc" commands list --db "$work/c.db" --json; }
+  cmd_state() { cmds | jq -r "select(.cmd_id == \"$cmd\") | .$1"; }
+  envelopes() { # OUTFILE: every message on the commands topic, KEY<TAB>VALUE
+    timeout 30 kcat -C -b "$brokers" -t vsoc.commands -o beginning -e -q -f '%k\t%s\n' >"$1" ||
+      fail "kcat could not read the commands topic"
+  }
+  start_serve c
+  cmd=
+  for _ in $(seq 300); do
+    cmd=$(cmds 2>/dev/null | jq -r 'select(.state == "sent") | .cmd_id' | head -n 1)
+    [ -n "$cmd" ] && break
+    kill -0 "$serve_pid" 2>/dev/null || fail "vsoc serve died"
+    sleep 0.1
+  done
+  [ -n "$cmd" ] || fail "no command was sent within 30 s: $(cmds 2>&1 | head -3)"
+  # The store says sent before the broker has it (persist, then send): wait for the topic.
+  for _ in $(seq 40); do
+    envelopes "$work/env1"
+    [ -s "$work/env1" ] && break
+    sleep 0.25
+  done
+  # Sent and stored, no ack yet: the service dies (before its ack timeout resends).
+  kill -KILL "$serve_pid"
+  wait "$serve_pid" 2>/dev/null || true
+  serve_pid=
+  seq1=$(cmd_state seq)
+  envelopes "$work/env1"
+  [ "$(wc -l <"$work/env1")" -eq 1 ] || fail "expected 1 command on the topic, got $(wc -l <"$work/env1")"
+  [ "$(cut -f1 "$work/env1")" = "$VIN" ] || fail "the command is not keyed by the VIN"
+  cut -f2- "$work/env1" >"$work/sent1.json"
+  [ "$(jq -r .cmd_id "$work/sent1.json")" = "$cmd" ] || fail "the topic's command is not the stored one"
+  # The restarted service resends the unanswered command after its ack timeout (5 s).
+  start_serve c
+  for _ in $(seq 60); do
+    envelopes "$work/env2"
+    [ "$(wc -l <"$work/env2")" -ge 2 ] && break
+    sleep 0.5
+  done
+  [ "$(wc -l <"$work/env2")" -ge 2 ] || fail "the restarted service did not resend the command"
+  tail -n 1 "$work/env2" | cut -f2- >"$work/sent2.json"
+  [ "$(jq -r .cmd_id "$work/sent2.json")" = "$cmd" ] || fail "the resend is a new command"
+  [ "$(jq -r .seq "$work/sent2.json")" = "$seq1" ] || fail "the resend has another seq"
+  [ "$(cmds | wc -l)" -eq 1 ] || fail "$(cmds | wc -l) commands in the store, expected the one"
+  # The platform delivers both copies; the vehicle applies the command once and acks each.
+  for n in 1 2; do
+    "$agent" handle --vin "$VIN" --trust "$work/keys/vsoc-soc.pub" \
+      --signing-key "$work/vkeys/$VIN.key" --state-dir "$work/state" --speed 0 \
+      "$work/sent$n.json" >"$work/ack$n.json" 2>>"$work/agent.err" || fail "vsoc-agent handle failed"
+    timeout 20 kcat -b "$brokers" -P -t vsoc.acks -k "$VIN" "$work/ack$n.json" ||
+      fail "kcat could not produce the ack"
+  done
+  grep -q '"status":"applied"' "$work/ack1.json" || fail "the vehicle did not apply it: $(cat "$work/ack1.json")"
+  for _ in $(seq 150); do
+    [ "$(cmd_state state)" = acked ] && break
+    sleep 0.1
+  done
+  [ "$(cmd_state state)" = acked ] || fail "the command is $(cmd_state state), not acked"
+  applied=$("$agent" status --state-dir "$work/state" | jq '.counters.applied')
+  [ "$applied" = 1 ] || fail "the vehicle applied the command $applied times"
+  n=$(grep '"event":"command.acked"' "$work/serve.err" | grep -c "${cmd:0:8}" || true)
+  [ "$n" -eq 1 ] || fail "command.acked logged $n times, expected once"
+  # The next step waits for a person; approved in the store, the running service sends it.
+  cmd2=
+  for _ in $(seq 100); do
+    cmd2=$(cmds | jq -r 'select(.state == "pending_approval") | .cmd_id' | head -n 1)
+    [ -n "$cmd2" ] && break
+    sleep 0.1
+  done
+  [ -n "$cmd2" ] || fail "the second step is not waiting for approval"
+  "$vsoc" commands approve "$cmd2" --by alice --db "$work/c.db" >/dev/null ||
+    fail "vsoc commands approve failed while the service runs"
+  for _ in $(seq 60); do
+    envelopes "$work/env3"
+    grep -q "$cmd2" "$work/env3" && break
+    sleep 0.5
+  done
+  grep "$cmd2" "$work/env3" | tail -n 1 | cut -f2- >"$work/sent3.json"
+  [ -s "$work/sent3.json" ] || fail "the approved command was not sent"
+  "$agent" handle --vin "$VIN" --trust "$work/keys/vsoc-soc.pub" \
+    --signing-key "$work/vkeys/$VIN.key" --state-dir "$work/state" --speed 0 \
+    "$work/sent3.json" >"$work/ack3.json" 2>>"$work/agent.err" || fail "vsoc-agent handle failed"
+  timeout 20 kcat -b "$brokers" -P -t vsoc.acks -k "$VIN" "$work/ack3.json" ||
+    fail "kcat could not produce the ack"
+  cmd=$cmd2
+  for _ in $(seq 150); do
+    [ "$(cmd_state state)" = acked ] && break
+    sleep 0.1
+  done
+  [ "$(cmd_state state)" = acked ] || fail "the approved command is $(cmd_state state), not acked"
+  stop_serve
+  "$vsoc" audit verify --db "$work/c.db" >/dev/null || fail "the audit chain does not verify"
+  echo "ok: a command sent, resent unchanged after kill -9 (seq $seq1), applied once, acked;" \
+    "an approved one sent and acked"
   ;;
 *)
   fail "unknown case $t"
