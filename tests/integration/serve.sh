@@ -202,6 +202,22 @@ alerts_topic() { # OUTFILE
     fail "kcat could not read the alerts topic"
 }
 
+# Waits until the alerts topic holds every id vsoc replay gave (at least once), or timeout
+# seconds pass; leaves the topic in OUTFILE and its distinct ids in OUTFILE.ids. Counters
+# alone cannot say when a service that read messages again (after a crash or an outage) is
+# done: it counts those events twice.
+wait_alert_ids() { # OUTFILE TIMEOUT
+  local end=$((SECONDS + $2))
+  while :; do
+    alerts_topic "$1"
+    jq -r .finding_info.uid "$1" | sort -u >"$1.ids"
+    comm -23 "$work/replay.ids" "$1.ids" | grep -q . || return 0
+    [ $SECONDS -lt $end ] || return 0 # the caller's diff says what is missing
+    kill -0 "$serve_pid" 2>/dev/null || return 0
+    sleep 1
+  done
+}
+
 stop_serve() {
   kill -TERM "$serve_pid"
   local rc=0
@@ -299,9 +315,8 @@ kill)
   start_serve a
   # It reads again from the last checkpoint, up to the end.
   wait_events 1 120
-  sleep 1
-  alerts_topic "$work/topic.jsonl"
-  jq -r .finding_info.uid "$work/topic.jsonl" | sort -u >"$work/topic.ids"
+  wait_alert_ids "$work/topic.jsonl" 120
+  cp "$work/topic.jsonl.ids" "$work/topic.ids"
   diff -u "$work/replay.ids" "$work/topic.ids" >"$work/diff" ||
     fail "after kill -9 and restart the alert ids differ from vsoc replay's: $(head -20 "$work/diff")"
   stored=$(sqlite3 "$work/a.db" 'select count(*) from alerts')
@@ -364,9 +379,8 @@ broker-down)
   kill -USR2 "$mock_pid" # back
   produce "$work/rest.tsv"
   wait_events "$total" 90
-  sleep 0.5
-  alerts_topic "$work/topic.jsonl"
-  jq -r .finding_info.uid "$work/topic.jsonl" | sort -u >"$work/topic.ids"
+  wait_alert_ids "$work/topic.jsonl" 90
+  cp "$work/topic.jsonl.ids" "$work/topic.ids"
   diff -u "$work/replay.ids" "$work/topic.ids" >"$work/diff" ||
     fail "after the brokers' outage the alert ids differ: $(head -20 "$work/diff")"
   stop_serve
