@@ -1717,50 +1717,25 @@ typedef struct rid {
     uint32_t rule;
 } rid_t;
 
-/* FNV-1a, fed field by field in little-endian form: the same in every run and on every
- * host, since fingerprints are stored with the blobs. */
-static void fp_bytes(uint64_t *h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) {
-        *h ^= b[i];
-        *h *= 0x100000001b3ULL;
-    }
-}
-
-static void fp_u64(uint64_t *h, uint64_t x)
-{
-    unsigned char b[8];
-    for (int i = 0; i < 8; i++)
-        b[i] = (unsigned char)(x >> (8 * i));
-    fp_bytes(h, b, 8);
-}
-
-static void fp_f64(uint64_t *h, double d)
-{
-    uint64_t x;
-    memcpy(&x, &d, 8);
-    fp_u64(h, x);
-}
 
 static void fp_str(uint64_t *h, const char *s)
 {
     if (!s) {
-        fp_u64(h, UINT64_MAX);
+        vsoc_fp_u64(h, UINT64_MAX);
         return;
     }
     size_t n = strlen(s);
-    fp_u64(h, n);
-    fp_bytes(h, s, n);
+    vsoc_fp_u64(h, n);
+    vsoc_fp_bytes(h, s, n);
 }
 
 static void fp_field(uint64_t *h, const vsoc_field_t *f)
 {
-    fp_u64(h, f->id);
-    fp_u64(h, f->type);
-    fp_u64(h, (uint64_t)f->lo | (uint64_t)f->hi << 8 | (uint64_t)f->kinds << 16);
+    vsoc_fp_u64(h, f->id);
+    vsoc_fp_u64(h, f->type);
+    vsoc_fp_u64(h, (uint64_t)f->lo | (uint64_t)f->hi << 8 | (uint64_t)f->kinds << 16);
     fp_str(h, f->name);
-    fp_u64(h, f->npath);
+    vsoc_fp_u64(h, f->npath);
     for (unsigned i = 0; i < f->npath && i < VSOC_FIELD_MAX_PATH; i++)
         fp_str(h, f->path[i]);
 }
@@ -1771,66 +1746,66 @@ static void fp_field(uint64_t *h, const vsoc_field_t *f)
 static uint64_t rule_fingerprint(const vsoc_rule_t *r)
 {
     uint64_t h = 0xcbf29ce484222325ULL;
-    fp_bytes(&h, "vsoc-rule-1", 11);
-    fp_u64(&h, r->kind);
-    fp_u64(&h, r->need);
-    fp_u64(&h, r->ndets);
+    vsoc_fp_bytes(&h, "vsoc-rule-1", 11);
+    vsoc_fp_u64(&h, r->kind);
+    vsoc_fp_u64(&h, r->need);
+    vsoc_fp_u64(&h, r->ndets);
     for (uint32_t d = 0; d < r->ndets; d++) {
         const det_t *det = &r->dets[d];
         fp_str(&h, det->name);
-        fp_u64(&h, det->nalt);
+        vsoc_fp_u64(&h, det->nalt);
         for (uint32_t a = 0; a < det->nalt; a++) {
             const alt_t *alt = &det->alts[a];
-            fp_u64(&h, alt->n);
+            vsoc_fp_u64(&h, alt->n);
             for (uint32_t m = 0; m < alt->n; m++) {
                 const fmatch_t *fm = &alt->m[m];
                 fp_field(&h, &fm->field);
-                fp_u64(&h, fm->op);
+                vsoc_fp_u64(&h, fm->op);
                 unsigned char fl[5] = {fm->all, fm->cased, fm->bits, fm->fast, fm->bits_le};
-                fp_bytes(&h, fl, sizeof fl);
-                fp_u64(&h, (uint64_t)fm->bits_start | (uint64_t)fm->bits_len << 16);
-                fp_u64(&h, fm->nvals);
+                vsoc_fp_bytes(&h, fl, sizeof fl);
+                vsoc_fp_u64(&h, (uint64_t)fm->bits_start | (uint64_t)fm->bits_len << 16);
+                vsoc_fp_u64(&h, fm->nvals);
                 for (uint32_t v = 0; v < fm->nvals; v++) {
                     const cval_t *c = &fm->vals[v];
-                    fp_u64(&h, c->kind);
-                    fp_u64(&h, (uint64_t)(int64_t)c->has_num);
-                    fp_u64(&h, (uint64_t)c->i);
-                    fp_u64(&h, (uint64_t)c->i2);
-                    fp_f64(&h, c->f);
-                    fp_f64(&h, c->f2);
-                    fp_u64(&h, c->s ? c->n : UINT64_MAX);
+                    vsoc_fp_u64(&h, c->kind);
+                    vsoc_fp_u64(&h, (uint64_t)(int64_t)c->has_num);
+                    vsoc_fp_u64(&h, (uint64_t)c->i);
+                    vsoc_fp_u64(&h, (uint64_t)c->i2);
+                    vsoc_fp_f64(&h, c->f);
+                    vsoc_fp_f64(&h, c->f2);
+                    vsoc_fp_u64(&h, c->s ? c->n : UINT64_MAX);
                     if (c->s)
-                        fp_bytes(&h, c->s, c->n);
+                        vsoc_fp_bytes(&h, c->s, c->n);
                     unsigned char cf[3] = {(unsigned char)c->glob, c->family, c->prefix};
-                    fp_bytes(&h, cf, sizeof cf);
-                    fp_bytes(&h, c->addr, sizeof c->addr);
+                    vsoc_fp_bytes(&h, cf, sizeof cf);
+                    vsoc_fp_bytes(&h, c->addr, sizeof c->addr);
                 }
             }
         }
     }
-    fp_u64(&h, r->nnodes);
+    vsoc_fp_u64(&h, r->nnodes);
     for (uint32_t i = 0; i < r->nnodes; i++) {
-        fp_u64(&h, r->nodes[i].op);
-        fp_u64(&h, r->nodes[i].det);
-        fp_u64(&h, (uint64_t)r->nodes[i].a | (uint64_t)r->nodes[i].b << 32);
+        vsoc_fp_u64(&h, r->nodes[i].op);
+        vsoc_fp_u64(&h, r->nodes[i].det);
+        vsoc_fp_u64(&h, (uint64_t)r->nodes[i].a | (uint64_t)r->nodes[i].b << 32);
     }
-    fp_u64(&h, (uint64_t)(int64_t)r->root);
+    vsoc_fp_u64(&h, (uint64_t)(int64_t)r->root);
     const corr_t *co = &r->corr;
-    fp_u64(&h, co->type);
-    fp_u64(&h, co->ngroup);
+    vsoc_fp_u64(&h, co->type);
+    vsoc_fp_u64(&h, co->ngroup);
     for (uint32_t i = 0; i < co->ngroup && i < VSOC_MAX_GROUP_BY; i++)
         fp_field(&h, &co->group_by[i]);
-    fp_u64(&h, (uint64_t)co->span_us);
-    fp_u64(&h, co->threshold);
+    vsoc_fp_u64(&h, (uint64_t)co->span_us);
+    vsoc_fp_u64(&h, co->threshold);
     fp_field(&h, &co->value_field);
-    fp_u64(&h, co->nitems);
+    vsoc_fp_u64(&h, co->nitems);
     for (uint32_t i = 0; i < co->nitems && i < VSOC_MAX_ITEMS; i++)
-        fp_u64(&h, co->items[i]);
-    fp_u64(&h, (uint64_t)(int64_t)r->sup.on);
-    fp_u64(&h, r->sup.ngroup);
+        vsoc_fp_u64(&h, co->items[i]);
+    vsoc_fp_u64(&h, (uint64_t)(int64_t)r->sup.on);
+    vsoc_fp_u64(&h, r->sup.ngroup);
     for (uint32_t i = 0; i < r->sup.ngroup && i < VSOC_MAX_GROUP_BY; i++)
         fp_field(&h, &r->sup.group_by[i]);
-    fp_u64(&h, (uint64_t)r->sup.for_us);
+    vsoc_fp_u64(&h, (uint64_t)r->sup.for_us);
     return h;
 }
 

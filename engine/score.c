@@ -44,61 +44,36 @@ struct vsoc_scorer {
     uint64_t fp; /* vsoc_scorer_fingerprint */
 };
 
-/* FNV-1a, fed field by field in little-endian form: fixed and host-independent, because
- * the fingerprint is stored with engine snapshots. */
-static void fp_bytes(uint64_t *h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) {
-        *h ^= b[i];
-        *h *= 0x100000001b3ULL;
-    }
-}
-
-static void fp_u64(uint64_t *h, uint64_t x)
-{
-    unsigned char b[8];
-    for (int i = 0; i < 8; i++)
-        b[i] = (unsigned char)(x >> (8 * i));
-    fp_bytes(h, b, 8);
-}
-
-static void fp_f64(uint64_t *h, double d)
-{
-    uint64_t x;
-    memcpy(&x, &d, 8);
-    fp_u64(h, x);
-}
 
 static uint64_t baseline_fingerprint(const vsoc_baseline_id_t *ids, size_t n)
 {
     uint64_t h = 0xcbf29ce484222325ULL;
-    fp_bytes(&h, "vsoc-baseline-1", 15);
-    fp_u64(&h, n);
+    vsoc_fp_bytes(&h, "vsoc-baseline-1", 15);
+    vsoc_fp_u64(&h, n);
     for (size_t i = 0; i < n; i++) {
         const vsoc_baseline_id_t *e = &ids[i];
         size_t bl = strlen(e->bus);
-        fp_u64(&h, bl);
-        fp_bytes(&h, e->bus, bl);
-        fp_u64(&h, e->id);
-        fp_u64(&h, e->ext);
-        fp_u64(&h, e->nbytes);
-        fp_u64(&h, e->dlc_mask);
-        fp_u64(&h, e->frames);
+        vsoc_fp_u64(&h, bl);
+        vsoc_fp_bytes(&h, e->bus, bl);
+        vsoc_fp_u64(&h, e->id);
+        vsoc_fp_u64(&h, e->ext);
+        vsoc_fp_u64(&h, e->nbytes);
+        vsoc_fp_u64(&h, e->dlc_mask);
+        vsoc_fp_u64(&h, e->frames);
         const vsoc_baseline_period_t *p = &e->period;
-        fp_u64(&h, p->count);
-        fp_f64(&h, p->mean);
-        fp_f64(&h, p->std);
-        fp_f64(&h, p->min);
-        fp_f64(&h, p->p1);
-        fp_f64(&h, p->p50);
-        fp_f64(&h, p->p99);
-        fp_f64(&h, p->max);
+        vsoc_fp_u64(&h, p->count);
+        vsoc_fp_f64(&h, p->mean);
+        vsoc_fp_f64(&h, p->std);
+        vsoc_fp_f64(&h, p->min);
+        vsoc_fp_f64(&h, p->p1);
+        vsoc_fp_f64(&h, p->p50);
+        vsoc_fp_f64(&h, p->p99);
+        vsoc_fp_f64(&h, p->max);
         for (int k = 0; k < VSOC_BASELINE_BYTES; k++) {
             const vsoc_baseline_byte_t *bb = &e->bytes[k];
             unsigned char b6[6] = {bb->min, bb->max, bb->and_bits, bb->or_bits, bb->counter,
                                    bb->checksum};
-            fp_bytes(&h, b6, sizeof b6);
+            vsoc_fp_bytes(&h, b6, sizeof b6);
         }
     }
     return h;

@@ -232,3 +232,27 @@ void vsoc_seterr(char *err, size_t errlen, const char *fmt, ...)
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
 }
+
+void vsoc_fp_bytes(uint64_t *h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        *h ^= b[i];
+        *h *= 0x100000001b3ULL;
+    }
+}
+
+void vsoc_fp_u64(uint64_t *h, uint64_t x)
+{
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)(x >> (8 * i));
+    vsoc_fp_bytes(h, b, 8);
+}
+
+void vsoc_fp_f64(uint64_t *h, double d)
+{
+    uint64_t x;
+    memcpy(&x, &d, 8);
+    vsoc_fp_u64(h, x);
+}

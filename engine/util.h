@@ -90,6 +90,13 @@ static inline int vsoc_eq_lower(const char *a, const char *p, size_t n)
  * form of every content-derived id (alerts, incidents, runs, commands). md is modified. */
 void vsoc_uuid_format(unsigned char *md, char out[37]);
 
+/* Fingerprints (FNV-1a 64) fed field by field in little-endian form: the same in every run
+ * and on every host, since they are stored with engine snapshots. Start *h at
+ * 0xcbf29ce484222325. */
+void vsoc_fp_bytes(uint64_t *h, const void *p, size_t n);
+void vsoc_fp_u64(uint64_t *h, uint64_t x);
+void vsoc_fp_f64(uint64_t *h, double d);
+
 /* Formats an error message into err (errlen bytes; nothing when err is NULL or errlen 0):
  * the out-parameter every constructor and connector call fills. */
 void vsoc_seterr(char *err, size_t errlen, const char *fmt, ...)
