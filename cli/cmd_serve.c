@@ -116,6 +116,7 @@ typedef struct serve {
     size_t ntopics;
     part_t *parts;
     size_t nparts, capparts;
+    size_t last_part;      /* index of the last message's partition (a hint, checked) */
     uint64_t next_epoch;   /* id of the next MARK */
     uint64_t *wepoch;      /* per worker: the epoch its next outputs belong to */
     epoch_t pending[MAX_PENDING];
@@ -128,20 +129,18 @@ typedef struct serve {
     int failed;            /* a store or response failure: stop */
     stored_offset_t *so;   /* the store's checkpoint offsets */
     size_t nso, capso;
-    uint64_t restored, restore_dropped;
-    int joined;            /* the consumer has had an assignment (even an empty one) */
+    uint64_t restored;
     /* HTTP-visible state, under mu. */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     rule_count_t *rc;
     size_t nrc, caprc;
-    uint64_t published, publish_retries, publish_failures, fleet_alerts, bad_total;
-    uint64_t offset_commits, offset_commit_errors, epochs_done;
+    uint64_t published, publish_retries, fleet_alerts, bad_total;
+    uint64_t offset_commits, offset_commit_errors;
     uint64_t reloads_ok, reloads_failed;
     int redis_up;
     uint64_t redis_fallbacks;
     vsoc_redis_stats_t redis_stats;
-    char last_reload_error[1024];
     int64_t lag;
     size_t assigned;
     cli_response_counts_t counts;
@@ -524,8 +523,16 @@ static uint32_t vin_hash(const void *p, size_t n)
 static void on_message(void *ctx, const vsoc_kafka_msg_t *m)
 {
     serve_t *s = ctx;
-    int topic = topic_index(s, m->topic);
-    part_t *p = topic < 0 ? NULL : part_of(s, topic, m->partition);
+    /* Messages come in runs of one partition: the last one's entry is checked first, so
+     * most messages cost neither a topic name compare nor a table scan. */
+    part_t *p = s->last_part < s->nparts ? &s->parts[s->last_part] : NULL;
+    int topic = p ? p->topic : -1;
+    if (!p || p->partition != m->partition || strcmp(s->topics[topic], m->topic) != 0) {
+        topic = topic_index(s, m->topic);
+        p = topic < 0 ? NULL : part_of(s, topic, m->partition);
+        if (p)
+            s->last_part = (size_t)(p - s->parts);
+    }
     if (!p) {
         slog(s, LOG_ERROR, "out_of_memory", "dispatching %s/%d@%lld", m->topic,
              (int)m->partition, (long long)m->offset);
@@ -739,7 +746,6 @@ static void complete(serve_t *s)
         epoch_free_snaps(e);
         s->pending_head = (s->pending_head + 1) % MAX_PENDING;
         s->npending--;
-        s->epochs_done++;
     }
 }
 
@@ -1219,7 +1225,7 @@ static void on_assign(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
                  (long long)so->next, (long long)p[i].offset);
     }
     pthread_mutex_lock(&s->mu);
-    s->joined = s->ready = 1;
+    s->ready = 1;
     s->assigned = vsoc_kafka_assigned(s->cons);
     s->restored += restored;
     pthread_mutex_unlock(&s->mu);
@@ -1270,7 +1276,6 @@ static int reload(serve_t *s, char *msg, size_t n)
         slog(s, LOG_ERROR, "reload.failed", "%s", msg);
         pthread_mutex_lock(&s->mu);
         s->reloads_failed++;
-        snprintf(s->last_reload_error, sizeof s->last_reload_error, "%s", why);
         pthread_mutex_unlock(&s->mu);
         return -1;
     }

@@ -430,15 +430,29 @@ check)
   echo "ok: --check and --config-sample"
   ;;
 fleet)
+  # One SecOC failure on each of six vehicles, 10 s apart from T0: FILE T0 FRESHNESS0.
+  secoc_failures() {
+    : >"$1"
+    for i in 1 2 3 4 5 6; do
+      vin=WVWZZZ1JZXW10000$i
+      printf '%s\t{"vin":"%s","ts":%d.0,"type":"secoc.verification_failed","ecu":"BCM","can_id":291,"freshness":%d}\n' \
+        "$vin" "$vin" $(($2 + 10 * i)) $(($3 + i)) >>"$1"
+    done
+  }
+  # Waits until the two instances together matched WANT events, and exactly that many.
+  both_matched() {
+    for _ in $(seq 300); do
+      ea=$(port=$port_a metric vsoc_events_total)
+      eb=$(port=$port_b metric vsoc_events_total)
+      [ $((ea + eb)) -ge "$1" ] && break
+      sleep 0.1
+    done
+    [ $((ea + eb)) -eq "$1" ] || fail "the instances matched $ea + $eb events, expected $1"
+  }
   start_mock
   start_redis
   # One SecOC failure on each of six vehicles, 10 s apart: the fleet rule wants five.
-  : >"$work/fleet.tsv"
-  for i in 1 2 3 4 5 6; do
-    vin=WVWZZZ1JZXW10000$i
-    printf '%s\t{"vin":"%s","ts":%d.0,"type":"secoc.verification_failed","ecu":"BCM","can_id":291,"freshness":%d}\n' \
-      "$vin" "$vin" $((1764064800 + 10 * i)) $((1000 + i)) >>"$work/fleet.tsv"
-  done
+  secoc_failures "$work/fleet.tsv" 1764064800 1000
   config a "redis:" "  url: redis://127.0.0.1:$redis_port" "  timeout: 200ms"
   config b "redis:" "  url: redis://127.0.0.1:$redis_port" "  timeout: 200ms"
   start_serve a
@@ -458,13 +472,7 @@ fleet)
   [ "$pa" -gt 0 ] && [ "$pb" -gt 0 ] && [ $((pa + pb)) -eq 4 ] ||
     fail "the instances did not split the 4 partitions (a: $pa, b: $pb)"
   produce "$work/fleet.tsv"
-  for _ in $(seq 300); do
-    ea=$(port=$port_a metric vsoc_events_total)
-    eb=$(port=$port_b metric vsoc_events_total)
-    [ $((ea + eb)) -ge 6 ] && break
-    sleep 0.1
-  done
-  [ $((ea + eb)) -eq 6 ] || fail "the instances matched $ea + $eb events, expected 6"
+  both_matched 6
   ha=$(port=$port_a metric vsoc_fleet_hits_total)
   hb=$(port=$port_b metric vsoc_fleet_hits_total)
   [ "$ha" -ge 1 ] && [ "$hb" -ge 1 ] && [ "$ha" -lt 5 ] && [ "$hb" -lt 5 ] ||
@@ -484,20 +492,9 @@ fleet)
   kill -KILL "$redis_pid"
   wait "$redis_pid" 2>/dev/null || true
   redis_pid=
-  : >"$work/fleet2.tsv"
-  for i in 1 2 3 4 5 6; do
-    vin=WVWZZZ1JZXW10000$i
-    printf '%s\t{"vin":"%s","ts":%d.0,"type":"secoc.verification_failed","ecu":"BCM","can_id":291,"freshness":%d}\n' \
-      "$vin" "$vin" $((1764072000 + 10 * i)) $((2000 + i)) >>"$work/fleet2.tsv"
-  done
+  secoc_failures "$work/fleet2.tsv" 1764072000 2000
   produce "$work/fleet2.tsv"
-  for _ in $(seq 100); do
-    ea=$(port=$port_a metric vsoc_events_total)
-    eb=$(port=$port_b metric vsoc_events_total)
-    [ $((ea + eb)) -ge 12 ] && break
-    sleep 0.1
-  done
-  [ $((ea + eb)) -eq 12 ] || fail "with Redis gone the instances matched $ea + $eb of 12 events"
+  both_matched 12
   for p in $port_a $port_b; do
     [ "$(port=$p metric vsoc_redis_up)" -eq 0 ] || fail "vsoc_redis_up is not 0 on port $p"
   done
