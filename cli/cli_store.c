@@ -5,11 +5,15 @@
 
 #include "envelope.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
+#include <unistd.h>
 
 vsoc_store_t *cli_store_open(const char *path, int must_exist)
 {
@@ -214,4 +218,38 @@ const char *cli_time_us(int64_t us, char buf[32])
     if (vsoc_envelope_time_format(sec, buf) != 0)
         snprintf(buf, 32, "-");
     return buf;
+}
+
+int cli_responder_lock(const char *db, const char *who, char *err, size_t errlen)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s.responder", db) >= (int)sizeof path) {
+        snprintf(err, errlen, "%s: path too long", db);
+        return -1;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char holder[200] = "";
+        ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+        holder[n > 0 ? n : 0] = 0;
+        holder[strcspn(holder, "\n")] = 0;
+        if (e == EWOULDBLOCK)
+            snprintf(err, errlen, "the commands of %s are delivered by another process (%s): "
+                     "run one responder per store", db, holder[0] ? holder : "it did not say which");
+        else
+            snprintf(err, errlen, "%s: cannot lock: %s", path, strerror(e));
+        close(fd);
+        return -1;
+    }
+    char line[200];
+    int k = snprintf(line, sizeof line, "%s, pid %ld\n", who, (long)getpid());
+    /* A failed write leaves the lock in force; only a second responder's message is poorer. */
+    if (ftruncate(fd, 0) == 0 && pwrite(fd, line, (size_t)k, 0) != k)
+        (void)0;
+    return 0; /* fd stays open, and locked, until the process exits */
 }

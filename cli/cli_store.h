@@ -80,6 +80,14 @@ int cli_responder_restore(vsoc_responder_t *r, vsoc_store_t *s, int commands);
 /* Gives g each vehicle's newest incident from s. Returns 0, or prints and returns -1. */
 int cli_incidents_restore(vsoc_incidents_t *g, vsoc_store_t *s);
 
+/* Makes this process the one responder of the store at db: the one that delivers its
+ * commands and takes their acks (vsoc respond, or vsoc serve with a commands topic). Two
+ * would each resend what the other waits for. An exclusive flock on "<db>.responder", held
+ * until the process exits (the kernel drops it on a crash, so no stale lock stays behind);
+ * the file says who holds it. who: "vsoc serve" or "vsoc respond". Returns 0, or -1 with
+ * err saying who holds it (or why the file cannot be locked). */
+int cli_responder_lock(const char *db, const char *who, char *err, size_t errlen);
+
 /* CLOCK_REALTIME in microseconds: people's actions are stamped with the wall clock. */
 int64_t cli_wall_us(void);
 

@@ -371,6 +371,10 @@ int cli_respond_run(const cli_respond_opts_t *o)
     rs.store = cli_store_open(db, 1);
     if (!rs.store)
         goto done;
+    if (cli_responder_lock(db, "vsoc respond", err, sizeof err) != 0) {
+        errline(&rs, "%s", err);
+        goto done;
+    }
     /* The responder exists and holds every open command before the transport connects: a
      * persistent MQTT session delivers waiting acks as soon as the connection is up. */
     vsoc_responder_opts_t ro = {.playbooks = pbs, .key = key, .on_change = on_change,

@@ -502,12 +502,20 @@ static serve_in_t *claim_in(serve_t *s, int i)
 {
     serve_in_t *slot;
     while (!(slot = cli_ring_claim(&s->w[i].in))) {
+        cli_ring_flush(&s->w[i].in); /* what is staged must reach the worker to make room */
         drain(s);
         vsoc_kafka_producer_poll(s->prod, 0, NULL, NULL);
         struct timespec ts = {0, 50000};
         nanosleep(&ts, NULL);
     }
     return slot;
+}
+
+/* Publishes the events staged for every worker by on_message. */
+static void flush_all(serve_t *s)
+{
+    for (int i = 0; i < s->nworkers; i++)
+        cli_ring_flush(&s->w[i].in);
 }
 
 static uint32_t vin_hash(const void *p, size_t n)
@@ -565,7 +573,7 @@ static void on_message(void *ctx, const vsoc_kafka_msg_t *m)
     } else {
         slot->n = 0; /* counted as malformed by the worker: an empty line parses as nothing */
     }
-    cli_ring_publish(&s->w[wi].in);
+    cli_ring_stage(&s->w[wi].in); /* published with the rest of the batch (flush_all) */
     p->next = m->offset + 1;
     s->dispatched_since_mark++;
 }
@@ -718,8 +726,9 @@ static void complete(serve_t *s)
                     cur = &s->parts[j];
             if (!cur || e->parts[i].next < 0 || e->parts[i].next <= cur->committed)
                 continue; /* revoked since, nothing read, or committed already */
-            list[n++] = (vsoc_kafka_partition_t){s->topics[e->parts[i].topic],
-                                                 e->parts[i].partition, e->parts[i].next};
+            list[n++] = (vsoc_kafka_partition_t){.topic = s->topics[e->parts[i].topic],
+                                                 .partition = e->parts[i].partition,
+                                                 .offset = e->parts[i].next};
         }
         char err[512];
         if (n && vsoc_kafka_commit_offsets(s->cons, list, n, err, sizeof err) != 0) {
@@ -958,7 +967,9 @@ static int shared_limits(void *ctx, const vsoc_playbook_t *p, const char *vin,
     if (rc == 0 && p->max_vehicles_per_hour) {
         int64_t count = 0;
         snprintf(key, sizeof key, "blast:%s", p->id);
-        rc = vsoc_redis_window_incr(s->redis, key, 3600 * 1000, &count);
+        /* Distinct vehicles, as the local count has them: the same vehicle read again (after
+         * a crash) or run again (after its cooldown) within the hour counts once. */
+        rc = vsoc_redis_window_add(s->redis, key, vin, 3600 * 1000, &count);
         *vehicles = (uint64_t)count;
     }
     if (rc != 0) {
@@ -1175,10 +1186,11 @@ static int restore_one(void *ctx, const char *vin, size_t vinlen, const void *bl
     return 0;
 }
 
-/* A partition taken: resume from the store's checkpoint when it is the newest word on it
- * (the group's committed offset is not ahead of it), restoring its vehicles' engine state;
- * otherwise another instance read on from it since, and the stored state is stale. */
-static void on_assign(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
+/* A partition about to be taken: resume from the store's checkpoint when it is the newest
+ * word on it (the group's committed offset is not ahead of it), restoring its vehicles'
+ * engine state and starting the partition at the checkpoint's offset; otherwise another
+ * instance read on from it since, and the stored state is stale. */
+static void on_assign(void *ctx, vsoc_kafka_partition_t *p, size_t n)
 {
     serve_t *s = ctx;
     vsoc_store_t *st = cli_response_store(s->resp);
@@ -1187,7 +1199,11 @@ static void on_assign(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
         int t = topic_index(s, p[i].topic);
         if (t < 0)
             continue;
-        part_of(s, t, p[i].partition);
+        part_t *pt = part_of(s, t, p[i].partition);
+        /* An epoch still open from before the partition went (its revoke timed out) holds
+         * offsets the group may have passed since: commits must not go back behind them. */
+        if (pt && p[i].offset >= 0 && p[i].offset > pt->committed)
+            pt->committed = p[i].offset;
         const stored_offset_t *so = stored_offset(s, p[i].topic, p[i].partition);
         if (!st || !so)
             continue;
@@ -1204,16 +1220,9 @@ static void on_assign(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
                 slog(s, LOG_WARN, "store.failed", "%s", vsoc_store_errmsg(st));
             continue;
         }
-        char err[512];
-        if (p[i].offset != so->next &&
-            vsoc_kafka_seek(s->cons, p[i].topic, p[i].partition, so->next, err,
-                            sizeof err) != 0) {
-            /* Reading from the group's offset instead is still at-least-once; only the
-             * engines' windows start afresh. */
-            slog(s, LOG_WARN, "kafka.seek_failed", "%s/%d: %s", p[i].topic,
-                 (int)p[i].partition, err);
-            continue;
-        }
+        /* The state goes down the workers' rings ahead of any of the partition's events,
+         * which are fetched from the checkpoint on. */
+        p[i].start = so->next;
         restore_ctx_t x = {s, t, p[i].partition, 0};
         if (vsoc_store_each_engine_state(st, p[i].topic, p[i].partition, restore_one, &x) != 0)
             slog(s, LOG_WARN, "store.failed", "restoring %s/%d: %s", p[i].topic,
@@ -1279,7 +1288,26 @@ static int reload(serve_t *s, char *msg, size_t n)
         pthread_mutex_unlock(&s->mu);
         return -1;
     }
+    /* Every worker's engine is built before anything changes: a reload goes through for all
+     * of them or for none. */
+    vsoc_engine_t *eng[MAX_WORKERS] = {0};
+    for (int i = 0; i < s->nworkers; i++) {
+        if (!(eng[i] = serve_worker_engine(&s->w[i], set, why, sizeof why))) {
+            for (int k = 0; k < i; k++)
+                vsoc_engine_free(eng[k]);
+            snprintf(msg, n, "reload failed, generation %llu keeps running: worker %d: %s",
+                     (unsigned long long)s->set->generation, i, why);
+            slog(s, LOG_ERROR, "reload.failed", "%s", msg);
+            serve_set_unref(set);
+            pthread_mutex_lock(&s->mu);
+            s->reloads_failed++;
+            pthread_mutex_unlock(&s->mu);
+            return -1;
+        }
+    }
     if (cli_response_set_playbooks(s->resp, set->playbooks) != 0) {
+        for (int i = 0; i < s->nworkers; i++)
+            vsoc_engine_free(eng[i]);
         snprintf(msg, n, "reload failed, generation %llu keeps running: the playbooks could "
                          "not be swapped", (unsigned long long)s->set->generation);
         serve_set_unref(set);
@@ -1294,6 +1322,7 @@ static int reload(serve_t *s, char *msg, size_t n)
         slot->big = NULL;
         serve_set_ref(set);
         slot->set = set;
+        slot->engine = eng[i];
         cli_ring_publish(&s->w[i].in);
     }
     pthread_mutex_lock(&s->mu);
@@ -1544,6 +1573,11 @@ int cmd_serve(int argc, char **argv)
         ro.owns_commands = 1;
     }
     int code;
+    if (deliver && s->cfg->store.sqlite[0] &&
+        cli_responder_lock(s->cfg->store.sqlite, "vsoc serve", err, sizeof err) != 0) {
+        slog(s, LOG_ERROR, "start.failed", "%s", err);
+        goto done;
+    }
     if (!(s->resp = cli_response_new(&ro, &code)))
         goto done;
     if (cli_response_store(s->resp) &&
@@ -1700,6 +1734,7 @@ int cmd_serve(int argc, char **argv)
                 vsoc_kafka_producer_poll(s->prod, 10, on_delivery, s);
         } else {
             int got = vsoc_kafka_poll(s->cons, busy ? 1 : 50, on_message, s, err, sizeof err);
+            flush_all(s);
             if (got < 0)
                 slog(s, LOG_WARN, "kafka.error", "%s", err);
         }

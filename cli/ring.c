@@ -11,7 +11,7 @@ int cli_ring_init(cli_ring_t *r, size_t cap, size_t elem)
     atomic_init(&r->head, 0);
     atomic_init(&r->tail, 0);
     atomic_init(&r->sleeping, 0);
-    r->cached_head = r->cached_tail = 0;
+    r->cached_head = r->cached_tail = r->wtail = 0;
     r->mask = cap - 1;
     r->elem = elem;
     r->buf = calloc(cap, elem);
@@ -36,18 +36,25 @@ void cli_ring_fini(cli_ring_t *r)
     pthread_cond_destroy(&r->cv);
 }
 
-void cli_ring_publish(cli_ring_t *r)
+void cli_ring_flush(cli_ring_t *r)
 {
+    if (atomic_load_explicit(&r->tail, memory_order_relaxed) == r->wtail)
+        return;
     /* Both sides store, then load the other's flag, all seq_cst (Dekker): either this load
-     * sees the consumer asleep, or the consumer's re-check of tail sees this slot. No lost
-     * wake-up; the cost is one locked store per slot. */
-    atomic_store_explicit(&r->tail, atomic_load_explicit(&r->tail, memory_order_relaxed) + 1,
-                          memory_order_seq_cst);
+     * sees the consumer asleep, or the consumer's re-check of tail sees these slots. No lost
+     * wake-up; the cost is one locked store per publication. */
+    atomic_store_explicit(&r->tail, r->wtail, memory_order_seq_cst);
     if (atomic_load_explicit(&r->sleeping, memory_order_seq_cst)) {
         pthread_mutex_lock(&r->mu);
         pthread_cond_signal(&r->cv);
         pthread_mutex_unlock(&r->mu);
     }
+}
+
+void cli_ring_publish(cli_ring_t *r)
+{
+    r->wtail++;
+    cli_ring_flush(r);
 }
 
 void cli_ring_wait(cli_ring_t *r, int timeout_ms)

@@ -56,6 +56,8 @@ typedef struct serve_in {
     int64_t ts_ms;        /* the message's timestamp, -1 if none */
     uint64_t epoch;       /* MARK */
     serve_set_t *set;     /* SWAP: taken by the worker */
+    vsoc_engine_t *engine; /* SWAP: the worker's engine over set, built by the main thread
+                              (taken by the worker) */
     uint32_t n;
     char *big;            /* the value when longer than SERVE_INLINE (malloc'd, taken);
                              RESTORE: the vehicle's engine state blob (n bytes) */
@@ -152,6 +154,11 @@ typedef struct serve_worker {
  * Returns 0, or -1 with err and nothing left to free. */
 int serve_worker_start(serve_worker_t *w, int index, serve_set_t *set,
                        uint64_t (*clock_ns)(void), char *err, size_t errlen);
+/* A new engine for worker w over set, for a SWAP: built by the main thread, so that a
+ * reload that cannot build one for every worker fails whole and changes nothing. NULL with
+ * err when out of memory. */
+vsoc_engine_t *serve_worker_engine(serve_worker_t *w, serve_set_t *set, char *err,
+                                   size_t errlen);
 /* After it has sent STOP: joins the thread and frees everything it owns. */
 void serve_worker_join(serve_worker_t *w);
 

@@ -372,16 +372,14 @@ static int carry(void *ctx, const char *vin, size_t vinlen, const void *blob, si
     return 0;
 }
 
-static void swap(serve_worker_t *w, serve_set_t *set)
+vsoc_engine_t *serve_worker_engine(serve_worker_t *w, serve_set_t *set, char *err,
+                                   size_t errlen)
 {
-    char err[256];
-    vsoc_engine_t *e = engine_over(w, set, err, sizeof err);
-    if (!e) {
-        /* Out of memory: keep matching with the set that works. */
-        bump(&w->st.no_memory, 1);
-        serve_set_unref(set);
-        return;
-    }
+    return engine_over(w, set, err, errlen);
+}
+
+static void swap(serve_worker_t *w, serve_set_t *set, vsoc_engine_t *e)
+{
     /* Each vehicle's windows carry over to the new engine, but those of rules that the
      * new set changed or removed (docs/serve.md, reload). */
     w->next_engine = e;
@@ -404,20 +402,28 @@ static void swap(serve_worker_t *w, serve_set_t *set)
 static void *run(void *arg)
 {
     serve_worker_t *w = arg;
+    /* Busy time runs from the first event found to the ring running dry (or a marker):
+     * two clock reads a run of events rather than two an event. */
+    uint64_t busy_since = 0;
     for (;;) {
         serve_in_t *m = cli_ring_peek(&w->in);
-        if (!m) {
-            cli_ring_wait(&w->in, 50);
-            continue;
+        if (!m || m->kind != SERVE_IN_EVENT) {
+            if (busy_since) {
+                bump(&w->st.busy_ns, w->clock_ns() - busy_since);
+                busy_since = 0;
+            }
+            if (!m) {
+                cli_ring_wait(&w->in, 50);
+                continue;
+            }
         }
         switch (m->kind) {
-        case SERVE_IN_EVENT: {
-            uint64_t t0 = w->clock_ns();
+        case SERVE_IN_EVENT:
+            if (!busy_since)
+                busy_since = w->clock_ns();
             event(w, m);
-            bump(&w->st.busy_ns, w->clock_ns() - t0);
             free(m->big);
             break;
-        }
         case SERVE_IN_MARK: {
             snapshot_stats(w);
             serve_out_t o = {.kind = SERVE_OUT_MARK, .epoch = m->epoch,
@@ -426,7 +432,7 @@ static void *run(void *arg)
             break;
         }
         case SERVE_IN_SWAP:
-            swap(w, m->set);
+            swap(w, m->set, m->engine);
             break;
         case SERVE_IN_RESTORE:
             restore(w, m);

@@ -95,7 +95,7 @@ struct vsoc_kafka_consumer {
     int joined;    /* an assignment came at least once */
     int closing;   /* free is leaving the group: on_assign is not called any more */
     int lost;      /* inside on_revoke for partitions lost rather than revoked */
-    void (*on_assign)(void *ctx, const vsoc_kafka_partition_t *p, size_t n);
+    void (*on_assign)(void *ctx, vsoc_kafka_partition_t *p, size_t n);
     void (*on_revoke)(void *ctx, const vsoc_kafka_partition_t *p, size_t n);
     void *rb_ctx;
     char pending[KAFKA_ERR_MAX]; /* an error not yet returned by poll (met after messages
@@ -581,27 +581,33 @@ static void parts_clear(vsoc_kafka_consumer_t *c)
     c->nparts = 0;
 }
 
-typedef void (*rebalance_fn)(void *ctx, const vsoc_kafka_partition_t *p, size_t n);
-
-/* Calls fn with the partitions of list, in groups of at most REBALANCE_CHUNK, with the
- * offsets of list (or the invalid offset when use_offsets is 0). */
-static void report(vsoc_kafka_consumer_t *c, rebalance_fn fn,
-                   const rd_kafka_topic_partition_list_t *list, int use_offsets)
+/* Calls on_assign (when start is not NULL) or on_revoke with the partitions of list, in
+ * groups of at most REBALANCE_CHUNK: on_assign with the offsets of list, writing the start
+ * offset it sets for list's element i to start[i]; on_revoke with the invalid offset. */
+static void report(vsoc_kafka_consumer_t *c, const rd_kafka_topic_partition_list_t *list,
+                   int64_t *start)
 {
+    int use_offsets = start != NULL;
     vsoc_kafka_partition_t buf[REBALANCE_CHUNK];
     size_t n = 0;
     for (int i = 0; i < list->cnt; i++) {
         const rd_kafka_topic_partition_t *e = &list->elems[i];
         buf[n++] = (vsoc_kafka_partition_t){e->topic, e->partition,
-                                            use_offsets ? e->offset : RD_KAFKA_OFFSET_INVALID};
+                                            use_offsets ? e->offset : RD_KAFKA_OFFSET_INVALID,
+                                            RD_KAFKA_OFFSET_INVALID};
         if (n == REBALANCE_CHUNK || i == list->cnt - 1) {
-            fn(c->rb_ctx, buf, n);
+            if (start)
+                c->on_assign(c->rb_ctx, buf, n);
+            else
+                c->on_revoke(c->rb_ctx, buf, n);
+            for (size_t k = 0; start && k < n; k++)
+                start[i + 1 - n + k] = buf[k].start;
             n = 0;
         }
     }
 }
 
-/* The group's committed offsets for the newly assigned partitions: kept for lag and
+/* The group's committed offsets for the partitions being assigned: kept for lag and
  * reported to on_assign. A failed lookup leaves them unknown. */
 static rd_kafka_topic_partition_list_t *assign_committed(vsoc_kafka_consumer_t *c,
                                                          const rd_kafka_topic_partition_list_t *l)
@@ -635,32 +641,67 @@ static rd_kafka_topic_partition_list_t *assign_committed(vsoc_kafka_consumer_t *
     return copy;
 }
 
+/* Asks on_assign where to start, then takes the partitions at those offsets: a start given
+ * in the assignment is where the first fetch goes, so nothing before it is read (a seek
+ * after the assignment would race the first fetch from the group's offset). */
 static void on_assigned(vsoc_kafka_consumer_t *c, rd_kafka_topic_partition_list_t *l,
                         int cooperative)
 {
+    if (!cooperative)
+        parts_clear(c); /* eager: the new assignment replaces the old one */
+    rd_kafka_topic_partition_list_t *committed = NULL, *take = l, *copy = NULL;
+    if (!c->closing && l->cnt > 0) {
+        committed = assign_committed(c, l);
+        int64_t *start = committed && c->on_assign ? calloc((size_t)l->cnt, sizeof *start)
+                                                   : NULL;
+        if (start) {
+            report(c, committed, start);
+            for (int i = 0; i < l->cnt; i++) {
+                if (start[i] < 0)
+                    continue;
+                if (!copy && !(copy = rd_kafka_topic_partition_list_copy(l))) {
+                    pending_set(c, "kafka rebalance: out of memory: %s [%d] resumes at the "
+                                "group's offset", l->elems[i].topic, (int)l->elems[i].partition);
+                    break;
+                }
+                copy->elems[i].offset = start[i];
+                part_t *pt = part_find(c, l->elems[i].topic, l->elems[i].partition);
+                if (pt) {
+                    pt->next = start[i]; /* lag counts from where reading starts */
+                    pt->no_commit = 0;
+                }
+            }
+            free(start);
+            if (copy)
+                take = copy;
+        } else if (committed && c->on_assign) {
+            pending_set(c, "kafka rebalance: out of memory");
+        }
+    }
+    int ok = 1;
     if (cooperative) {
-        rd_kafka_error_t *er = rd_kafka_incremental_assign(c->rk, l);
+        rd_kafka_error_t *er = rd_kafka_incremental_assign(c->rk, take);
         if (er) {
             pending_set(c, "kafka rebalance: assigning %d partitions: %s", l->cnt,
                         rd_kafka_error_string(er));
             rd_kafka_error_destroy(er);
-            return;
+            for (int i = 0; i < l->cnt; i++)
+                part_del(c, l->elems[i].topic, l->elems[i].partition);
+            ok = 0;
         }
     } else {
-        rd_kafka_resp_err_t e = rd_kafka_assign(c->rk, l);
+        rd_kafka_resp_err_t e = rd_kafka_assign(c->rk, take);
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
             pending_set(c, "kafka rebalance: assigning %d partitions: %s", l->cnt,
                         rd_kafka_err2str(e));
-            return;
+            parts_clear(c);
+            ok = 0;
         }
-        parts_clear(c); /* eager: the new assignment replaces the old one */
     }
-    c->joined = 1;
-    if (c->closing || l->cnt == 0)
-        return;
-    rd_kafka_topic_partition_list_t *committed = assign_committed(c, l);
-    if (committed && c->on_assign)
-        report(c, c->on_assign, committed, 1);
+    if (ok)
+        c->joined = 1;
+    if (copy)
+        rd_kafka_topic_partition_list_destroy(copy);
     if (committed)
         rd_kafka_topic_partition_list_destroy(committed);
 }
@@ -675,7 +716,7 @@ static void on_revoked(vsoc_kafka_consumer_t *c, const rd_kafka_topic_partition_
             part_del(c, l->elems[i].topic, l->elems[i].partition);
     if (c->on_revoke && l->cnt > 0) {
         c->lost = lost;
-        report(c, c->on_revoke, l, 0);
+        report(c, l, NULL);
         c->lost = 0;
     }
     if (cooperative) {
@@ -718,7 +759,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
             parts_clear(c);
             if (c->on_revoke && all->cnt > 0) {
                 c->lost = 1;
-                report(c, c->on_revoke, all, 0);
+                report(c, all, NULL);
                 c->lost = 0;
             }
             rd_kafka_topic_partition_list_destroy(all);
@@ -828,8 +869,7 @@ void vsoc_kafka_consumer_free(vsoc_kafka_consumer_t *c)
 }
 
 void vsoc_kafka_consumer_on_rebalance(
-    vsoc_kafka_consumer_t *c, void (*on_assign)(void *ctx, const vsoc_kafka_partition_t *p,
-                                                size_t n),
+    vsoc_kafka_consumer_t *c, void (*on_assign)(void *ctx, vsoc_kafka_partition_t *p, size_t n),
     void (*on_revoke)(void *ctx, const vsoc_kafka_partition_t *p, size_t n), void *ctx)
 {
     if (!c)
@@ -849,6 +889,18 @@ static void describe_error(const rd_kafka_message_t *m, char *buf, size_t len)
         snprintf(buf, len, "kafka consume: %s", rd_kafka_message_errstr(m));
 }
 
+/* Stores the offset after m for the next commit and notes it for the lag, then frees m. A
+ * partition revoked meanwhile refuses the store, and its new owner gets the message again:
+ * at least once. */
+static void store_held(vsoc_kafka_consumer_t *c, rd_kafka_message_t *m)
+{
+    rd_kafka_offset_store(m->rkt, m->partition, m->offset);
+    part_t *pt = part_find(c, rd_kafka_topic_name(m->rkt), m->partition);
+    if (pt)
+        pt->next = m->offset + 1;
+    rd_kafka_message_destroy(m);
+}
+
 int vsoc_kafka_poll(vsoc_kafka_consumer_t *c, int timeout_ms,
                     void (*fn)(void *ctx, const vsoc_kafka_msg_t *m), void *ctx, char *err,
                     size_t errlen)
@@ -863,6 +915,10 @@ int vsoc_kafka_poll(vsoc_kafka_consumer_t *c, int timeout_ms,
         return -1;
     }
     int count = 0;
+    /* The last message handed over is held until a message of another partition comes or
+     * the batch ends: its offset is stored then, once for a run of one partition rather than
+     * once a message (a store takes the partition's lock). */
+    rd_kafka_message_t *held = NULL;
     rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, timeout_ms < 0 ? 0 : timeout_ms);
     while (m) {
         if (m->err) {
@@ -878,9 +934,12 @@ int vsoc_kafka_poll(vsoc_kafka_consumer_t *c, int timeout_ms,
             rd_kafka_message_destroy(m);
             break;
         }
-        const char *topic = rd_kafka_topic_name(m->rkt);
+        if (held && (held->rkt != m->rkt || held->partition != m->partition)) {
+            store_held(c, held);
+            held = NULL;
+        }
         vsoc_kafka_msg_t km = {
-            .topic = topic,
+            .topic = rd_kafka_topic_name(m->rkt),
             .partition = m->partition,
             .offset = m->offset,
             .key = m->key,
@@ -890,18 +949,16 @@ int vsoc_kafka_poll(vsoc_kafka_consumer_t *c, int timeout_ms,
             .timestamp_ms = rd_kafka_message_timestamp(m, NULL),
         };
         fn(ctx, &km);
-        /* Stores offset + 1 for the next commit. A partition revoked meanwhile refuses
-         * the store, and its new owner gets the message again: at least once. */
-        rd_kafka_offset_store(m->rkt, m->partition, m->offset);
-        part_t *pt = part_find(c, topic, m->partition);
-        if (pt)
-            pt->next = m->offset + 1;
+        if (held)
+            rd_kafka_message_destroy(held);
+        held = m;
         count++;
-        rd_kafka_message_destroy(m);
         if (count >= VSOC_KAFKA_BATCH)
             break;
         m = rd_kafka_consumer_poll(c->rk, 0);
     }
+    if (held)
+        store_held(c, held);
     if (count == 0 && c->pending[0]) {
         vsoc_seterr(err, errlen, "%s", c->pending);
         c->pending[0] = '\0';

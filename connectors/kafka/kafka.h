@@ -55,6 +55,7 @@ typedef struct vsoc_kafka_partition {
     const char *topic;
     int32_t partition;
     int64_t offset;
+    int64_t start; /* on_assign only: where reading starts (see vsoc_kafka_consumer_on_rebalance) */
 } vsoc_kafka_partition_t;
 
 /* Sends librdkafka's own log messages (syslog levels: 3 error, 4 warning, 6 info, 7 debug;
@@ -151,17 +152,19 @@ void vsoc_kafka_consumer_free(vsoc_kafka_consumer_t *c);
  *     group went on without this member, e.g. after the brokers were out of reach longer
  *     than session.timeout.ms), vsoc_kafka_assignment_lost() returns 1 inside the call:
  *     another member may own them already, and commits for them are skipped.
- *   on_assign, after the partitions are taken, before any of their messages is handed over;
- *     offset is the group's committed offset, where consumption resumes,
- *     VSOC_KAFKA_OFFSET_INVALID when the group has none (consumption starts at the oldest
- *     message), or VSOC_KAFKA_OFFSET_UNREAD when it could not be read within 5 s
- *     (consumption resumes wherever librdkafka finds it).
+ *   on_assign, just before the partitions are taken, so before any of their messages is
+ *     fetched; offset is the group's committed offset, VSOC_KAFKA_OFFSET_INVALID when the
+ *     group has none (consumption starts at the oldest message), or VSOC_KAFKA_OFFSET_UNREAD
+ *     when it could not be read within 5 s. start comes as VSOC_KAFKA_OFFSET_INVALID
+ *     (consumption resumes at the group's offset, or wherever librdkafka finds it); the
+ *     callback may set it to an offset >= 0 to read from there instead (a service that keeps
+ *     its own checkpoint resumes from it): the partition is then assigned at that offset,
+ *     and nothing before it is fetched.
  * With an eager assignor every rebalance revokes the whole assignment and assigns the new
  * one; with cooperative-sticky only the partitions that move are revoked or assigned. The
  * callbacks must not call vsoc_kafka_poll. */
 void vsoc_kafka_consumer_on_rebalance(
-    vsoc_kafka_consumer_t *c, void (*on_assign)(void *ctx, const vsoc_kafka_partition_t *p,
-                                                size_t n),
+    vsoc_kafka_consumer_t *c, void (*on_assign)(void *ctx, vsoc_kafka_partition_t *p, size_t n),
     void (*on_revoke)(void *ctx, const vsoc_kafka_partition_t *p, size_t n), void *ctx);
 
 /* Waits up to timeout_ms for messages and hands up to VSOC_KAFKA_BATCH of them to fn, in

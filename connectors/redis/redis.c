@@ -910,12 +910,12 @@ out:
     return rc == 0 ? 0 : fail_io(r);
 }
 
-int vsoc_redis_window_incr(vsoc_redis_t *r, const char *key, int64_t window_ms,
-                           int64_t *count)
+int vsoc_redis_window_add(vsoc_redis_t *r, const char *key, const char *member,
+                          int64_t window_ms, int64_t *count)
 {
-    if (!key || !key[0] || window_ms <= 0 || !count)
+    if (!key || !key[0] || !member || !member[0] || window_ms <= 0 || !count)
         return VSOC_EINVAL;
-    size_t kn = plain_key(r, "window:", key);
+    size_t kn = plain_key(r, "vset:", key);
     if (!kn)
         return VSOC_ENOMEM;
     pipe_guard_t g;
@@ -928,44 +928,46 @@ int vsoc_redis_window_incr(vsoc_redis_t *r, const char *key, int64_t window_ms,
     int mn = snprintf(ms, sizeof ms, "%" PRId64, window_ms);
     const char *multi[1] = {"MULTI"}, *exec[1] = {"EXEC"};
     size_t multil[1] = {5}, execl[1] = {4};
-    const char *incr[2] = {"INCR", r->kbuf};
-    size_t incrl[2] = {4, kn};
-    /* NX: only the increment that creates the key starts the window; a key left without
-     * an expiry (by a client that died between the two) gets one on the next call. */
+    const char *sadd[3] = {"SADD", r->kbuf, member};
+    size_t saddl[3] = {4, kn, strlen(member)};
+    /* NX: only the member that creates the set starts the window; a set left without an
+     * expiry (by a client that died between the two) gets one on the next call. */
     const char *pexp[4] = {"PEXPIRE", r->kbuf, ms, "NX"};
     size_t pexpl[4] = {7, kn, (size_t)mn, 2};
-    if (append(r, 1, multi, multil, "MULTI") < 0 || append(r, 2, incr, incrl, "INCR") < 0 ||
-        append(r, 4, pexp, pexpl, "PEXPIRE") < 0 || append(r, 1, exec, execl, "EXEC") < 0 ||
-        arm(r, deadline, "INCR") < 0)
+    const char *scard[2] = {"SCARD", r->kbuf};
+    size_t scardl[2] = {5, kn};
+    if (append(r, 1, multi, multil, "MULTI") < 0 || append(r, 3, sadd, saddl, "SADD") < 0 ||
+        append(r, 4, pexp, pexpl, "PEXPIRE") < 0 || append(r, 2, scard, scardl, "SCARD") < 0 ||
+        append(r, 1, exec, execl, "EXEC") < 0 || arm(r, deadline, "SADD") < 0)
         goto out;
-    redisReply *reps[4] = {NULL, NULL, NULL, NULL};
+    redisReply *reps[5] = {NULL, NULL, NULL, NULL, NULL};
     int ok = 1;
-    for (int i = 0; i < 4; i++)
-        if (!(reps[i] = read_reply(r, "INCR"))) {
+    for (int i = 0; i < 5; i++)
+        if (!(reps[i] = read_reply(r, "SADD"))) {
             ok = 0;
             break;
         }
     if (ok) {
-        const redisReply *ex = reps[3];
+        const redisReply *ex = reps[4];
         const redisReply *bad = NULL;
-        for (int i = 0; i < 4 && !bad; i++)
+        for (int i = 0; i < 5 && !bad; i++)
             if (reps[i]->type == REDIS_REPLY_ERROR)
                 bad = reps[i];
         for (size_t i = 0; !bad && ex->type == REDIS_REPLY_ARRAY && i < ex->elements; i++)
             if (ex->element[i]->type == REDIS_REPLY_ERROR)
                 bad = ex->element[i];
         if (bad) {
-            seterr(r, "redis %s: INCR/PEXPIRE of a window counter: %s", r->where, bad->str);
-        } else if (ex->type != REDIS_REPLY_ARRAY || ex->elements != 2 ||
-                   ex->element[0]->type != REDIS_REPLY_INTEGER) {
-            seterr(r, "redis %s: INCR/PEXPIRE of a window counter: unexpected reply",
+            seterr(r, "redis %s: SADD/PEXPIRE/SCARD of a window set: %s", r->where, bad->str);
+        } else if (ex->type != REDIS_REPLY_ARRAY || ex->elements != 3 ||
+                   ex->element[2]->type != REDIS_REPLY_INTEGER) {
+            seterr(r, "redis %s: SADD/PEXPIRE/SCARD of a window set: unexpected reply",
                    r->where);
         } else {
-            *count = (int64_t)ex->element[0]->integer;
+            *count = (int64_t)ex->element[2]->integer;
             rc = 0;
         }
     }
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         if (reps[i])
             freeReplyObject(reps[i]);
 out:

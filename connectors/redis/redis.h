@@ -112,12 +112,15 @@ int vsoc_redis_fleet_hits(vsoc_redis_t *r, const vsoc_redis_fleet_hit_t *hits, s
 int vsoc_redis_cooldown(vsoc_redis_t *r, const char *key, int64_t ttl_ms, const char *owner,
                         int *acquired);
 
-/* Adds one to the fixed-window counter key, shared by every instance: the window starts at
- * the increment that creates <prefix>window:<key> and lasts window_ms (> 0) of wall time
- * (INCR and PEXPIRE NX in one MULTI/EXEC). *count is the counter after this increment.
- * Returns 0, VSOC_EINVAL (empty key, window_ms <= 0), VSOC_ENOMEM, or VSOC_EIO (*count
- * untouched; the increment may or may not have happened). */
-int vsoc_redis_window_incr(vsoc_redis_t *r, const char *key, int64_t window_ms,
-                           int64_t *count);
+/* Adds member to the fixed-window set key, shared by every instance: the window starts at
+ * the addition that creates <prefix>vset:<key> and lasts window_ms (> 0) of wall time
+ * (SADD, PEXPIRE NX and SCARD in one MULTI/EXEC). *count is the number of distinct members
+ * in the window, this one included. Adding a member twice counts it once, so a service
+ * that reads its events a second time after a crash does not count the same vehicle again
+ * (the blast-radius cap counts vehicles). Returns 0, VSOC_EINVAL (empty key or member,
+ * window_ms <= 0), VSOC_ENOMEM, or VSOC_EIO (*count untouched; the member may or may not
+ * have been added). */
+int vsoc_redis_window_add(vsoc_redis_t *r, const char *key, const char *member,
+                          int64_t window_ms, int64_t *count);
 
 #endif

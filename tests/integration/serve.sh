@@ -577,6 +577,27 @@ commands)
   [ "$(jq -r .cmd_id "$work/sent2.json")" = "$cmd" ] || fail "the resend is a new command"
   [ "$(jq -r .seq "$work/sent2.json")" = "$seq1" ] || fail "the resend has another seq"
   [ "$(cmds | wc -l)" -eq 1 ] || fail "$(cmds | wc -l) commands in the store, expected the one"
+  # One responder per store: vsoc respond on the service's store refuses to start.
+  rc=0
+  "$vsoc" respond --db "$work/c.db" --key "$work/keys/vsoc-soc.key" --vehicle-keys "$work/vkeys" \
+    --kafka "$brokers" --max-runtime 5s 2>"$work/respond.err" || rc=$?
+  [ "$rc" -eq 1 ] || fail "vsoc respond on the service's store exited $rc, expected 1"
+  grep -q "delivered by another process (vsoc serve, pid $serve_pid)" "$work/respond.err" ||
+    fail "vsoc respond did not say who delivers the store's commands: $(cat "$work/respond.err")"
+  # An ack not signed by the vehicle's key (here by the SOC's) is recorded and refused: the
+  # command stays sent.
+  "$agent" handle --vin "$VIN" --trust "$work/keys/vsoc-soc.pub" \
+    --signing-key "$work/keys/vsoc-soc.key" --state-dir "$work/state-forged" --speed 0 \
+    "$work/sent1.json" >"$work/forged.json" 2>>"$work/agent.err" || fail "vsoc-agent handle failed"
+  timeout 20 kcat -b "$brokers" -P -t vsoc.acks -k "$VIN" "$work/forged.json" ||
+    fail "kcat could not produce the forged ack"
+  for _ in $(seq 150); do
+    grep '"event":"ack"' "$work/serve.err" | grep -q "${cmd:0:8}" && break
+    sleep 0.1
+  done
+  grep '"event":"ack"' "$work/serve.err" | grep "${cmd:0:8}" | grep -q 'bad_signature\|unknown_key' ||
+    fail "the forged ack was not refused: $(grep '"event":"ack' "$work/serve.err" | tail -n 2)"
+  [ "$(cmd_state state)" = sent ] || fail "a forged ack moved the command to $(cmd_state state)"
   # The platform delivers both copies; the vehicle applies the command once and acks each.
   for n in 1 2; do
     "$agent" handle --vin "$VIN" --trust "$work/keys/vsoc-soc.pub" \
@@ -612,21 +633,29 @@ commands)
   done
   grep "$cmd2" "$work/env3" | tail -n 1 | cut -f2- >"$work/sent3.json"
   [ -s "$work/sent3.json" ] || fail "the approved command was not sent"
+  # It reaches the vehicle after it expired (the vehicle's clock an hour ahead): the vehicle
+  # refuses it with a signed ack that says why, and the command ends rejected.
   "$agent" handle --vin "$VIN" --trust "$work/keys/vsoc-soc.pub" \
     --signing-key "$work/vkeys/$VIN.key" --state-dir "$work/state" --speed 0 \
-    "$work/sent3.json" >"$work/ack3.json" 2>>"$work/agent.err" || fail "vsoc-agent handle failed"
+    --now "$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)" \
+    "$work/sent3.json" >"$work/ack3.json" 2>>"$work/agent.err" || true
+  grep -q '"status":"rejected".*expired\|expired.*"status":"rejected"' "$work/ack3.json" ||
+    fail "the vehicle did not refuse the command: $(cat "$work/ack3.json")"
   timeout 20 kcat -b "$brokers" -P -t vsoc.acks -k "$VIN" "$work/ack3.json" ||
     fail "kcat could not produce the ack"
   cmd=$cmd2
   for _ in $(seq 150); do
-    [ "$(cmd_state state)" = acked ] && break
+    [ "$(cmd_state state)" = rejected ] && break
     sleep 0.1
   done
-  [ "$(cmd_state state)" = acked ] || fail "the approved command is $(cmd_state state), not acked"
+  [ "$(cmd_state state)" = rejected ] ||
+    fail "the refused command is $(cmd_state state), not rejected"
+  applied=$("$agent" status --state-dir "$work/state" | jq '.counters.applied')
+  [ "$applied" = 1 ] || fail "the vehicle applied $applied commands, expected only the first"
   stop_serve
   "$vsoc" audit verify --db "$work/c.db" >/dev/null || fail "the audit chain does not verify"
-  echo "ok: a command sent, resent unchanged after kill -9 (seq $seq1), applied once, acked;" \
-    "an approved one sent and acked"
+  echo "ok: a command sent, resent unchanged after kill -9 (seq $seq1), a forged ack refused," \
+    "applied once, acked; a second responder refused; an approved one refused (expired) by the vehicle"
   ;;
 *)
   fail "unknown case $t"

@@ -694,31 +694,37 @@ static void test_window(const server_t *s)
 {
     vsoc_redis_t *a = handle_at(s, "t8:"), *b = handle_at(s, "t8:");
     int64_t n = 0;
-    ASSERT_EQ(vsoc_redis_window_incr(a, "blast:pb1", 600, &n), 0);
+    ASSERT_EQ(vsoc_redis_window_add(a, "blast:pb1", "VIN1", 600, &n), 0);
     ASSERT_EQ(n, 1);
-    ASSERT_EQ(vsoc_redis_window_incr(b, "blast:pb1", 600, &n), 0);
+    ASSERT_EQ(vsoc_redis_window_add(b, "blast:pb1", "VIN2", 600, &n), 0);
     ASSERT_EQ(n, 2);
-    ASSERT_EQ(vsoc_redis_window_incr(b, "blast:pb2", 600, &n), 0);
+    /* The same vehicle again (read a second time after a crash, or run again) counts once,
+     * whichever instance adds it. */
+    ASSERT_EQ(vsoc_redis_window_add(b, "blast:pb1", "VIN1", 600, &n), 0);
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(vsoc_redis_window_add(b, "blast:pb2", "VIN1", 600, &n), 0);
     ASSERT_EQ(n, 1);
     sleep_ms(250);
-    /* A fixed window: later increments do not push its end out. */
-    ASSERT_EQ(vsoc_redis_window_incr(a, "blast:pb1", 600, &n), 0);
+    /* A fixed window: later additions do not push its end out. */
+    ASSERT_EQ(vsoc_redis_window_add(a, "blast:pb1", "VIN3", 600, &n), 0);
     ASSERT_EQ(n, 3);
     redisContext *c = raw(s);
-    long long ttl = raw_int(c, "PTTL t8:window:blast:pb1");
+    long long ttl = raw_int(c, "PTTL t8:vset:blast:pb1");
     ASSERT(ttl > 0 && ttl <= 360);
-    /* A counter that lost its expiry gets one again. */
-    raw_ok(c, "SET t8:window:blast:pb3 41");
-    ASSERT_EQ(vsoc_redis_window_incr(a, "blast:pb3", 600, &n), 0);
-    ASSERT_EQ(n, 42);
-    ttl = raw_int(c, "PTTL t8:window:blast:pb3");
+    /* A set that lost its expiry gets one again. */
+    raw_ok(c, "DEL t8:vset:blast:pb3");
+    ASSERT_EQ(raw_int(c, "SADD t8:vset:blast:pb3 A B"), 2);
+    ASSERT_EQ(vsoc_redis_window_add(a, "blast:pb3", "C", 600, &n), 0);
+    ASSERT_EQ(n, 3);
+    ttl = raw_int(c, "PTTL t8:vset:blast:pb3");
     ASSERT(ttl > 0 && ttl <= 600);
     redisFree(c);
     sleep_ms(450);
-    ASSERT_EQ(vsoc_redis_window_incr(b, "blast:pb1", 600, &n), 0);
+    ASSERT_EQ(vsoc_redis_window_add(b, "blast:pb1", "VIN1", 600, &n), 0);
     ASSERT_EQ(n, 1); /* a new window */
-    ASSERT_EQ(vsoc_redis_window_incr(b, "blast:pb1", 0, &n), VSOC_EINVAL);
-    ASSERT_EQ(vsoc_redis_window_incr(b, NULL, 10, &n), VSOC_EINVAL);
+    ASSERT_EQ(vsoc_redis_window_add(b, "blast:pb1", "VIN1", 0, &n), VSOC_EINVAL);
+    ASSERT_EQ(vsoc_redis_window_add(b, NULL, "VIN1", 10, &n), VSOC_EINVAL);
+    ASSERT_EQ(vsoc_redis_window_add(b, "blast:pb1", "", 10, &n), VSOC_EINVAL);
     vsoc_redis_free(a);
     vsoc_redis_free(b);
 }
@@ -770,7 +776,7 @@ static void test_auth(const server_t *s)
      * fallback included. */
     c = raw(s);
     raw_ok(c, "ACL SETUSER vsoc on >pw-vsoc resetkeys ~vsoc:* resetchannels -@all +ping "
-              "+select +evalsha +eval +script|load +set +incr +pexpire +multi +exec +hget "
+              "+select +evalsha +eval +script|load +set +sadd +scard +pexpire +multi +exec +hget "
               "+hset +zadd +zremrangebyscore +zcard +zrange +zrevrange");
     snprintf(url, sizeof url, "redis://vsoc:pw-vsoc@127.0.0.1:%d/1", s->port);
     r = handle(url, NULL, 2000, 0, 0);
@@ -785,7 +791,8 @@ static void test_auth(const server_t *s)
         int64_t n;
         ASSERT_EQ(vsoc_redis_cooldown(r, "acl", 60000, NULL, &got), 0);
         ASSERT_EQ(got, i == 0);
-        ASSERT_EQ(vsoc_redis_window_incr(r, "acl", 60000, &n), 0);
+        ASSERT_EQ(vsoc_redis_window_add(r, "acl", i ? (i == 1 ? "V1" : "V2") : "V0", 60000, &n),
+                  0);
         ASSERT_EQ(n, i + 1);
     }
     redisFree(c);

@@ -420,7 +420,7 @@ static int member_commit(member_t *mb, const char *what)
 {
     vsoc_kafka_partition_t p[MAX_PARTS];
     for (size_t i = 0; i < mb->n; i++)
-        p[i] = (vsoc_kafka_partition_t){mb->topic, mb->part[i], mb->next[i]};
+        p[i] = (vsoc_kafka_partition_t){.topic = mb->topic, .partition = mb->part[i], .offset = mb->next[i]};
     char err[512];
     fflush(stdout);
     if (vsoc_kafka_commit_offsets(mb->c, p, mb->n, err, sizeof err) < 0) {
@@ -433,7 +433,7 @@ static int member_commit(member_t *mb, const char *what)
     return 0;
 }
 
-static void member_assign(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
+static void member_assign(void *ctx, vsoc_kafka_partition_t *p, size_t n)
 {
     member_t *mb = ctx;
     print_parts("assign", p, n, 1);
@@ -532,7 +532,7 @@ static int cmd_commit(int argc, char **argv, const opts_t *o)
             fprintf(stderr, "vsoc-kafka-roundtrip: commit: bad PARTITION:OFFSET %s\n", argv[i]);
             return 2;
         }
-        p[n++] = (vsoc_kafka_partition_t){topic, (int32_t)part, off};
+        p[n++] = (vsoc_kafka_partition_t){.topic = topic, .partition = (int32_t)part, .offset = off};
     }
     char err[512];
     vsoc_kafka_consumer_t *c = vsoc_kafka_consumer_new(brokers, group, &topic, 1, o->conf,

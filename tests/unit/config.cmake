@@ -11,3 +11,9 @@ if(NOT TARGET test_serve_config)
 endif()
 target_sources(test_serve_config PRIVATE ${CMAKE_SOURCE_DIR}/cli/serve_config.c)
 target_include_directories(test_serve_config PRIVATE ${CMAKE_SOURCE_DIR}/cli)
+
+# unit.test_ring: the service's SPSC ring, cli/ring.c, built only into the vsoc program
+# otherwise. test_ring.c is picked up by the glob in tests/CMakeLists.txt; the ring's
+# source is added here.
+target_sources(test_ring PRIVATE ${CMAKE_SOURCE_DIR}/cli/ring.c)
+target_include_directories(test_ring PRIVATE ${CMAKE_SOURCE_DIR}/cli)

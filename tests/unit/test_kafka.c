@@ -79,11 +79,11 @@ static void test_consumer_before_join(void)
     ASSERT_EQ(vsoc_kafka_lag(c), -1);
     ASSERT_EQ(vsoc_kafka_assignment_lost(c), 0);
     /* Partitions not assigned are skipped: no broker is asked, so this succeeds. */
-    vsoc_kafka_partition_t p[] = {{"vsoc.events", 0, 17}, {"vsoc.events", 3, 0}};
+    vsoc_kafka_partition_t p[] = {{"vsoc.events", 0, 17, 0}, {"vsoc.events", 3, 0, 0}};
     ASSERT_EQ(vsoc_kafka_commit_offsets(c, p, 2, err, sizeof err), 0);
     ASSERT_EQ(vsoc_kafka_commit_offsets(c, NULL, 0, err, sizeof err), 0);
     /* An offset must name the next message to read. */
-    vsoc_kafka_partition_t neg = {"vsoc.events", 1, -1};
+    vsoc_kafka_partition_t neg = {"vsoc.events", 1, -1, 0};
     ASSERT_EQ(vsoc_kafka_commit_offsets(c, &neg, 1, err, sizeof err), -1);
     ASSERT_STREQ(err, "kafka commit: vsoc.events [1]: invalid offset -1");
     ASSERT_EQ(vsoc_kafka_poll(c, 10, NULL, NULL, err, sizeof err), -1);
