@@ -35,6 +35,11 @@ static void logline(cli_deliver_t *d, const char *event, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
+    /* Lines carry what acks say (reason, VIN) before or without a valid signature: control
+     * characters would let a forged ack write lines of its own into a plain-text log. */
+    for (char *p = text; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
     d->log(d->log_ctx, event, text);
 }
 
@@ -94,6 +99,11 @@ int cli_deliver_ack(cli_deliver_t *d, vsoc_responder_t *resp, const char *from_v
 {
     vsoc_ack_t ack;
     char why[256];
+    if (n == 0 || !buf) {
+        logline(d, "ack.malformed", "from %s: an empty message", from_vin ? from_vin : "?");
+        d->acks_bad++;
+        return 0;
+    }
     if (memchr(buf, 0, n)) {
         logline(d, "ack.malformed", "from %s: a NUL byte in the message",
                 from_vin ? from_vin : "?");
@@ -137,9 +147,16 @@ int cli_deliver_ack(cli_deliver_t *d, vsoc_responder_t *resp, const char *from_v
     }
     d->acks_ok++;
     int rc = vsoc_responder_on_ack(resp, &ack, now_us);
-    if (rc == VSOC_ENOENT || rc == VSOC_EINVAL)
+    /* A refusal of a message the vehicle could not authenticate is logged by the responder
+     * itself (command.answer_ignored); any other answer it does not take is a repeat. */
+    int unauthenticated = ack.status == VSOC_ACK_REJECTED &&
+                          (!strcmp(ack.reason, "malformed") ||
+                           !strcmp(ack.reason, "unknown_key") ||
+                           !strcmp(ack.reason, "bad_signature"));
+    if (rc == VSOC_ENOENT || (rc == VSOC_EINVAL && !unauthenticated))
         logline(d, "ack.ignored", "%.8s: %s", ack.cmd_id,
-                rc == VSOC_ENOENT ? "no such command in flight" : "a duplicate");
+                rc == VSOC_ENOENT ? "no such command in flight"
+                                  : "a duplicate, or an answer its state has no use for");
     return 0;
 }
 

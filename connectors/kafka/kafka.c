@@ -1001,47 +1001,6 @@ static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
     }
 }
 
-int vsoc_kafka_seek(vsoc_kafka_consumer_t *c, const char *topic, int32_t partition,
-                    int64_t offset, char *err, size_t errlen)
-{
-    if (!c || !topic || offset < 0) {
-        vsoc_seterr(err, errlen, "kafka seek: invalid argument");
-        return -1;
-    }
-    part_t *pt = part_find(c, topic, partition);
-    if (!pt) {
-        vsoc_seterr(err, errlen, "kafka seek: %s [%d] is not assigned to this consumer", topic,
-               (int)partition);
-        return -1;
-    }
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    if (!l) {
-        vsoc_seterr(err, errlen, "kafka seek: out of memory");
-        return -1;
-    }
-    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = offset;
-    /* Waits for the seek: the caller (on_assign) must know where reading starts before
-     * the first message of the partition is fetched. */
-    rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, l, 10000);
-    int rc = 0;
-    if (e) {
-        vsoc_seterr(err, errlen, "kafka seek %s [%d] to %lld: %s", topic, (int)partition,
-               (long long)offset, rd_kafka_error_string(e));
-        rd_kafka_error_destroy(e);
-        rc = -1;
-    } else if (l->elems[0].err) {
-        vsoc_seterr(err, errlen, "kafka seek %s [%d] to %lld: %s", topic, (int)partition,
-               (long long)offset, rd_kafka_err2str(l->elems[0].err));
-        rc = -1;
-    }
-    rd_kafka_topic_partition_list_destroy(l);
-    if (rc == 0) {
-        pt->next = offset; /* lag counts from where reading now starts */
-        pt->no_commit = 0;
-    }
-    return rc;
-}
-
 int vsoc_kafka_commit_offsets(vsoc_kafka_consumer_t *c, const vsoc_kafka_partition_t *p,
                               size_t n, char *err, size_t errlen)
 {

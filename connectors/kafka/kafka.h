@@ -212,11 +212,4 @@ int vsoc_kafka_assignment_lost(vsoc_kafka_consumer_t *c);
  * instance beyond the topics' partition count reads nothing and is still in service). */
 int vsoc_kafka_joined(const vsoc_kafka_consumer_t *c);
 
-/* Moves where an assigned partition is read from to offset (the next message to hand
- * over), waiting until it is done (up to 10 s). Meant for on_assign, before any of the
- * partition's messages is handed over: a service that keeps its own checkpoint resumes
- * from it. Returns 0, or -1 with err (not assigned, librdkafka's message). */
-int vsoc_kafka_seek(vsoc_kafka_consumer_t *c, const char *topic, int32_t partition,
-                    int64_t offset, char *err, size_t errlen);
-
 #endif

@@ -160,7 +160,8 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
     }
     q->next = NULL;
     q->n = n;
-    memcpy(q->payload, msg->payload, n);
+    if (n)
+        memcpy(q->payload, msg->payload, n); /* an empty message has no payload pointer */
     q->payload[n] = 0;
     if (m->tail)
         m->tail->next = q;

@@ -17,3 +17,9 @@ target_include_directories(test_serve_config PRIVATE ${CMAKE_SOURCE_DIR}/cli)
 # source is added here.
 target_sources(test_ring PRIVATE ${CMAKE_SOURCE_DIR}/cli/ring.c)
 target_include_directories(test_ring PRIVATE ${CMAKE_SOURCE_DIR}/cli)
+
+# unit.test_deliver: acks and approvals of the delivering processes, cli/deliver.c, built
+# only into the vsoc program otherwise. test_deliver.c is picked up by the glob in
+# tests/CMakeLists.txt; the source is added here.
+target_sources(test_deliver PRIVATE ${CMAKE_SOURCE_DIR}/cli/deliver.c)
+target_include_directories(test_deliver PRIVATE ${CMAKE_SOURCE_DIR}/cli)
