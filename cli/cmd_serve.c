@@ -37,6 +37,8 @@
 #define MAX_TOPICS 32
 #define MAX_PENDING 64   /* epochs between a MARK and its offset commit */
 #define MAX_WORKERS 64
+/* How long a partition's handoff waits in Redis for its next owner. */
+#define HANDOFF_TTL_MS (3600 * 1000)
 /* librdkafka retries a delivery on its own until message.timeout.ms (5 min by default):
  * a failed report means that, or an error no retry cures (a message over the broker's
  * limit, no authorisation). An alert that fails this often stops the service, whose
@@ -52,6 +54,7 @@ typedef struct part {
     int32_t partition;
     int64_t next;      /* offset after the last message dispatched; -1: none yet */
     int64_t committed; /* last committed; -1: none */
+    int64_t start_at;  /* where reading started when it was assigned; -1: not known */
 } part_t;
 
 typedef struct epoch {
@@ -130,6 +133,10 @@ typedef struct serve {
     stored_offset_t *so;   /* the store's checkpoint offsets */
     size_t nso, capso;
     uint64_t restored;
+    serve_snap_t **hand;   /* a handoff's snapshots, as the workers send them */
+    size_t nhand, caphand;
+    int hand_wait;         /* workers yet to answer a handoff */
+    int hand_failed;       /* a worker could not snapshot its part of it */
     /* HTTP-visible state, under mu. */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -491,7 +498,7 @@ static part_t *part_of(serve_t *s, int topic, int32_t partition)
     if (vsoc_array_grow((void **)&s->parts, &s->capparts, s->nparts, sizeof *s->parts) != 0)
         return NULL;
     part_t *p = &s->parts[s->nparts++];
-    *p = (part_t){topic, partition, -1, -1};
+    *p = (part_t){topic, partition, -1, -1, -1};
     return p;
 }
 
@@ -1071,6 +1078,17 @@ static void drain(serve_t *s)
             case SERVE_OUT_WARN:
                 slog(s, LOG_WARN, "worker.warning", "worker %d: %s", i, o->reason);
                 break;
+            case SERVE_OUT_HANDOFF:
+                s->hand_wait--;
+                if (!o->snap || o->snap->failed ||
+                    vsoc_array_grow((void **)&s->hand, &s->caphand, s->nhand,
+                                    sizeof *s->hand) != 0) {
+                    s->hand_failed = 1; /* a partial handoff would lose vehicles */
+                    serve_snap_free(o->snap);
+                } else {
+                    s->hand[s->nhand++] = o->snap;
+                }
+                break;
             case SERVE_OUT_STOP:
                 break;
             }
@@ -1157,6 +1175,7 @@ typedef struct restore_ctx {
     serve_t *s;
     int topic;
     int32_t partition;
+    int dirty; /* handed over: not in this instance's store yet */
     size_t n;
 } restore_ctx_t;
 
@@ -1181,6 +1200,7 @@ static int restore_one(void *ctx, const char *vin, size_t vinlen, const void *bl
     memcpy(slot->key, vin, vinlen);
     slot->big = copy;
     slot->n = (uint32_t)n;
+    slot->dirty = (uint8_t)x->dirty;
     cli_ring_publish(&s->w[wi].in);
     x->n++;
     return 0;
@@ -1190,6 +1210,41 @@ static int restore_one(void *ctx, const char *vin, size_t vinlen, const void *bl
  * word on it (the group's committed offset is not ahead of it), restoring its vehicles'
  * engine state and starting the partition at the checkpoint's offset; otherwise another
  * instance read on from it since, and the stored state is stale. */
+/* "<group>:<topic>:<partition>": where a partition's handoff is kept in Redis. */
+static void handoff_key(const serve_t *s, const char *topic, int32_t partition, char *buf,
+                        size_t n)
+{
+    snprintf(buf, n, "%s:%s:%d", s->cfg->kafka.group, topic, (int)partition);
+}
+
+/* Restores the vehicles the previous owner of (topic, partition) handed over as of offset,
+ * the group's committed offset. Returns how many. */
+static size_t take_handoff(serve_t *s, int t, const char *topic, int32_t partition,
+                           int64_t offset)
+{
+    char key[600];
+    handoff_key(s, topic, partition, key, sizeof key);
+    restore_ctx_t x = {s, t, partition, 1, 0};
+    int64_t at = -1;
+    int rc = vsoc_redis_handoff_get(s->redis, key, offset, &at, restore_one, &x);
+    redis_state(s);
+    if (rc != 0) {
+        slog(s, LOG_WARN, "kafka.handoff_unread", "%s/%d: the previous owner's engine state "
+             "could not be read (%s): its vehicles' windows start afresh", topic,
+             (int)partition, rc == VSOC_EIO ? vsoc_redis_errstr(s->redis) : "out of memory");
+        return x.n;
+    }
+    if (at == offset)
+        slog(s, LOG_INFO, "kafka.handoff_taken", "%s/%d: engine state of %zu vehicle%s handed "
+             "over by the previous owner at offset %lld", topic, (int)partition, x.n,
+             x.n == 1 ? "" : "s", (long long)offset);
+    else if (at >= 0)
+        slog(s, LOG_INFO, "kafka.handoff_stale", "%s/%d: the handoff in Redis is as of offset "
+             "%lld, the group's is %lld: not used", topic, (int)partition, (long long)at,
+             (long long)offset);
+    return x.n;
+}
+
 static void on_assign(void *ctx, vsoc_kafka_partition_t *p, size_t n)
 {
     serve_t *s = ctx;
@@ -1204,34 +1259,44 @@ static void on_assign(void *ctx, vsoc_kafka_partition_t *p, size_t n)
          * offsets the group may have passed since: commits must not go back behind them. */
         if (pt && p[i].offset >= 0 && p[i].offset > pt->committed)
             pt->committed = p[i].offset;
+        if (pt)
+            pt->start_at = p[i].offset >= 0 ? p[i].offset : -1;
         const stored_offset_t *so = stored_offset(s, p[i].topic, p[i].partition);
-        if (!st || !so)
-            continue;
         if (p[i].offset == VSOC_KAFKA_OFFSET_UNREAD) {
-            /* Whether another instance read on is not known: the checkpoint may be stale,
-             * so it is not used. At-least-once holds; only the windows start afresh. */
-            slog(s, LOG_WARN, "kafka.offset_unread", "%s/%d: the group's committed offset "
-                 "could not be read: the store's checkpoint is not used", p[i].topic,
-                 (int)p[i].partition);
+            /* Whether another instance read on is not known: no stored or handed-over state
+             * can be trusted. At-least-once holds; only the windows start afresh. */
+            if (st && so)
+                slog(s, LOG_WARN, "kafka.offset_unread", "%s/%d: the group's committed offset "
+                     "could not be read: the store's checkpoint is not used", p[i].topic,
+                     (int)p[i].partition);
             continue;
         }
-        if (p[i].offset >= 0 && p[i].offset > so->next) {
+        if (st && so && p[i].offset >= 0 && p[i].offset > so->next) {
+            /* Another instance read on: the stored state is stale. */
             if (vsoc_store_drop_engine_state(st, p[i].topic, p[i].partition) != 0)
                 slog(s, LOG_WARN, "store.failed", "%s", vsoc_store_errmsg(st));
+        } else if (st && so) {
+            /* The state goes down the workers' rings ahead of any of the partition's events,
+             * which are fetched from the checkpoint on. */
+            p[i].start = so->next;
+            if (pt)
+                pt->start_at = so->next;
+            restore_ctx_t x = {s, t, p[i].partition, 0, 0};
+            if (vsoc_store_each_engine_state(st, p[i].topic, p[i].partition, restore_one,
+                                             &x) != 0)
+                slog(s, LOG_WARN, "store.failed", "restoring %s/%d: %s", p[i].topic,
+                     (int)p[i].partition, vsoc_store_errmsg(st));
+            restored += x.n;
+            if (p[i].offset != so->next)
+                slog(s, LOG_INFO, "kafka.resumed", "%s/%d from the store's checkpoint at offset "
+                     "%lld (the group had %lld)", p[i].topic, (int)p[i].partition,
+                     (long long)so->next, (long long)p[i].offset);
             continue;
         }
-        /* The state goes down the workers' rings ahead of any of the partition's events,
-         * which are fetched from the checkpoint on. */
-        p[i].start = so->next;
-        restore_ctx_t x = {s, t, p[i].partition, 0};
-        if (vsoc_store_each_engine_state(st, p[i].topic, p[i].partition, restore_one, &x) != 0)
-            slog(s, LOG_WARN, "store.failed", "restoring %s/%d: %s", p[i].topic,
-                 (int)p[i].partition, vsoc_store_errmsg(st));
-        restored += x.n;
-        if (p[i].offset != so->next)
-            slog(s, LOG_INFO, "kafka.resumed", "%s/%d from the store's checkpoint at offset "
-                 "%lld (the group had %lld)", p[i].topic, (int)p[i].partition,
-                 (long long)so->next, (long long)p[i].offset);
+        /* Not this instance's to resume: the previous owner's handoff, when it is as of the
+         * group's committed offset, where reading resumes. */
+        if (s->redis && p[i].offset >= 0)
+            restored += take_handoff(s, t, p[i].topic, p[i].partition, p[i].offset);
     }
     pthread_mutex_lock(&s->mu);
     s->ready = 1;
@@ -1243,17 +1308,88 @@ static void on_assign(void *ctx, vsoc_kafka_partition_t *p, size_t n)
          restored, restored == 1 ? "" : "s");
 }
 
+/* Hands the engine state of (topic t, partition) to its next owner through Redis: every
+ * worker snapshots the partition's vehicles, and the lot is written as of offset, where the
+ * next owner resumes when the commit went through (it checks that against the group's
+ * committed offset, so a handoff that does not match is never used). */
+static void give_handoff(serve_t *s, int t, int32_t partition, int64_t offset)
+{
+    s->nhand = 0;
+    s->hand_failed = 0;
+    s->hand_wait = s->nworkers;
+    for (int w = 0; w < s->nworkers; w++) {
+        serve_in_t *slot = claim_in(s, w);
+        slot->kind = SERVE_IN_HANDOFF;
+        slot->topic = (uint8_t)t;
+        slot->partition = partition;
+        slot->big = NULL;
+        cli_ring_publish(&s->w[w].in);
+    }
+    while (s->hand_wait > 0) {
+        drain(s);
+        if (s->hand_wait > 0) {
+            struct timespec ts = {0, 100000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    size_t total = 0;
+    for (size_t k = 0; k < s->nhand; k++)
+        total += s->hand[k]->n;
+    vsoc_redis_blob_t *v = malloc((total ? total : 1) * sizeof *v);
+    int rc = VSOC_ENOMEM;
+    if (v && !s->hand_failed) {
+        size_t j = 0;
+        for (size_t k = 0; k < s->nhand; k++)
+            for (size_t i = 0; i < s->hand[k]->n; i++) {
+                const serve_snap_item_t *it = &s->hand[k]->v[i];
+                v[j++] = (vsoc_redis_blob_t){it->vin, it->vinlen, it->blob, it->n};
+            }
+        char key[600];
+        handoff_key(s, s->topics[t], partition, key, sizeof key);
+        rc = vsoc_redis_handoff_put(s->redis, key, offset, v, total, HANDOFF_TTL_MS);
+        redis_state(s);
+    }
+    if (rc == 0)
+        slog(s, LOG_INFO, "kafka.handoff_given", "%s/%d: engine state of %zu vehicle%s handed "
+             "over at offset %lld", s->topics[t], (int)partition, total,
+             total == 1 ? "" : "s", (long long)offset);
+    else
+        slog(s, LOG_WARN, "kafka.handoff_failed", "%s/%d: the engine state of its vehicles "
+             "could not be handed over (%s): the next owner starts their windows afresh",
+             s->topics[t], (int)partition,
+             rc == VSOC_EIO ? vsoc_redis_errstr(s->redis) : "out of memory");
+    free(v);
+    for (size_t k = 0; k < s->nhand; k++)
+        serve_snap_free(s->hand[k]);
+    s->nhand = 0;
+}
+
 static void on_revoke(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
 {
     serve_t *s = ctx;
     /* The partitions go to another instance, which starts where the committed offsets
      * say: everything read from them is made durable and committed first. */
-    if (barrier(s, 20000) != 0)
+    int committed = barrier(s, 20000) == 0;
+    if (!committed)
         slog(s, LOG_WARN, "kafka.revoke_uncommitted",
              "could not commit before giving up %zu partition%s: their last messages will be "
              "read again by the next owner", n, n == 1 ? "" : "s");
     for (size_t i = 0; i < n; i++) {
         int t = topic_index(s, p[i].topic);
+        /* With Redis, the vehicles' open windows go with the partition. Not when it was
+         * lost (another member may own it and have read on) nor when the commit failed
+         * (the next owner reads again what the state has seen). */
+        if (t >= 0 && s->redis && committed && !vsoc_kafka_assignment_lost(s->cons)) {
+            for (size_t j = 0; j < s->nparts; j++) {
+                const part_t *pt = &s->parts[j];
+                if (pt->topic != t || pt->partition != p[i].partition)
+                    continue;
+                int64_t at = pt->next >= 0 ? pt->next : pt->start_at;
+                if (at >= 0)
+                    give_handoff(s, t, p[i].partition, at);
+                break;
+            }
+        }
         for (size_t j = 0; j < s->nparts; j++)
             if (s->parts[j].topic == t && s->parts[j].partition == p[i].partition) {
                 s->parts[j] = s->parts[--s->nparts];
@@ -1445,6 +1581,7 @@ static void free_serve(serve_t *s)
     for (size_t i = 0; i < s->nhits; i++)
         free(s->hits[i].json);
     free(s->hits);
+    free(s->hand);
     vsoc_hist_free(s->latency);
     vsoc_hist_free(s->store_commit);
 }

@@ -39,6 +39,7 @@ enum {
     SERVE_IN_SWAP,
     SERVE_IN_RESTORE,
     SERVE_IN_FORGET, /* the vehicles of (topic, partition): its partition was given up */
+    SERVE_IN_HANDOFF, /* snapshot every vehicle of (topic, partition) for its next owner */
     SERVE_IN_STOP
 };
 
@@ -51,6 +52,8 @@ typedef struct serve_in {
     uint8_t kind;
     uint8_t topic;        /* index into the service's topic names */
     uint16_t keylen;
+    uint8_t dirty;        /* RESTORE: state from elsewhere (a handoff), not in this
+                             instance's store yet: the next MARK snapshots every vehicle */
     int32_t partition;
     int64_t offset;
     int64_t ts_ms;        /* the message's timestamp, -1 if none */
@@ -71,6 +74,7 @@ enum {
     SERVE_OUT_MARK,
     SERVE_OUT_RELEASE,
     SERVE_OUT_WARN, /* a message for the log (reason) */
+    SERVE_OUT_HANDOFF, /* the vehicles of (topic, partition) asked for (snap) */
     SERVE_OUT_STOP
 };
 
@@ -103,7 +107,8 @@ typedef struct serve_out {
     int64_t offset;             /* BAD: where the message was */
     uint64_t epoch;             /* MARK */
     int64_t max_ts_us;          /* MARK: newest event time this worker has seen */
-    serve_snap_t *snap;         /* MARK: engine state of the vehicles changed (taken) */
+    serve_snap_t *snap;         /* MARK: engine state of the vehicles changed; HANDOFF: of
+                                   the partition's vehicles (taken) */
     serve_set_t *set;           /* ALERT: the set rule belongs to; RELEASE: to unref */
     const vsoc_rule_t *rule;
     char *json;                 /* ALERT: the OCSF JSON (malloc'd, taken) */
@@ -145,6 +150,9 @@ typedef struct serve_worker {
     size_t vpcap, vpcount;
     struct serve_vpart *vplast;
     serve_snap_t *pending_snap; /* being filled by vsoc_engine_snapshot */
+    int only_partition;         /* pending_snap takes only the vehicles of (only_topic, */
+    uint8_t only_topic;         /*   only_partition): a handoff */
+    int32_t only_partition_id;
     int snap_all;               /* the last snapshot failed: report every vehicle */
     vsoc_engine_t *next_engine; /* during a swap: the engine being filled */
     size_t carried;             /* during a swap: groups dropped on the way */

@@ -140,6 +140,10 @@ static int snap_item(void *ctx, const char *vin, size_t vinlen, const void *blob
     serve_snap_t *s = w->pending_snap;
     if (vinlen > SERVE_KEY_MAX)
         return 0; /* cannot have come from a message key: not this service's */
+    serve_vpart_t *vp = vpart_find(w, vin, vinlen);
+    if (w->only_partition && (!vp || vp->topic != w->only_topic ||
+                              vp->partition != w->only_partition_id))
+        return 0;
     if (s->n == s->cap) {
         size_t ncap = s->cap ? s->cap * 2 : 16;
         serve_snap_item_t *v = realloc(s->v, ncap * sizeof *v);
@@ -156,7 +160,6 @@ static int snap_item(void *ctx, const char *vin, size_t vinlen, const void *blob
     it->vinlen = vinlen;
     memcpy(it->vin, vin, vinlen);
     it->vin[vinlen] = 0;
-    serve_vpart_t *vp = vpart_find(w, vin, vinlen);
     it->topic = vp ? vp->topic : 0;
     it->partition = vp ? vp->partition : -1;
     s->n++;
@@ -191,7 +194,28 @@ static void warn(serve_worker_t *w, const char *fmt, ...)
     serve_out_push(w, &o);
 }
 
-/* A vehicle's state from the store, before any of its events. */
+/* Every vehicle of a partition being given up, for its next owner (a handoff). The
+ * snapshot visits all vehicles and marks them all clean: the next MARK reports all of them
+ * again, so the store's checkpoint misses nothing. */
+static serve_snap_t *handoff(serve_worker_t *w, uint8_t topic, int32_t partition)
+{
+    serve_snap_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    w->pending_snap = s;
+    w->only_partition = 1;
+    w->only_topic = topic;
+    w->only_partition_id = partition;
+    if (vsoc_engine_snapshot(w->engine, 1, snap_item, w) != 0)
+        s->failed = 1;
+    w->only_partition = 0;
+    w->pending_snap = NULL;
+    w->snap_all = 1;
+    return s;
+}
+
+/* A vehicle's state from the store, or handed over by the partition's previous owner,
+ * before any of its events. */
 static void restore(serve_worker_t *w, const serve_in_t *m)
 {
     size_t dropped = 0;
@@ -202,6 +226,8 @@ static void restore(serve_worker_t *w, const serve_in_t *m)
      * it holds is the one the store has. */
     if (rc == 0 || rc == VSOC_EINVAL)
         vpart_note(w, m->key, m->keylen, m->topic, m->partition);
+    if (rc == 0 && m->dirty)
+        w->snap_all = 1; /* not in this instance's store yet */
     if (rc != 0 && rc != VSOC_EINVAL)
         warn(w, "engine state of %.*s not restored (%s): its windows start afresh",
              (int)m->keylen, m->key, rc == VSOC_EPARSE ? err : "out of memory");
@@ -441,6 +467,13 @@ static void *run(void *arg)
         case SERVE_IN_FORGET:
             forget(w, m->topic, m->partition);
             break;
+        case SERVE_IN_HANDOFF: {
+            serve_out_t o = {.kind = SERVE_OUT_HANDOFF, .topic = m->topic,
+                             .partition = m->partition,
+                             .snap = handoff(w, m->topic, m->partition)};
+            serve_out_push(w, &o);
+            break;
+        }
         case SERVE_IN_STOP: {
             cli_ring_release(&w->in);
             serve_out_t o = {.kind = SERVE_OUT_STOP};

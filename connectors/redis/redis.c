@@ -974,3 +974,180 @@ out:
     pipe_restore(&g);
     return rc == 0 ? 0 : fail_io(r);
 }
+
+/* ---- partition handoff -------------------------------------------------------------------- */
+
+/* Fields per HSET: a partition of many vehicles goes in several, inside one transaction. */
+#define HANDOFF_CHUNK 512
+/* The longest vin a handoff carries: the engine keeps 63 bytes of one. */
+#define HANDOFF_VIN_MAX 63
+
+int vsoc_redis_handoff_put(vsoc_redis_t *r, const char *key, int64_t offset,
+                           const vsoc_redis_blob_t *v, size_t n, int64_t ttl_ms)
+{
+    if (!key || !key[0] || offset < 0 || ttl_ms <= 0 || (n && !v))
+        return VSOC_EINVAL;
+    size_t kn = plain_key(r, "handoff:", key);
+    if (!kn)
+        return VSOC_ENOMEM;
+    /* "v:<vin>" names, built before anything is sent. */
+    char *names = malloc(n ? n * (HANDOFF_VIN_MAX + 3) : 1);
+    const char **argv = malloc((4 + 2 * HANDOFF_CHUNK) * sizeof *argv);
+    size_t *lens = malloc((4 + 2 * HANDOFF_CHUNK) * sizeof *lens);
+    if (!names || !argv || !lens) {
+        free(names);
+        free(argv);
+        free(lens);
+        return VSOC_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!v[i].vinlen || v[i].vinlen > HANDOFF_VIN_MAX || (v[i].n && !v[i].blob)) {
+            free(names);
+            free(argv);
+            free(lens);
+            return VSOC_EINVAL;
+        }
+        char *nm = names + i * (HANDOFF_VIN_MAX + 3);
+        nm[0] = 'v';
+        nm[1] = ':';
+        memcpy(nm + 2, v[i].vin, v[i].vinlen);
+    }
+    pipe_guard_t g;
+    int64_t deadline;
+    int rc = -1;
+    size_t sent = 0; /* commands appended, to read as many replies */
+    pipe_block(&g);
+    if (begin(r, &deadline) < 0)
+        goto out;
+    char off[24], ms[24];
+    int on = snprintf(off, sizeof off, "%" PRId64, offset);
+    int mn = snprintf(ms, sizeof ms, "%" PRId64, ttl_ms);
+    const char *multi[1] = {"MULTI"}, *exec[1] = {"EXEC"};
+    size_t multil[1] = {5}, execl[1] = {4};
+    const char *del[2] = {"DEL", r->kbuf};
+    size_t dell[2] = {3, kn};
+    if (append(r, 1, multi, multil, "MULTI") < 0 || append(r, 2, del, dell, "DEL") < 0)
+        goto out;
+    sent = 2;
+    size_t i = 0;
+    do {
+        int argc = 0;
+        argv[argc] = "HSET";
+        lens[argc++] = 4;
+        argv[argc] = r->kbuf;
+        lens[argc++] = kn;
+        if (i == 0) {
+            argv[argc] = "offset";
+            lens[argc++] = 6;
+            argv[argc] = off;
+            lens[argc++] = (size_t)on;
+        }
+        for (size_t k = 0; k < HANDOFF_CHUNK && i < n; k++, i++) {
+            argv[argc] = names + i * (HANDOFF_VIN_MAX + 3);
+            lens[argc++] = 2 + v[i].vinlen;
+            argv[argc] = v[i].n ? v[i].blob : "";
+            lens[argc++] = v[i].n;
+        }
+        if (append(r, argc, argv, lens, "HSET") < 0)
+            goto out;
+        sent++;
+    } while (i < n);
+    const char *pexp[3] = {"PEXPIRE", r->kbuf, ms};
+    size_t pexpl[3] = {7, kn, (size_t)mn};
+    if (append(r, 3, pexp, pexpl, "PEXPIRE") < 0 || append(r, 1, exec, execl, "EXEC") < 0 ||
+        arm(r, deadline, "HSET") < 0)
+        goto out;
+    sent += 2;
+    /* Every reply is read, so that the connection stays in step; the first error is kept. */
+    int bad = 0;
+    for (size_t k = 0; k < sent; k++) {
+        redisReply *rep = read_reply(r, "HSET");
+        if (!rep) {
+            bad = 1;
+            break;
+        }
+        if (!bad && rep->type == REDIS_REPLY_ERROR) {
+            seterr(r, "redis %s: HSET of a handoff: %s", r->where, rep->str);
+            bad = 1;
+        }
+        for (size_t e = 0; !bad && k == sent - 1 && rep->type == REDIS_REPLY_ARRAY &&
+                           e < rep->elements; e++)
+            if (rep->element[e]->type == REDIS_REPLY_ERROR) {
+                seterr(r, "redis %s: HSET of a handoff: %s", r->where, rep->element[e]->str);
+                bad = 1;
+            }
+        if (!bad && k == sent - 1 && rep->type != REDIS_REPLY_ARRAY) {
+            seterr(r, "redis %s: HSET of a handoff: the transaction was not run", r->where);
+            bad = 1;
+        }
+        freeReplyObject(rep);
+    }
+    if (!bad)
+        rc = 0;
+out:
+    pipe_restore(&g);
+    free(names);
+    free(argv);
+    free(lens);
+    return rc == 0 ? 0 : fail_io(r);
+}
+
+int vsoc_redis_handoff_get(vsoc_redis_t *r, const char *key, int64_t want_offset,
+                           int64_t *offset,
+                           int (*fn)(void *ctx, const char *vin, size_t vinlen,
+                                     const void *blob, size_t n),
+                           void *ctx)
+{
+    if (!key || !key[0] || !offset || !fn)
+        return VSOC_EINVAL;
+    *offset = -1;
+    size_t kn = plain_key(r, "handoff:", key);
+    if (!kn)
+        return VSOC_ENOMEM;
+    pipe_guard_t g;
+    int64_t deadline;
+    int rc = 0, io = 1;
+    redisReply *rep = NULL;
+    pipe_block(&g);
+    if (begin(r, &deadline) < 0)
+        goto out;
+    const char *get[2] = {"HGETALL", r->kbuf};
+    size_t getl[2] = {7, kn};
+    if (append(r, 2, get, getl, "HGETALL") < 0 || arm(r, deadline, "HGETALL") < 0 ||
+        !(rep = read_reply(r, "HGETALL")))
+        goto out;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        seterr(r, "redis %s: HGETALL of a handoff: %s", r->where, rep->str);
+        goto out;
+    }
+    io = 0;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 2)
+        goto out; /* not a hash this client wrote: no handoff */
+    for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+        const redisReply *f = rep->element[i], *val = rep->element[i + 1];
+        if (f->type == REDIS_REPLY_STRING && f->len == 6 && !memcmp(f->str, "offset", 6) &&
+            val->type == REDIS_REPLY_STRING && val->len > 0 && val->len < 20) {
+            char buf[24];
+            memcpy(buf, val->str, val->len);
+            buf[val->len] = 0;
+            char *end;
+            long long o = strtoll(buf, &end, 10);
+            if (*end == 0 && o >= 0)
+                *offset = o;
+        }
+    }
+    if (*offset < 0 || *offset != want_offset)
+        goto out;
+    for (size_t i = 0; i + 1 < rep->elements && rc == 0; i += 2) {
+        const redisReply *f = rep->element[i], *val = rep->element[i + 1];
+        if (f->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING || f->len < 3 ||
+            f->str[0] != 'v' || f->str[1] != ':' || f->len - 2 > HANDOFF_VIN_MAX)
+            continue;
+        rc = fn(ctx, f->str + 2, f->len - 2, val->str, val->len);
+    }
+out:
+    if (rep)
+        freeReplyObject(rep);
+    pipe_restore(&g);
+    return io ? fail_io(r) : rc;
+}

@@ -1,7 +1,8 @@
 /* redis.h: the state that crosses vehicles when several vsoc serve instances run side by
  * side, kept in Redis (hiredis; docs/redis.md): fleet_count correlation with exactly the
- * semantics of engine/fleet.h, playbook cooldown locks, and fixed-window counters for the
- * blast-radius cap.
+ * semantics of engine/fleet.h, playbook cooldown locks, fixed-window sets for the
+ * blast-radius cap, and the engine state a partition's owner hands to the next one when a
+ * rebalance moves the partition.
  *
  * Redis is optional to the service, so this client never makes the caller wait for it:
  *   - vsoc_redis_new does not connect. The handle starts down and connects on first use.
@@ -122,5 +123,33 @@ int vsoc_redis_cooldown(vsoc_redis_t *r, const char *key, int64_t ttl_ms, const 
  * have been added). */
 int vsoc_redis_window_add(vsoc_redis_t *r, const char *key, const char *member,
                           int64_t window_ms, int64_t *count);
+
+/* One vehicle's engine state, for a handoff (vin: 1 to 63 bytes, as the engine keeps it). */
+typedef struct vsoc_redis_blob {
+    const char *vin;
+    size_t vinlen;
+    const void *blob;
+    size_t n;
+} vsoc_redis_blob_t;
+
+/* Hands a partition's engine state to its next owner: replaces <prefix>handoff:<key> (a
+ * hash) with field "offset" (the offset the state is as of: the next message to read)
+ * and one field "v:<vin>" per vehicle holding its blob, expiring after ttl_ms (> 0); all in
+ * one MULTI/EXEC, so a reader sees the old hash or the new one, never a mix. n may be 0
+ * (the partition's vehicles have no state: the hash then says so at that offset). Returns
+ * 0, VSOC_EINVAL, VSOC_ENOMEM or VSOC_EIO (nothing or everything written). */
+int vsoc_redis_handoff_put(vsoc_redis_t *r, const char *key, int64_t offset,
+                           const vsoc_redis_blob_t *v, size_t n, int64_t ttl_ms);
+
+/* Reads the handoff under key: *offset is its offset (-1 when there is none, or it is not
+ * a handoff this client wrote), then fn is called once per vehicle with its vin and blob
+ * (valid during the call only) when want_offset is that offset; nothing is called
+ * otherwise. fn returns 0 to go on; any other value stops and is returned. Returns 0,
+ * VSOC_EINVAL, VSOC_EIO, or fn's value. */
+int vsoc_redis_handoff_get(vsoc_redis_t *r, const char *key, int64_t want_offset,
+                           int64_t *offset,
+                           int (*fn)(void *ctx, const char *vin, size_t vinlen,
+                                     const void *blob, size_t n),
+                           void *ctx);
 
 #endif

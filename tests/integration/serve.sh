@@ -17,6 +17,9 @@
 #               counts the vehicles seen by both (a real redis-server started here) and
 #               raises one alert between them; Redis killed: both keep running, say so in
 #               /metrics, and judge fleet hits locally
+#   handoff     a second instance joins while attack windows are open, then the first
+#               leaves: the partitions move with their vehicles' engine state (through
+#               a real redis-server), and the alert ids equal vsoc replay's
 #   commands    with kafka.topics.commands the service delivers a playbook's command (signed,
 #               keyed by the VIN), takes the vehicle's signed ack from the acks topic and
 #               records it (audit chain intact); killed -9 while the command waits for its
@@ -123,6 +126,17 @@ replay_ids() {
   [ -s "$work/replay.ids" ] || fail "vsoc replay raised no alert: the test would prove nothing"
 }
 
+# Splits events.tsv into part1.tsv and part2.tsv at 2.1 s of event time: inside vehicle 2's
+# fuzzing window (2 s wide, from 2.0 s) and vehicle 3's brute force (from 1 s).
+split_events() {
+  awk -F'\t' -v cut=1764064802.1 '{
+      t = 0
+      if (match($2, /^\([0-9.]+\)/)) t = substr($2, 2, RLENGTH - 2)
+      else if (match($2, /"ts":[0-9.]+/)) t = substr($2, 6, RLENGTH - 5)
+      print > (t + 0 < cut ? "'"$work"'/part1.tsv" : "'"$work"'/part2.tsv")
+    }' "$work/events.tsv"
+}
+
 produce() { # FILE
   timeout 60 kcat -P -b "$brokers" -t vsoc.events -K $'\t' -z snappy <"$1" ||
     fail "kcat could not produce $1"
@@ -218,6 +232,25 @@ wait_alert_ids() { # OUTFILE TIMEOUT
   done
 }
 
+# With instance a running (serve_pid, port): starts b in the same group and waits until the
+# two split the four partitions; sets port_a, port_b, serve2_pid (b), serve_pid stays a's.
+start_second() {
+  port_a=$port
+  pid_a=$serve_pid
+  start_serve b "$work/serve2.err"
+  port_b=$port
+  serve2_pid=$serve_pid
+  serve_pid=$pid_a
+  for _ in $(seq 300); do
+    pa=$(port=$port_a metric vsoc_partitions_assigned)
+    pb=$(port=$port_b metric vsoc_partitions_assigned)
+    [ "$pa" -gt 0 ] && [ "$pb" -gt 0 ] && [ $((pa + pb)) -eq 4 ] && break
+    sleep 0.1
+  done
+  [ "$pa" -gt 0 ] && [ "$pb" -gt 0 ] && [ $((pa + pb)) -eq 4 ] ||
+    fail "the instances did not split the 4 partitions (a: $pa, b: $pb)"
+}
+
 stop_serve() {
   kill -TERM "$serve_pid"
   local rc=0
@@ -279,12 +312,7 @@ kill)
   # Part 1 ends at 2.1 s of event time, inside vehicle 2's fuzzing window (2 s wide, from
   # 2.0 s): the first run sees part of it, is killed after its checkpoint, and the restart
   # must finish the window from the restored state to give the same alert id.
-  awk -F'\t' -v cut=1764064802.1 '{
-      t = 0
-      if (match($2, /^\([0-9.]+\)/)) t = substr($2, 2, RLENGTH - 2)
-      else if (match($2, /"ts":[0-9.]+/)) t = substr($2, 6, RLENGTH - 5)
-      print > (t + 0 < cut ? "'"$work"'/part1.tsv" : "'"$work"'/part2.tsv")
-    }' "$work/events.tsv"
+  split_events
   n1=$(wc -l <"$work/part1.tsv")
   produce "$work/part1.tsv"
   config a
@@ -456,21 +484,7 @@ fleet)
   config a "redis:" "  url: redis://127.0.0.1:$redis_port" "  timeout: 200ms"
   config b "redis:" "  url: redis://127.0.0.1:$redis_port" "  timeout: 200ms"
   start_serve a
-  port_a=$port
-  pid_a=$serve_pid
-  start_serve b "$work/serve2.err"
-  port_b=$port
-  serve2_pid=$serve_pid
-  serve_pid=$pid_a
-  # Both in the group, the four partitions split between them.
-  for _ in $(seq 300); do
-    pa=$(port=$port_a metric vsoc_partitions_assigned)
-    pb=$(port=$port_b metric vsoc_partitions_assigned)
-    [ "$pa" -gt 0 ] && [ "$pb" -gt 0 ] && [ $((pa + pb)) -eq 4 ] && break
-    sleep 0.1
-  done
-  [ "$pa" -gt 0 ] && [ "$pb" -gt 0 ] && [ $((pa + pb)) -eq 4 ] ||
-    fail "the instances did not split the 4 partitions (a: $pa, b: $pb)"
+  start_second
   produce "$work/fleet.tsv"
   both_matched 6
   ha=$(port=$port_a metric vsoc_fleet_hits_total)
@@ -508,6 +522,51 @@ fleet)
   stop_serve
   echo "ok: two instances ($pa + $pb partitions, $ha + $hb vehicles) raised one fleet alert;" \
     "without Redis both ran on local state"
+  ;;
+handoff)
+  start_mock
+  start_redis
+  make_inputs
+  replay_ids
+  # Part 1 ends inside open windows (as in kill): vehicle 2's fuzzing, vehicle 3's brute
+  # force. Instance a reads it alone; b joins and takes some partitions, then a leaves and
+  # b takes the rest. Every vehicle thus changes owner with windows open, and only state
+  # handed over with its partition gives the alerts (and ids) a replay gives.
+  split_events
+  n1=$(wc -l <"$work/part1.tsv")
+  config a "redis:" "  url: redis://127.0.0.1:$redis_port"
+  config b "redis:" "  url: redis://127.0.0.1:$redis_port"
+  produce "$work/part1.tsv"
+  start_serve a
+  wait_events "$n1" 120
+  start_second
+  grep -q '"event":"kafka.handoff_given"' "$work/serve.err" ||
+    fail "a gave b partitions without handing over their state"
+  stop_serve # a leaves: b takes every partition, with a's state
+  serve_pid=$serve2_pid
+  serve2_pid=
+  port=$port_b
+  for _ in $(seq 300); do
+    [ "$(metric vsoc_partitions_assigned)" -eq 4 ] && break
+    sleep 0.1
+  done
+  [ "$(metric vsoc_partitions_assigned)" -eq 4 ] || fail "b did not take every partition"
+  given=$(grep '"event":"kafka.handoff_given"' "$work/serve.err" |
+            grep -o 'state of [0-9]* vehicle' | awk '{ s += $3 } END { print s + 0 }')
+  taken=$(grep '"event":"kafka.handoff_taken"' "$work/serve2.err" |
+            grep -o 'state of [0-9]* vehicle' | awk '{ s += $3 } END { print s + 0 }')
+  [ "$given" -ge 4 ] || fail "a handed over the state of $given vehicles, expected all 4"
+  [ "$taken" -eq "$given" ] || fail "b took the state of $taken vehicles, a gave $given"
+  produce "$work/part2.tsv"
+  wait_alert_ids "$work/topic.jsonl" 120
+  cp "$work/topic.jsonl.ids" "$work/topic.ids"
+  diff -u "$work/replay.ids" "$work/topic.ids" >"$work/diff" ||
+    fail "after two rebalances the alert ids differ from vsoc replay's: $(head -20 "$work/diff")"
+  dups=$(jq -r .finding_info.uid "$work/topic.jsonl" | sort | uniq -d | wc -l)
+  [ "$dups" -eq 0 ] || fail "$dups alerts were published twice"
+  stop_serve
+  echo "ok: two rebalances with open windows, the state of $given vehicles handed over;" \
+    "$(wc -l <"$work/topic.ids") alerts, equal to vsoc replay's"
   ;;
 commands)
   command -v sqlite3 >/dev/null || fail "sqlite3 is not installed"

@@ -731,6 +731,31 @@ static void test_window(const server_t *s)
 
 /* ---- AUTH, SELECT, unix sockets ------------------------------------------------------ */
 
+typedef struct got_blobs {
+    size_t n;
+    size_t bytes;
+    int saw_nul;   /* a blob with a NUL byte inside came back whole */
+    int stop_after;
+} got_blobs_t;
+
+static int take_blob(void *ctx, const char *vin, size_t vinlen, const void *blob, size_t n)
+{
+    got_blobs_t *g = ctx;
+    ASSERT(vinlen > 0 && vinlen <= 63);
+    ASSERT(vin[0] == 'V');
+    /* Each blob is its vin's number repeated, with a NUL in the middle. */
+    int k = atoi(vin + 1);
+    ASSERT_EQ(n, (size_t)(k % 50) + 3);
+    const unsigned char *b = blob;
+    ASSERT_EQ(b[0], (unsigned char)k);
+    ASSERT_EQ(b[1], 0);
+    ASSERT_EQ(b[n - 1], (unsigned char)k);
+    g->saw_nul |= b[1] == 0;
+    g->n++;
+    g->bytes += n;
+    return g->stop_after && g->n == (size_t)g->stop_after ? 7 : 0;
+}
+
 static void test_auth(const server_t *s)
 {
     char url[256];
@@ -777,6 +802,7 @@ static void test_auth(const server_t *s)
     c = raw(s);
     raw_ok(c, "ACL SETUSER vsoc on >pw-vsoc resetkeys ~vsoc:* resetchannels -@all +ping "
               "+select +evalsha +eval +script|load +set +sadd +scard +pexpire +multi +exec +hget "
+              "+del +hgetall "
               "+hset +zadd +zremrangebyscore +zcard +zrange +zrevrange");
     snprintf(url, sizeof url, "redis://vsoc:pw-vsoc@127.0.0.1:%d/1", s->port);
     r = handle(url, NULL, 2000, 0, 0);
@@ -793,6 +819,12 @@ static void test_auth(const server_t *s)
         ASSERT_EQ(got, i == 0);
         ASSERT_EQ(vsoc_redis_window_add(r, "acl", i ? (i == 1 ? "V1" : "V2") : "V0", 60000, &n),
                   0);
+        vsoc_redis_blob_t hb = {"V1", 2, "\0b", 2};
+        ASSERT_EQ(vsoc_redis_handoff_put(r, "acl", i, &hb, 1, 60000), 0);
+        int64_t at = -1;
+        got_blobs_t none = {0};
+        ASSERT_EQ(vsoc_redis_handoff_get(r, "acl", i + 1, &at, take_blob, &none), 0);
+        ASSERT_EQ(at, i);
         ASSERT_EQ(n, i + 1);
     }
     redisFree(c);
@@ -887,6 +919,75 @@ static void test_down_and_back(server_t *s)
     vsoc_redis_free(r);
 }
 
+/* A partition's engine state handed from one instance to the next: binary blobs (NUL
+ * bytes) of more vehicles than one HSET carries, the offset checked, a newer handoff
+ * replacing an older one whole, an empty one, the expiry, and a key of another type. */
+static void test_handoff(const server_t *s)
+{
+    vsoc_redis_t *a = handle_at(s, "t9:"), *b = handle_at(s, "t9:");
+    enum { N = 1300 };
+    static char vins[N][8];
+    static unsigned char blobs[N][60];
+    static vsoc_redis_blob_t v[N];
+    for (int i = 0; i < N; i++) {
+        snprintf(vins[i], sizeof vins[i], "V%d", i);
+        size_t n = (size_t)(i % 50) + 3;
+        memset(blobs[i], (unsigned char)i, n);
+        blobs[i][1] = 0;
+        v[i] = (vsoc_redis_blob_t){vins[i], strlen(vins[i]), blobs[i], n};
+    }
+    ASSERT_EQ(vsoc_redis_handoff_put(a, "g:t:3", 1234, v, N, 60000), 0);
+    got_blobs_t g = {0};
+    int64_t at = 0;
+    /* Another offset: the handoff is not used, and nothing is handed over. */
+    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:3", 1200, &at, take_blob, &g), 0);
+    ASSERT_EQ(at, 1234);
+    ASSERT_EQ(g.n, 0);
+    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:3", 1234, &at, take_blob, &g), 0);
+    ASSERT_EQ(at, 1234);
+    ASSERT_EQ(g.n, N);
+    ASSERT(g.saw_nul);
+    /* fn stops the walk with its value. */
+    got_blobs_t g2 = {.stop_after = 5};
+    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:3", 1234, &at, take_blob, &g2), 7);
+    ASSERT_EQ(g2.n, 5);
+    /* A later handoff replaces the whole hash: fewer vehicles, a new offset. */
+    ASSERT_EQ(vsoc_redis_handoff_put(b, "g:t:3", 2000, v, 10, 60000), 0);
+    got_blobs_t g3 = {0};
+    ASSERT_EQ(vsoc_redis_handoff_get(a, "g:t:3", 2000, &at, take_blob, &g3), 0);
+    ASSERT_EQ(g3.n, 10);
+    redisContext *c = raw(s);
+    long long ttl = raw_int(c, "PTTL t9:handoff:g:t:3");
+    ASSERT(ttl > 0 && ttl <= 60000);
+    /* No vehicles: the offset alone says the partition had none. */
+    ASSERT_EQ(vsoc_redis_handoff_put(a, "g:t:4", 7, NULL, 0, 60000), 0);
+    got_blobs_t g4 = {0};
+    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:4", 7, &at, take_blob, &g4), 0);
+    ASSERT_EQ(at, 7);
+    ASSERT_EQ(g4.n, 0);
+    /* None there, or a key that is not a hash of ours: no handoff (-1), not an error for
+     * the missing one. */
+    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:5", 0, &at, take_blob, &g4), 0);
+    ASSERT_EQ(at, -1);
+    raw_ok(c, "SET t9:handoff:g:t:6 x");
+    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:6", 0, &at, take_blob, &g4), VSOC_EIO);
+    ASSERT_EQ(at, -1);
+    ASSERT(vsoc_redis_up(b)); /* an error reply keeps the connection */
+    /* Expiry. */
+    ASSERT_EQ(vsoc_redis_handoff_put(a, "g:t:7", 1, v, 1, 200), 0);
+    sleep_ms(300);
+    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:7", 1, &at, take_blob, &g4), 0);
+    ASSERT_EQ(at, -1);
+    redisFree(c);
+    ASSERT_EQ(vsoc_redis_handoff_put(a, "", 1, v, 1, 200), VSOC_EINVAL);
+    ASSERT_EQ(vsoc_redis_handoff_put(a, "k", -1, v, 1, 200), VSOC_EINVAL);
+    ASSERT_EQ(vsoc_redis_handoff_put(a, "k", 1, NULL, 1, 200), VSOC_EINVAL);
+    vsoc_redis_blob_t empty_vin = {"", 0, "x", 1};
+    ASSERT_EQ(vsoc_redis_handoff_put(a, "k", 1, &empty_vin, 1, 200), VSOC_EINVAL);
+    vsoc_redis_free(a);
+    vsoc_redis_free(b);
+}
+
 int main(void)
 {
     uint64_t seed = (uint64_t)time(NULL);
@@ -915,6 +1016,7 @@ int main(void)
     test_fleet_pipeline(&plain);
     test_cooldown(&plain);
     test_window(&plain);
+    test_handoff(&plain);
     test_auth(&secured);
     test_down_and_back(&plain);
     printf("redis: all tests passed (seed %" PRIu64 ")\n", seed);
