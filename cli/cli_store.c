@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -227,9 +228,24 @@ int cli_responder_lock(const char *db, const char *who, char *err, size_t errlen
         snprintf(err, errlen, "%s: path too long", db);
         return -1;
     }
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    /* Not through a symlink (the holder line is written into the file), and read-only when
+     * it belongs to another user: flock needs no write access, only the line is left out. */
+    int writable = 1;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 && errno == EACCES) {
+        writable = 0;
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    }
+    struct stat sb;
+    if (fd >= 0 && (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))) {
+        close(fd);
+        fd = -1;
+        errno = EINVAL;
+    }
     if (fd < 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        snprintf(err, errlen, "%s (the store's responder lock): %s", path,
+                 errno == ELOOP ? "a symbolic link, refused"
+                 : errno == EINVAL ? "not a regular file" : strerror(errno));
         return -1;
     }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
@@ -246,10 +262,13 @@ int cli_responder_lock(const char *db, const char *who, char *err, size_t errlen
         close(fd);
         return -1;
     }
+    /* Says who holds it, for a second responder's message; a line that cannot be written
+     * leaves the lock in force all the same. */
     char line[200];
     int k = snprintf(line, sizeof line, "%s, pid %ld\n", who, (long)getpid());
-    /* A failed write leaves the lock in force; only a second responder's message is poorer. */
-    if (ftruncate(fd, 0) == 0 && pwrite(fd, line, (size_t)k, 0) != k)
-        (void)0;
+    if (writable && ftruncate(fd, 0) == 0) {
+        ssize_t w = pwrite(fd, line, (size_t)k, 0);
+        (void)w;
+    }
     return 0; /* fd stays open, and locked, until the process exits */
 }

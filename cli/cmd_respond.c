@@ -113,14 +113,18 @@ static void logline(respond_t *rs, const char *event, const char *fmt, ...)
         rs->log(rs->log_ctx, event, text);
         return;
     }
-    char t[40];
+    char t[40], text[1024];
     cli_fmt_time(wall_us(), t, sizeof t);
-    fprintf(stderr, "%s %-24s ", t, event);
     va_list ap;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    /* What vehicles say (an ack's reason) is quoted in lines: one line each, whatever it
+     * holds. */
+    for (char *p = text; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    fprintf(stderr, "%s %-24s %s\n", t, event, text);
 }
 
 /* A failure: said even when quiet. */

@@ -504,25 +504,26 @@ static part_t *part_of(serve_t *s, int topic, int32_t partition)
 
 static void drain(serve_t *s);
 
+/* Publishes the events staged for every worker by on_message. */
+static void flush_all(serve_t *s)
+{
+    for (int i = 0; i < s->nworkers; i++)
+        cli_ring_flush(&s->w[i].in);
+}
+
 /* Hands a slot to worker i, draining outputs while its ring is full. */
 static serve_in_t *claim_in(serve_t *s, int i)
 {
     serve_in_t *slot;
     while (!(slot = cli_ring_claim(&s->w[i].in))) {
-        cli_ring_flush(&s->w[i].in); /* what is staged must reach the worker to make room */
+        flush_all(s); /* what is staged must reach the workers: this one to make room, the
+                         others not to wait on it */
         drain(s);
         vsoc_kafka_producer_poll(s->prod, 0, NULL, NULL);
         struct timespec ts = {0, 50000};
         nanosleep(&ts, NULL);
     }
     return slot;
-}
-
-/* Publishes the events staged for every worker by on_message. */
-static void flush_all(serve_t *s)
-{
-    for (int i = 0; i < s->nworkers; i++)
-        cli_ring_flush(&s->w[i].in);
 }
 
 static uint32_t vin_hash(const void *p, size_t n)
@@ -973,10 +974,13 @@ static int shared_limits(void *ctx, const vsoc_playbook_t *p, const char *vin,
     }
     if (rc == 0 && p->max_vehicles_per_hour) {
         int64_t count = 0;
+        int admitted = 0;
         snprintf(key, sizeof key, "blast:%s", p->id);
-        /* Distinct vehicles, as the local count has them: the same vehicle read again (after
-         * a crash) or run again (after its cooldown) within the hour counts once. */
-        rc = vsoc_redis_window_add(s->redis, key, vin, 3600 * 1000, &count);
+        /* Distinct vehicles started on, as the local count has them: the same vehicle read
+         * again (after a crash) or run again (after its cooldown) within the hour counts
+         * once, and a vehicle held back by the cap takes no place. */
+        rc = vsoc_redis_window_admit(s->redis, key, vin, 3600 * 1000, p->max_vehicles_per_hour,
+                                     &count, &admitted);
         *vehicles = (uint64_t)count;
     }
     if (rc != 0) {
@@ -1376,6 +1380,15 @@ static void on_revoke(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
              "read again by the next owner", n, n == 1 ? "" : "s");
     for (size_t i = 0; i < n; i++) {
         int t = topic_index(s, p[i].topic);
+        /* Epochs still waiting hold offsets of this partition that its next owner may pass:
+         * should the partition come back before they complete, they must not commit them
+         * (behind the group's offset, when it cannot be read to tell). */
+        for (size_t k = 0; !committed && t >= 0 && k < s->npending; k++) {
+            epoch_t *e = &s->pending[(s->pending_head + k) % MAX_PENDING];
+            for (size_t j = 0; j < e->nparts; j++)
+                if (e->parts[j].topic == t && e->parts[j].partition == p[i].partition)
+                    e->parts[j].next = -1;
+        }
         /* With Redis, the vehicles' open windows go with the partition. Not when it was
          * lost (another member may own it and have read on) nor when the commit failed
          * (the next owner reads again what the state has seen). */
@@ -1933,8 +1946,10 @@ done:
     s->http = NULL;
     for (int i = 0; i < s->nworkers; i++) {
         serve_in_t *slot;
-        while (!(slot = cli_ring_claim(&s->w[i].in)))
+        while (!(slot = cli_ring_claim(&s->w[i].in))) {
+            cli_ring_flush(&s->w[i].in);
             turn(s);
+        }
         slot->kind = SERVE_IN_STOP;
         slot->big = NULL;
         cli_ring_publish(&s->w[i].in);

@@ -8,8 +8,8 @@
  * in place: claim returns the slot, publish makes it visible.
  *
  * A consumer that finds the ring empty may sleep in cli_ring_wait; the producer wakes it in
- * cli_ring_publish only when it said it would sleep, so the mutex is taken when a thread
- * goes idle, never per slot. */
+ * cli_ring_publish or cli_ring_flush only when it said it would sleep, so the mutex is taken
+ * when a thread goes idle, never per slot. */
 #ifndef VSOC_CLI_RING_H
 #define VSOC_CLI_RING_H
 

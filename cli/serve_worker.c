@@ -3,8 +3,9 @@
  *
  * The worker owns its engine and its reference to the rule set; it never touches Kafka, the
  * store or Redis, and takes no lock per event. A set swap (reload) arrives in the input ring
- * between two events: the worker builds an engine over the new set and sends RELEASE for the
- * old one behind every alert that still points into it. */
+ * between two events with an engine over the new set that the main thread built: the worker
+ * carries its vehicles' windows over into it and sends RELEASE for the old set behind every
+ * alert that still points into it. */
 #include "serve.h"
 
 #include "file/reader.h"

@@ -128,8 +128,9 @@ typedef struct vsoc_responder_opts {
     void *ctx;
     /* Fleet-wide limits kept outside this process (the service with Redis shares them
      * between instances). Called before a run would start: sets *cooling when the vehicle
-     * is within the playbook's cooldown and *vehicles to the runs of the playbook started
-     * across the fleet in the current hour, this one included when it is admitted. Returns
+     * is within the playbook's cooldown and *vehicles to the distinct vehicles the playbook
+     * started on across the fleet in the current hour, counting this one (the run is held
+     * back when the others alone reach max_vehicles_per_hour). Returns
      * 0, or non-zero when the shared state cannot be reached: the responder then judges by
      * its own runs. run_id is the run that would start (derived from playbook and incident):
      * asking again for the same run (events read a second time after a crash) must give

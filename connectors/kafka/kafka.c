@@ -14,11 +14,14 @@
  *     Reports that come in while no caller's dr is being served (inside produce, or
  *     librdkafka refusing a message at once) wait in a FIFO whose capacity is reserved
  *     before a message is taken, so keeping a report never needs memory.
- *   - A consumer stores a message's offset only after fn returned for it, so a commit never
- *     covers a message the caller has not seen.
+ *   - A consumer stores a message's offset only after fn returned for it (once per run of a
+ *     partition, at the latest when poll returns), so a commit never covers a message the
+ *     caller has not seen.
  *   - The consumer always handles rebalances itself (rebalance_cb), so its list of assigned
- *     partitions (parts) is the one librdkafka has: commit_offsets filters on it and lag
- *     sums over it. Each entry tracks the next offset to hand over.
+ *     partitions (parts) is the one librdkafka has, but inside on_assign, where it already
+ *     holds the partitions about to be taken (dropped again if taking them fails):
+ *     commit_offsets filters on it and lag sums over it. Each entry tracks the next offset
+ *     to hand over.
  *   - librdkafka callbacks that touch a handle (delivery reports, errors, rebalances) run
  *     inside rd_kafka_poll / rd_kafka_consumer_poll on the caller's thread, so the handle
  *     needs no lock. librdkafka's own log lines go to stderr from its threads, or to
@@ -649,21 +652,28 @@ static void on_assigned(vsoc_kafka_consumer_t *c, rd_kafka_topic_partition_list_
 {
     if (!cooperative)
         parts_clear(c); /* eager: the new assignment replaces the old one */
-    rd_kafka_topic_partition_list_t *committed = NULL, *take = l, *copy = NULL;
+    rd_kafka_topic_partition_list_t *committed = NULL, *copy = NULL;
+    int64_t *start = NULL;
+    int told = 0; /* on_assign ran: a failure below must take back what it was told */
     if (!c->closing && l->cnt > 0) {
         committed = assign_committed(c, l);
-        int64_t *start = committed && c->on_assign ? calloc((size_t)l->cnt, sizeof *start)
-                                                   : NULL;
-        if (start) {
+        /* Everything the assignment needs is allocated before on_assign is called, so
+         * that nothing after it can fail for want of memory. */
+        if (committed && c->on_assign) {
+            copy = rd_kafka_topic_partition_list_copy(l);
+            start = malloc((size_t)l->cnt * sizeof *start);
+            if (!copy || !start)
+                pending_set(c, "kafka rebalance: out of memory: %d partitions resume at the "
+                            "group's offsets", l->cnt);
+        }
+        if (copy && start) {
+            for (int i = 0; i < l->cnt; i++)
+                start[i] = RD_KAFKA_OFFSET_INVALID;
             report(c, committed, start);
+            told = 1;
             for (int i = 0; i < l->cnt; i++) {
                 if (start[i] < 0)
                     continue;
-                if (!copy && !(copy = rd_kafka_topic_partition_list_copy(l))) {
-                    pending_set(c, "kafka rebalance: out of memory: %s [%d] resumes at the "
-                                "group's offset", l->elems[i].topic, (int)l->elems[i].partition);
-                    break;
-                }
                 copy->elems[i].offset = start[i];
                 part_t *pt = part_find(c, l->elems[i].topic, l->elems[i].partition);
                 if (pt) {
@@ -671,13 +681,9 @@ static void on_assigned(vsoc_kafka_consumer_t *c, rd_kafka_topic_partition_list_
                     pt->no_commit = 0;
                 }
             }
-            free(start);
-            if (copy)
-                take = copy;
-        } else if (committed && c->on_assign) {
-            pending_set(c, "kafka rebalance: out of memory");
         }
     }
+    rd_kafka_topic_partition_list_t *take = told ? copy : l;
     int ok = 1;
     if (cooperative) {
         rd_kafka_error_t *er = rd_kafka_incremental_assign(c->rk, take);
@@ -685,8 +691,6 @@ static void on_assigned(vsoc_kafka_consumer_t *c, rd_kafka_topic_partition_list_
             pending_set(c, "kafka rebalance: assigning %d partitions: %s", l->cnt,
                         rd_kafka_error_string(er));
             rd_kafka_error_destroy(er);
-            for (int i = 0; i < l->cnt; i++)
-                part_del(c, l->elems[i].topic, l->elems[i].partition);
             ok = 0;
         }
     } else {
@@ -694,12 +698,23 @@ static void on_assigned(vsoc_kafka_consumer_t *c, rd_kafka_topic_partition_list_
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
             pending_set(c, "kafka rebalance: assigning %d partitions: %s", l->cnt,
                         rd_kafka_err2str(e));
-            parts_clear(c);
             ok = 0;
         }
     }
-    if (ok)
+    if (ok) {
         c->joined = 1;
+    } else {
+        for (int i = 0; i < l->cnt; i++)
+            part_del(c, l->elems[i].topic, l->elems[i].partition);
+        /* The caller was told these partitions were coming (and may have restored their
+         * state): they never came, as if lost at once. */
+        if (told && c->on_revoke) {
+            c->lost = 1;
+            report(c, l, NULL);
+            c->lost = 0;
+        }
+    }
+    free(start);
     if (copy)
         rd_kafka_topic_partition_list_destroy(copy);
     if (committed)

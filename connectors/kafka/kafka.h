@@ -179,8 +179,10 @@ int vsoc_kafka_poll(vsoc_kafka_consumer_t *c, int timeout_ms,
                     void (*fn)(void *ctx, const vsoc_kafka_msg_t *m), void *ctx, char *err,
                     size_t errlen);
 
-/* Commits, synchronously, the offsets of every message handed to fn so far. Call it only
- * after their effects are durable: a crash before the commit redelivers them. Returns 0
+/* Commits, synchronously, the offsets of every message handed to fn by the vsoc_kafka_poll
+ * calls that have returned (the last message of a call is stored for commit as the call
+ * ends: not from inside fn or a rebalance callback). Call it only after their effects are
+ * durable: a crash before the commit redelivers them. Returns 0
  * (also when there is nothing to commit) or -1 with err. Do not mix with commit_offsets on
  * one consumer: this one would move the group past messages handed over but not yet
  * durable. */

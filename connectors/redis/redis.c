@@ -848,7 +848,7 @@ out:
     return rc == 0 ? 0 : fail_io(r);
 }
 
-/* ---- cooldown and window counters --------------------------------------------------------- */
+/* ---- cooldown and the blast-radius cap ------------------------------------------------------ */
 
 /* Builds "<prefix><kind><key>" in r->kbuf. Returns its length, or 0 when out of memory. */
 static size_t plain_key(vsoc_redis_t *r, const char *kind, const char *key)
@@ -910,10 +910,29 @@ out:
     return rc == 0 ? 0 : fail_io(r);
 }
 
-int vsoc_redis_window_add(vsoc_redis_t *r, const char *key, const char *member,
-                          int64_t window_ms, int64_t *count)
+/* Admits member into the window set at most max members large (0: no limit): a member
+ * already in it is admitted again; KEYS[1] the set, ARGV member, window (ms), max. Returns
+ * {admitted, members counting this one}. PEXPIRE NX: only the member that creates the set
+ * starts the window; a set left without an expiry gets one on the next call. */
+static const char ADMIT_LUA[] =
+    "local k, m, ms, max = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
+    "if redis.call('SISMEMBER', k, m) == 1 then\n"
+    "  redis.call('PEXPIRE', k, ms, 'NX')\n"
+    "  return {1, redis.call('SCARD', k)}\n"
+    "end\n"
+    "local n = redis.call('SCARD', k)\n"
+    "if max > 0 and n >= max then\n"
+    "  if n > 0 then redis.call('PEXPIRE', k, ms, 'NX') end\n"
+    "  return {0, n + 1}\n"
+    "end\n"
+    "redis.call('SADD', k, m)\n"
+    "redis.call('PEXPIRE', k, ms, 'NX')\n"
+    "return {1, n + 1}\n";
+
+int vsoc_redis_window_admit(vsoc_redis_t *r, const char *key, const char *member,
+                            int64_t window_ms, uint64_t max, int64_t *count, int *admitted)
 {
-    if (!key || !key[0] || !member || !member[0] || window_ms <= 0 || !count)
+    if (!key || !key[0] || !member || !member[0] || window_ms <= 0 || !count || !admitted)
         return VSOC_EINVAL;
     size_t kn = plain_key(r, "vset:", key);
     if (!kn)
@@ -921,56 +940,32 @@ int vsoc_redis_window_add(vsoc_redis_t *r, const char *key, const char *member,
     pipe_guard_t g;
     int64_t deadline;
     int rc = -1;
+    redisReply *rep = NULL;
     pipe_block(&g);
     if (begin(r, &deadline) < 0)
         goto out;
-    char ms[24];
+    char ms[24], mx[24];
     int mn = snprintf(ms, sizeof ms, "%" PRId64, window_ms);
-    const char *multi[1] = {"MULTI"}, *exec[1] = {"EXEC"};
-    size_t multil[1] = {5}, execl[1] = {4};
-    const char *sadd[3] = {"SADD", r->kbuf, member};
-    size_t saddl[3] = {4, kn, strlen(member)};
-    /* NX: only the member that creates the set starts the window; a set left without an
-     * expiry (by a client that died between the two) gets one on the next call. */
-    const char *pexp[4] = {"PEXPIRE", r->kbuf, ms, "NX"};
-    size_t pexpl[4] = {7, kn, (size_t)mn, 2};
-    const char *scard[2] = {"SCARD", r->kbuf};
-    size_t scardl[2] = {5, kn};
-    if (append(r, 1, multi, multil, "MULTI") < 0 || append(r, 3, sadd, saddl, "SADD") < 0 ||
-        append(r, 4, pexp, pexpl, "PEXPIRE") < 0 || append(r, 2, scard, scardl, "SCARD") < 0 ||
-        append(r, 1, exec, execl, "EXEC") < 0 || arm(r, deadline, "SADD") < 0)
+    int xn = snprintf(mx, sizeof mx, "%" PRIu64, max);
+    const char *argv[7] = {"EVAL", ADMIT_LUA, "1", r->kbuf, member, ms, mx};
+    size_t lens[7] = {4, sizeof ADMIT_LUA - 1, 1, kn, strlen(member), (size_t)mn, (size_t)xn};
+    if (append(r, 7, argv, lens, "EVAL") < 0 || arm(r, deadline, "EVAL") < 0 ||
+        !(rep = read_reply(r, "EVAL")))
         goto out;
-    redisReply *reps[5] = {NULL, NULL, NULL, NULL, NULL};
-    int ok = 1;
-    for (int i = 0; i < 5; i++)
-        if (!(reps[i] = read_reply(r, "SADD"))) {
-            ok = 0;
-            break;
-        }
-    if (ok) {
-        const redisReply *ex = reps[4];
-        const redisReply *bad = NULL;
-        for (int i = 0; i < 5 && !bad; i++)
-            if (reps[i]->type == REDIS_REPLY_ERROR)
-                bad = reps[i];
-        for (size_t i = 0; !bad && ex->type == REDIS_REPLY_ARRAY && i < ex->elements; i++)
-            if (ex->element[i]->type == REDIS_REPLY_ERROR)
-                bad = ex->element[i];
-        if (bad) {
-            seterr(r, "redis %s: SADD/PEXPIRE/SCARD of a window set: %s", r->where, bad->str);
-        } else if (ex->type != REDIS_REPLY_ARRAY || ex->elements != 3 ||
-                   ex->element[2]->type != REDIS_REPLY_INTEGER) {
-            seterr(r, "redis %s: SADD/PEXPIRE/SCARD of a window set: unexpected reply",
-                   r->where);
-        } else {
-            *count = (int64_t)ex->element[2]->integer;
-            rc = 0;
-        }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        seterr(r, "redis %s: admitting to a window set: %s", r->where, rep->str);
+    } else if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+               rep->element[0]->type != REDIS_REPLY_INTEGER ||
+               rep->element[1]->type != REDIS_REPLY_INTEGER) {
+        seterr(r, "redis %s: admitting to a window set: unexpected reply", r->where);
+    } else {
+        *admitted = rep->element[0]->integer == 1;
+        *count = (int64_t)rep->element[1]->integer;
+        rc = 0;
     }
-    for (int i = 0; i < 5; i++)
-        if (reps[i])
-            freeReplyObject(reps[i]);
 out:
+    if (rep)
+        freeReplyObject(rep);
     pipe_restore(&g);
     return rc == 0 ? 0 : fail_io(r);
 }

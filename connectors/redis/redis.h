@@ -1,7 +1,6 @@
 /* redis.h: the state that crosses vehicles when several vsoc serve instances run side by
  * side, kept in Redis (hiredis; docs/redis.md): fleet_count correlation with exactly the
- * semantics of engine/fleet.h, playbook cooldown locks, fixed-window sets for the
- * blast-radius cap, and the engine state a partition's owner hands to the next one when a
+ * semantics of engine/fleet.h, playbook cooldown locks, the blast-radius cap, and the engine state a partition's owner hands to the next one when a
  * rebalance moves the partition.
  *
  * Redis is optional to the service, so this client never makes the caller wait for it:
@@ -113,16 +112,18 @@ int vsoc_redis_fleet_hits(vsoc_redis_t *r, const vsoc_redis_fleet_hit_t *hits, s
 int vsoc_redis_cooldown(vsoc_redis_t *r, const char *key, int64_t ttl_ms, const char *owner,
                         int *acquired);
 
-/* Adds member to the fixed-window set key, shared by every instance: the window starts at
- * the addition that creates <prefix>vset:<key> and lasts window_ms (> 0) of wall time
- * (SADD, PEXPIRE NX and SCARD in one MULTI/EXEC). *count is the number of distinct members
- * in the window, this one included. Adding a member twice counts it once, so a service
- * that reads its events a second time after a crash does not count the same vehicle again
- * (the blast-radius cap counts vehicles). Returns 0, VSOC_EINVAL (empty key or member,
- * window_ms <= 0), VSOC_ENOMEM, or VSOC_EIO (*count untouched; the member may or may not
- * have been added). */
-int vsoc_redis_window_add(vsoc_redis_t *r, const char *key, const char *member,
-                          int64_t window_ms, int64_t *count);
+/* The blast-radius cap, shared by every instance: admits member (a VIN) into the
+ * fixed-window set key of at most max members (0: no limit), checked and added in one step
+ * (a Lua script) so that instances cannot both take the last place. A member already in
+ * the set is admitted again without counting twice, so a service that reads its events a
+ * second time after a crash, or a playbook that runs on the same vehicle again, does not
+ * use up places; a member refused is not added. The window starts at the member that
+ * creates <prefix>vset:<key> and lasts window_ms (> 0) of wall time. *admitted is 1 or 0;
+ * *count the members counting this one (when refused: those in the set plus this one).
+ * Returns 0, VSOC_EINVAL (empty key or member, window_ms <= 0), VSOC_ENOMEM, or VSOC_EIO
+ * (nothing set; the member may or may not have been added). */
+int vsoc_redis_window_admit(vsoc_redis_t *r, const char *key, const char *member,
+                            int64_t window_ms, uint64_t max, int64_t *count, int *admitted);
 
 /* One vehicle's engine state, for a handoff (vin: 1 to 63 bytes, as the engine keeps it). */
 typedef struct vsoc_redis_blob {

@@ -712,6 +712,17 @@ commands)
   applied=$("$agent" status --state-dir "$work/state" | jq '.counters.applied')
   [ "$applied" = 1 ] || fail "the vehicle applied $applied commands, expected only the first"
   stop_serve
+  # The lock file is never followed through a symlink (the holder line would overwrite
+  # its target).
+  echo precious >"$work/victim"
+  rm -f "$work/c.db.responder"
+  ln -s "$work/victim" "$work/c.db.responder"
+  rc=0
+  "$vsoc" respond --db "$work/c.db" --key "$work/keys/vsoc-soc.key" --vehicle-keys "$work/vkeys" \
+    --kafka "$brokers" --max-runtime 2s 2>"$work/respond.err" || rc=$?
+  [ "$rc" -eq 1 ] && grep -q 'symbolic link, refused' "$work/respond.err" ||
+    fail "a symlinked responder lock was not refused (exit $rc): $(cat "$work/respond.err")"
+  [ "$(cat "$work/victim")" = precious ] || fail "the lock's symlink target was written"
   "$vsoc" audit verify --db "$work/c.db" >/dev/null || fail "the audit chain does not verify"
   echo "ok: a command sent, resent unchanged after kill -9 (seq $seq1), a forged ack refused," \
     "applied once, acked; a second responder refused; an approved one refused (expired) by the vehicle"

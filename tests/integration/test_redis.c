@@ -694,37 +694,57 @@ static void test_window(const server_t *s)
 {
     vsoc_redis_t *a = handle_at(s, "t8:"), *b = handle_at(s, "t8:");
     int64_t n = 0;
-    ASSERT_EQ(vsoc_redis_window_add(a, "blast:pb1", "VIN1", 600, &n), 0);
+    int ok = 0;
+    ASSERT_EQ(vsoc_redis_window_admit(a, "blast:pb1", "VIN1", 600, 3, &n, &ok), 0);
     ASSERT_EQ(n, 1);
-    ASSERT_EQ(vsoc_redis_window_add(b, "blast:pb1", "VIN2", 600, &n), 0);
+    ASSERT_EQ(ok, 1);
+    ASSERT_EQ(vsoc_redis_window_admit(b, "blast:pb1", "VIN2", 600, 3, &n, &ok), 0);
     ASSERT_EQ(n, 2);
     /* The same vehicle again (read a second time after a crash, or run again) counts once,
-     * whichever instance adds it. */
-    ASSERT_EQ(vsoc_redis_window_add(b, "blast:pb1", "VIN1", 600, &n), 0);
+     * whichever instance asks. */
+    ASSERT_EQ(vsoc_redis_window_admit(b, "blast:pb1", "VIN1", 600, 3, &n, &ok), 0);
     ASSERT_EQ(n, 2);
-    ASSERT_EQ(vsoc_redis_window_add(b, "blast:pb2", "VIN1", 600, &n), 0);
+    ASSERT_EQ(ok, 1);
+    ASSERT_EQ(vsoc_redis_window_admit(b, "blast:pb2", "VIN1", 600, 3, &n, &ok), 0);
     ASSERT_EQ(n, 1);
     sleep_ms(250);
-    /* A fixed window: later additions do not push its end out. */
-    ASSERT_EQ(vsoc_redis_window_add(a, "blast:pb1", "VIN3", 600, &n), 0);
+    /* A fixed window: later additions do not push its end out. The third vehicle takes the
+     * last place; a fourth is refused and not added, so it takes no place; the ones in are
+     * still admitted. */
+    ASSERT_EQ(vsoc_redis_window_admit(a, "blast:pb1", "VIN3", 600, 3, &n, &ok), 0);
+    ASSERT_EQ(n, 3);
+    ASSERT_EQ(ok, 1);
+    ASSERT_EQ(vsoc_redis_window_admit(a, "blast:pb1", "VIN4", 600, 3, &n, &ok), 0);
+    ASSERT_EQ(n, 4);
+    ASSERT_EQ(ok, 0);
+    ASSERT_EQ(vsoc_redis_window_admit(b, "blast:pb1", "VIN4", 600, 3, &n, &ok), 0);
+    ASSERT_EQ(ok, 0);
+    ASSERT_EQ(vsoc_redis_window_admit(b, "blast:pb1", "VIN2", 600, 3, &n, &ok), 0);
+    ASSERT_EQ(ok, 1);
     ASSERT_EQ(n, 3);
     redisContext *c = raw(s);
+    ASSERT_EQ(raw_int(c, "SCARD t8:vset:blast:pb1"), 3);
     long long ttl = raw_int(c, "PTTL t8:vset:blast:pb1");
     ASSERT(ttl > 0 && ttl <= 360);
+    /* No limit (0) admits everyone. */
+    ASSERT_EQ(vsoc_redis_window_admit(a, "blast:pb1", "VIN5", 600, 0, &n, &ok), 0);
+    ASSERT_EQ(ok, 1);
+    ASSERT_EQ(n, 4);
     /* A set that lost its expiry gets one again. */
     raw_ok(c, "DEL t8:vset:blast:pb3");
     ASSERT_EQ(raw_int(c, "SADD t8:vset:blast:pb3 A B"), 2);
-    ASSERT_EQ(vsoc_redis_window_add(a, "blast:pb3", "C", 600, &n), 0);
+    ASSERT_EQ(vsoc_redis_window_admit(a, "blast:pb3", "C", 600, 10, &n, &ok), 0);
     ASSERT_EQ(n, 3);
     ttl = raw_int(c, "PTTL t8:vset:blast:pb3");
     ASSERT(ttl > 0 && ttl <= 600);
     redisFree(c);
     sleep_ms(450);
-    ASSERT_EQ(vsoc_redis_window_add(b, "blast:pb1", "VIN1", 600, &n), 0);
-    ASSERT_EQ(n, 1); /* a new window */
-    ASSERT_EQ(vsoc_redis_window_add(b, "blast:pb1", "VIN1", 0, &n), VSOC_EINVAL);
-    ASSERT_EQ(vsoc_redis_window_add(b, NULL, "VIN1", 10, &n), VSOC_EINVAL);
-    ASSERT_EQ(vsoc_redis_window_add(b, "blast:pb1", "", 10, &n), VSOC_EINVAL);
+    ASSERT_EQ(vsoc_redis_window_admit(b, "blast:pb1", "VIN4", 600, 3, &n, &ok), 0);
+    ASSERT_EQ(n, 1); /* a new window: the vehicle refused before is in */
+    ASSERT_EQ(ok, 1);
+    ASSERT_EQ(vsoc_redis_window_admit(b, "blast:pb1", "VIN1", 0, 3, &n, &ok), VSOC_EINVAL);
+    ASSERT_EQ(vsoc_redis_window_admit(b, NULL, "VIN1", 10, 3, &n, &ok), VSOC_EINVAL);
+    ASSERT_EQ(vsoc_redis_window_admit(b, "blast:pb1", "", 10, 3, &n, &ok), VSOC_EINVAL);
     vsoc_redis_free(a);
     vsoc_redis_free(b);
 }
@@ -801,9 +821,9 @@ static void test_auth(const server_t *s)
      * fallback included. */
     c = raw(s);
     raw_ok(c, "ACL SETUSER vsoc on >pw-vsoc resetkeys ~vsoc:* resetchannels -@all +ping "
-              "+select +evalsha +eval +script|load +set +sadd +scard +pexpire +multi +exec +hget "
-              "+del +hgetall "
-              "+hset +zadd +zremrangebyscore +zcard +zrange +zrevrange");
+              "+select +evalsha +eval +script|load +set +pexpire +multi +exec +del +hset "
+              "+hgetall +hget +zadd +zremrangebyscore +zcard +zrange +zrevrange +sismember "
+              "+scard +sadd");
     snprintf(url, sizeof url, "redis://vsoc:pw-vsoc@127.0.0.1:%d/1", s->port);
     r = handle(url, NULL, 2000, 0, 0);
     for (int i = 0; i < 3; i++) {
@@ -817,7 +837,9 @@ static void test_auth(const server_t *s)
         int64_t n;
         ASSERT_EQ(vsoc_redis_cooldown(r, "acl", 60000, NULL, &got), 0);
         ASSERT_EQ(got, i == 0);
-        ASSERT_EQ(vsoc_redis_window_add(r, "acl", i ? (i == 1 ? "V1" : "V2") : "V0", 60000, &n),
+        int adm = 0;
+        ASSERT_EQ(vsoc_redis_window_admit(r, "acl", i ? (i == 1 ? "V1" : "V2") : "V0", 60000,
+                                          10, &n, &adm),
                   0);
         vsoc_redis_blob_t hb = {"V1", 2, "\0b", 2};
         ASSERT_EQ(vsoc_redis_handoff_put(r, "acl", i, &hb, 1, 60000), 0);
