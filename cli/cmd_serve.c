@@ -55,6 +55,9 @@ typedef struct part {
     int64_t next;      /* offset after the last message dispatched; -1: none yet */
     int64_t committed; /* last committed; -1: none */
     int64_t start_at;  /* where reading started when it was assigned; -1: not known */
+    int given_up;      /* in an epoch: the partition went before the epoch could commit, so
+                          its offset goes to the store's checkpoint (with the state as of it)
+                          but never to the group, which its next owner may have passed */
 } part_t;
 
 typedef struct epoch {
@@ -498,7 +501,7 @@ static part_t *part_of(serve_t *s, int topic, int32_t partition)
     if (vsoc_array_grow((void **)&s->parts, &s->capparts, s->nparts, sizeof *s->parts) != 0)
         return NULL;
     part_t *p = &s->parts[s->nparts++];
-    *p = (part_t){topic, partition, -1, -1, -1};
+    *p = (part_t){topic, partition, -1, -1, -1, 0};
     return p;
 }
 
@@ -732,7 +735,8 @@ static void complete(serve_t *s)
                 if (s->parts[j].topic == e->parts[i].topic &&
                     s->parts[j].partition == e->parts[i].partition)
                     cur = &s->parts[j];
-            if (!cur || e->parts[i].next < 0 || e->parts[i].next <= cur->committed)
+            if (!cur || e->parts[i].given_up || e->parts[i].next < 0 ||
+                e->parts[i].next <= cur->committed)
                 continue; /* revoked since, nothing read, or committed already */
             list[n++] = (vsoc_kafka_partition_t){.topic = s->topics[e->parts[i].topic],
                                                  .partition = e->parts[i].partition,
@@ -1210,15 +1214,21 @@ static int restore_one(void *ctx, const char *vin, size_t vinlen, const void *bl
     return 0;
 }
 
-/* A partition about to be taken: resume from the store's checkpoint when it is the newest
- * word on it (the group's committed offset is not ahead of it), restoring its vehicles'
- * engine state and starting the partition at the checkpoint's offset; otherwise another
- * instance read on from it since, and the stored state is stale. */
-/* "<group>:<topic>:<partition>": where a partition's handoff is kept in Redis. */
-static void handoff_key(const serve_t *s, const char *topic, int32_t partition, char *buf,
-                        size_t n)
+/* "<group>:<topic>:<partition>": where a partition's handoff is kept in Redis. Returns 0,
+ * or -1 when it does not fit (no handoff then: two partitions must not share a key). */
+static int handoff_key(const serve_t *s, const char *topic, int32_t partition, char *buf,
+                       size_t n)
 {
-    snprintf(buf, n, "%s:%s:%d", s->cfg->kafka.group, topic, (int)partition);
+    int k = snprintf(buf, n, "%s:%s:%d", s->cfg->kafka.group, topic, (int)partition);
+    return k > 0 && (size_t)k < n ? 0 : -1;
+}
+
+/* How the Redis client's return code reads in a log line. */
+static const char *redis_why(serve_t *s, int rc)
+{
+    return rc == VSOC_EIO ? vsoc_redis_errstr(s->redis)
+           : rc == VSOC_ENOMEM ? "out of memory"
+                               : "a name too long for a key";
 }
 
 /* Restores the vehicles the previous owner of (topic, partition) handed over as of offset,
@@ -1226,16 +1236,19 @@ static void handoff_key(const serve_t *s, const char *topic, int32_t partition, 
 static size_t take_handoff(serve_t *s, int t, const char *topic, int32_t partition,
                            int64_t offset)
 {
-    char key[600];
-    handoff_key(s, topic, partition, key, sizeof key);
-    restore_ctx_t x = {s, t, partition, 1, 0};
+    char key[1024];
+    restore_ctx_t x = {.s = s, .topic = t, .partition = partition, .dirty = 1};
     int64_t at = -1;
-    int rc = vsoc_redis_handoff_get(s->redis, key, offset, &at, restore_one, &x);
+    int rc = handoff_key(s, topic, partition, key, sizeof key) != 0
+                 ? VSOC_EINVAL
+                 : vsoc_redis_handoff_get(s->redis, key, offset, &at, restore_one, &x,
+                                          (int)(s->cfg->redis.handoff_timeout_us / 1000));
     redis_state(s);
     if (rc != 0) {
         slog(s, LOG_WARN, "kafka.handoff_unread", "%s/%d: the previous owner's engine state "
-             "could not be read (%s): its vehicles' windows start afresh", topic,
-             (int)partition, rc == VSOC_EIO ? vsoc_redis_errstr(s->redis) : "out of memory");
+             "could not be read (%s): %s", topic, (int)partition, redis_why(s, rc),
+             x.n ? "the vehicles restored before the failure keep their state, the others "
+                   "start afresh" : "its vehicles' windows start afresh");
         return x.n;
     }
     if (at == offset)
@@ -1249,6 +1262,11 @@ static size_t take_handoff(serve_t *s, int t, const char *topic, int32_t partiti
     return x.n;
 }
 
+/* A partition about to be taken: resume from the store's checkpoint when it is the newest
+ * word on it (the group's committed offset is not ahead of it), restoring its vehicles'
+ * engine state and starting the partition at the checkpoint's offset; otherwise another
+ * instance read on from it since, and the stored state is stale: the previous owner's
+ * handoff is used when it is as of the group's offset. */
 static void on_assign(void *ctx, vsoc_kafka_partition_t *p, size_t n)
 {
     serve_t *s = ctx;
@@ -1285,7 +1303,7 @@ static void on_assign(void *ctx, vsoc_kafka_partition_t *p, size_t n)
             p[i].start = so->next;
             if (pt)
                 pt->start_at = so->next;
-            restore_ctx_t x = {s, t, p[i].partition, 0, 0};
+            restore_ctx_t x = {.s = s, .topic = t, .partition = p[i].partition};
             if (vsoc_store_each_engine_state(st, p[i].topic, p[i].partition, restore_one,
                                              &x) != 0)
                 slog(s, LOG_WARN, "store.failed", "restoring %s/%d: %s", p[i].topic,
@@ -1299,8 +1317,10 @@ static void on_assign(void *ctx, vsoc_kafka_partition_t *p, size_t n)
         }
         /* Not this instance's to resume: the previous owner's handoff, when it is as of the
          * group's committed offset, where reading resumes. */
-        if (s->redis && p[i].offset >= 0)
+        if (s->redis && p[i].offset >= 0) {
             restored += take_handoff(s, t, p[i].topic, p[i].partition, p[i].offset);
+            p[i].start = p[i].offset; /* where the handoff is as of, whatever else may say */
+        }
     }
     pthread_mutex_lock(&s->mu);
     s->ready = 1;
@@ -1348,9 +1368,11 @@ static void give_handoff(serve_t *s, int t, int32_t partition, int64_t offset)
                 const serve_snap_item_t *it = &s->hand[k]->v[i];
                 v[j++] = (vsoc_redis_blob_t){it->vin, it->vinlen, it->blob, it->n};
             }
-        char key[600];
-        handoff_key(s, s->topics[t], partition, key, sizeof key);
-        rc = vsoc_redis_handoff_put(s->redis, key, offset, v, total, HANDOFF_TTL_MS);
+        char key[1024];
+        rc = handoff_key(s, s->topics[t], partition, key, sizeof key) != 0
+                 ? VSOC_EINVAL
+                 : vsoc_redis_handoff_put(s->redis, key, offset, v, total, HANDOFF_TTL_MS,
+                                          (int)(s->cfg->redis.handoff_timeout_us / 1000));
         redis_state(s);
     }
     if (rc == 0)
@@ -1359,9 +1381,8 @@ static void give_handoff(serve_t *s, int t, int32_t partition, int64_t offset)
              total == 1 ? "" : "s", (long long)offset);
     else
         slog(s, LOG_WARN, "kafka.handoff_failed", "%s/%d: the engine state of its vehicles "
-             "could not be handed over (%s): the next owner starts their windows afresh",
-             s->topics[t], (int)partition,
-             rc == VSOC_EIO ? vsoc_redis_errstr(s->redis) : "out of memory");
+             "may not have been handed over (%s): if not, the next owner starts their windows "
+             "afresh", s->topics[t], (int)partition, redis_why(s, rc));
     free(v);
     for (size_t k = 0; k < s->nhand; k++)
         serve_snap_free(s->hand[k]);
@@ -1387,7 +1408,7 @@ static void on_revoke(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
             epoch_t *e = &s->pending[(s->pending_head + k) % MAX_PENDING];
             for (size_t j = 0; j < e->nparts; j++)
                 if (e->parts[j].topic == t && e->parts[j].partition == p[i].partition)
-                    e->parts[j].next = -1;
+                    e->parts[j].given_up = 1;
         }
         /* With Redis, the vehicles' open windows go with the partition. Not when it was
          * lost (another member may own it and have read on) nor when the commit failed

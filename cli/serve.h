@@ -53,7 +53,7 @@ typedef struct serve_in {
     uint8_t topic;        /* index into the service's topic names */
     uint16_t keylen;
     uint8_t dirty;        /* RESTORE: state from elsewhere (a handoff), not in this
-                             instance's store yet: the next MARK snapshots every vehicle */
+                             instance's store yet: the next MARK snapshots the vehicle */
     int32_t partition;
     int64_t offset;
     int64_t ts_ms;        /* the message's timestamp, -1 if none */

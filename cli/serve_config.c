@@ -93,6 +93,11 @@ static const vsoc_confmap_entry_t serve_table[] = {
     {.key = "redis.timeout", .type = VSOC_CONFMAP_DURATION, .def = "200ms",
      .offset = AT(redis.timeout_us), .min = MS, .max = MIN,
      .desc = "How long one Redis command may take."},
+    {.key = "redis.handoff_timeout", .type = VSOC_CONFMAP_DURATION, .def = "10s",
+     .offset = AT(redis.handoff_timeout_us), .min = MS, .max = 10 * MIN,
+     .desc = "How long writing or reading a partition's handoff may take (the engine state "
+             "of its vehicles, moved in a rebalance; docs/serve.md): a rebalance waits for "
+             "it."},
     {.key = "http.listen", .type = VSOC_CONFMAP_STRING, .def = "127.0.0.1:9464",
      .offset = AT(http.listen),
      .desc = "Address of the HTTP endpoint (metrics, health, reload), HOST:PORT with an "

@@ -60,6 +60,7 @@ typedef struct serve_config {
         char *url; /* "" = fleet state in process; else a URL vsoc_redis_new accepts */
         char *prefix;
         int64_t timeout_us;
+        int64_t handoff_timeout_us;
     } redis;
     struct {
         char *listen; /* "" = no HTTP endpoint; else an address vsoc_http_start accepts */

@@ -196,8 +196,8 @@ static void warn(serve_worker_t *w, const char *fmt, ...)
 }
 
 /* Every vehicle of a partition being given up, for its next owner (a handoff). The
- * snapshot visits all vehicles and marks them all clean: the next MARK reports all of them
- * again, so the store's checkpoint misses nothing. */
+ * snapshot visits all vehicles and marks them all clean, which loses nothing: a handoff
+ * follows a barrier, whose MARK took every change, and no event came since. */
 static serve_snap_t *handoff(serve_worker_t *w, uint8_t topic, int32_t partition)
 {
     serve_snap_t *s = calloc(1, sizeof *s);
@@ -211,7 +211,6 @@ static serve_snap_t *handoff(serve_worker_t *w, uint8_t topic, int32_t partition
         s->failed = 1;
     w->only_partition = 0;
     w->pending_snap = NULL;
-    w->snap_all = 1;
     return s;
 }
 
@@ -228,7 +227,7 @@ static void restore(serve_worker_t *w, const serve_in_t *m)
     if (rc == 0 || rc == VSOC_EINVAL)
         vpart_note(w, m->key, m->keylen, m->topic, m->partition);
     if (rc == 0 && m->dirty)
-        w->snap_all = 1; /* not in this instance's store yet */
+        vsoc_engine_touch(w->engine, m->key, m->keylen); /* not in this instance's store */
     if (rc != 0 && rc != VSOC_EINVAL)
         warn(w, "engine state of %.*s not restored (%s): its windows start afresh",
              (int)m->keylen, m->key, rc == VSOC_EPARSE ? err : "out of memory");

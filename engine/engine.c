@@ -2637,12 +2637,27 @@ static int group_own(const vsoc_engine_t *e, const group_t *g)
     return 0;
 }
 
+/* The vehicle a caller names (cut to the engine's length), or NULL when the engine holds
+ * nothing of it. */
+static vehicle_t *held_vehicle(vsoc_engine_t *e, const char *vin, size_t n)
+{
+    vehicle_t *v = vehicle_find(e, vin, n < VIN_MAX ? n : VIN_MAX - 1);
+    return v && !v->blank ? v : NULL;
+}
+
+int vsoc_engine_touch(vsoc_engine_t *e, const char *vin, size_t n)
+{
+    vehicle_t *v = held_vehicle(e, vin, n);
+    if (!v)
+        return 0;
+    mark_dirty(e, v);
+    return 1;
+}
+
 int vsoc_engine_forget(vsoc_engine_t *e, const char *vin, size_t n)
 {
-    if (n >= VIN_MAX)
-        n = VIN_MAX - 1;
-    vehicle_t *v = vehicle_find(e, vin, n);
-    if (!v || v->blank)
+    vehicle_t *v = held_vehicle(e, vin, n);
+    if (!v)
         return 0;
     int forgot = 0;
     for (group_t *g = v->groups, *next; g; g = next) {

@@ -135,6 +135,12 @@ int vsoc_engine_snapshot(vsoc_engine_t *e, int all,
 int vsoc_engine_restore(vsoc_engine_t *e, const void *blob, size_t n, size_t *dropped,
                         char *err, size_t errlen);
 
+/* Marks a vehicle (vin, n bytes) changed, so that the next snapshot reports it: one
+ * restored from elsewhere than where the snapshots go (another instance's handoff). Returns
+ * 1, or 0 when the engine holds nothing of it. Call between two events on the engine's
+ * thread. */
+int vsoc_engine_touch(vsoc_engine_t *e, const char *vin, size_t n);
+
 /* Forgets a vehicle (vin, n bytes): frees the groups that are its own (a group-by with
  * vin) and resets its state, as if the engine had never seen it; groups it shares with
  * other vehicles stay. A forgotten vehicle is left out of snapshots until its next event,

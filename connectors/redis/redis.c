@@ -99,6 +99,7 @@ struct vsoc_redis {
     char *prefix;
     size_t prefixlen;
     int timeout_ms, backoff_min_ms, backoff_max_ms;
+    int op_timeout_ms; /* > 0: the bound of the operation under way instead (a handoff) */
     char where[300]; /* "host:port" or "unix:/path", for messages */
 
     redisContext *c;       /* NULL: down */
@@ -509,6 +510,12 @@ static void go_down(vsoc_redis_t *r)
                                                           : r->backoff_ms * 2;
 }
 
+/* The bound of the operation under way. */
+static int op_timeout(const vsoc_redis_t *r)
+{
+    return r->op_timeout_ms > 0 ? r->op_timeout_ms : r->timeout_ms;
+}
+
 /* Records hiredis's error on r->c (what: the step) and drops the connection. */
 static void io_error(vsoc_redis_t *r, const char *what, int64_t timeout_ms)
 {
@@ -526,12 +533,12 @@ static int arm(vsoc_redis_t *r, int64_t deadline, const char *what)
 {
     int64_t left = deadline - now_ms();
     if (left <= 0) {
-        seterr(r, "redis %s: %s: timed out after %d ms", r->where, what, r->timeout_ms);
+        seterr(r, "redis %s: %s: timed out after %d ms", r->where, what, op_timeout(r));
         go_down(r);
         return -1;
     }
     if (redisSetTimeout(r->c, ms_tv(left)) != REDIS_OK) {
-        io_error(r, what, r->timeout_ms);
+        io_error(r, what, op_timeout(r));
         return -1;
     }
     return 0;
@@ -543,7 +550,7 @@ static redisReply *read_reply(vsoc_redis_t *r, const char *what)
     void *reply = NULL;
     errno = 0;
     if (redisGetReply(r->c, &reply) != REDIS_OK || !reply) {
-        io_error(r, what, r->timeout_ms);
+        io_error(r, what, op_timeout(r));
         return NULL;
     }
     return reply;
@@ -553,7 +560,7 @@ static int append(vsoc_redis_t *r, int argc, const char **argv, const size_t *le
                   const char *what)
 {
     if (redisAppendCommandArgv(r->c, argc, argv, lens) != REDIS_OK) {
-        io_error(r, what, r->timeout_ms);
+        io_error(r, what, op_timeout(r));
         return -1;
     }
     r->stats.commands++;
@@ -569,12 +576,12 @@ static int connect_now(vsoc_redis_t *r, int64_t deadline)
     r->c = r->path ? redisConnectUnixWithTimeout(r->path, tv)
                    : redisConnectWithTimeout(r->host, r->port, tv);
     if (!r->c || r->c->err) {
-        io_error(r, "connect", r->timeout_ms);
+        io_error(r, "connect", op_timeout(r));
         return -1;
     }
     /* Keepalive notices a peer that vanished under an idle connection. */
     if (!r->path && redisEnableKeepAlive(r->c) != REDIS_OK) {
-        io_error(r, "keepalive", r->timeout_ms);
+        io_error(r, "keepalive", op_timeout(r));
         return -1;
     }
     int nauth = 0, nsel = 0;
@@ -632,7 +639,7 @@ static int connect_now(vsoc_redis_t *r, int64_t deadline)
 static int begin(vsoc_redis_t *r, int64_t *deadline)
 {
     int64_t now = now_ms();
-    *deadline = now + r->timeout_ms;
+    *deadline = now + op_timeout(r);
     if (r->c)
         return 0;
     if (now < r->next_try_ms)
@@ -978,7 +985,8 @@ out:
 #define HANDOFF_VIN_MAX 63
 
 int vsoc_redis_handoff_put(vsoc_redis_t *r, const char *key, int64_t offset,
-                           const vsoc_redis_blob_t *v, size_t n, int64_t ttl_ms)
+                           const vsoc_redis_blob_t *v, size_t n, int64_t ttl_ms,
+                           int timeout_ms)
 {
     if (!key || !key[0] || offset < 0 || ttl_ms <= 0 || (n && !v))
         return VSOC_EINVAL;
@@ -1012,6 +1020,7 @@ int vsoc_redis_handoff_put(vsoc_redis_t *r, const char *key, int64_t offset,
     int rc = -1;
     size_t sent = 0; /* commands appended, to read as many replies */
     pipe_block(&g);
+    r->op_timeout_ms = timeout_ms;
     if (begin(r, &deadline) < 0)
         goto out;
     char off[24], ms[24];
@@ -1080,6 +1089,7 @@ int vsoc_redis_handoff_put(vsoc_redis_t *r, const char *key, int64_t offset,
     if (!bad)
         rc = 0;
 out:
+    r->op_timeout_ms = 0;
     pipe_restore(&g);
     free(names);
     free(argv);
@@ -1091,7 +1101,7 @@ int vsoc_redis_handoff_get(vsoc_redis_t *r, const char *key, int64_t want_offset
                            int64_t *offset,
                            int (*fn)(void *ctx, const char *vin, size_t vinlen,
                                      const void *blob, size_t n),
-                           void *ctx)
+                           void *ctx, int timeout_ms)
 {
     if (!key || !key[0] || !offset || !fn)
         return VSOC_EINVAL;
@@ -1104,6 +1114,7 @@ int vsoc_redis_handoff_get(vsoc_redis_t *r, const char *key, int64_t want_offset
     int rc = 0, io = 1;
     redisReply *rep = NULL;
     pipe_block(&g);
+    r->op_timeout_ms = timeout_ms;
     if (begin(r, &deadline) < 0)
         goto out;
     const char *get[2] = {"HGETALL", r->kbuf};
@@ -1141,6 +1152,7 @@ int vsoc_redis_handoff_get(vsoc_redis_t *r, const char *key, int64_t want_offset
         rc = fn(ctx, f->str + 2, f->len - 2, val->str, val->len);
     }
 out:
+    r->op_timeout_ms = 0;
     if (rep)
         freeReplyObject(rep);
     pipe_restore(&g);

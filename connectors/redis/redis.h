@@ -137,20 +137,24 @@ typedef struct vsoc_redis_blob {
  * hash) with field "offset" (the offset the state is as of: the next message to read)
  * and one field "v:<vin>" per vehicle holding its blob, expiring after ttl_ms (> 0); all in
  * one MULTI/EXEC, so a reader sees the old hash or the new one, never a mix. n may be 0
- * (the partition's vehicles have no state: the hash then says so at that offset). Returns
- * 0, VSOC_EINVAL, VSOC_ENOMEM or VSOC_EIO (nothing or everything written). */
+ * (the partition's vehicles have no state: the hash then says so at that offset). A handoff
+ * can be megabytes: it gets timeout_ms (0: the handle's timeout) rather than the handle's
+ * timeout for one command. Returns 0, VSOC_EINVAL, VSOC_ENOMEM or VSOC_EIO (the
+ * transaction may or may not have run: a timeout can come after Redis applied it). */
 int vsoc_redis_handoff_put(vsoc_redis_t *r, const char *key, int64_t offset,
-                           const vsoc_redis_blob_t *v, size_t n, int64_t ttl_ms);
+                           const vsoc_redis_blob_t *v, size_t n, int64_t ttl_ms,
+                           int timeout_ms);
 
 /* Reads the handoff under key: *offset is its offset (-1 when there is none, or it is not
  * a handoff this client wrote), then fn is called once per vehicle with its vin and blob
  * (valid during the call only) when want_offset is that offset; nothing is called
- * otherwise. fn returns 0 to go on; any other value stops and is returned. Returns 0,
- * VSOC_EINVAL, VSOC_EIO, or fn's value. */
+ * otherwise. fn returns 0 to go on; any other value stops and is returned. timeout_ms as
+ * for vsoc_redis_handoff_put. Returns 0, VSOC_EINVAL, VSOC_ENOMEM, VSOC_EIO, or fn's
+ * value. */
 int vsoc_redis_handoff_get(vsoc_redis_t *r, const char *key, int64_t want_offset,
                            int64_t *offset,
                            int (*fn)(void *ctx, const char *vin, size_t vinlen,
                                      const void *blob, size_t n),
-                           void *ctx);
+                           void *ctx, int timeout_ms);
 
 #endif

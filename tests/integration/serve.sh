@@ -237,6 +237,7 @@ wait_alert_ids() { # OUTFILE TIMEOUT
 start_second() {
   port_a=$port
   pid_a=$serve_pid
+  serve2_pid=$pid_a # until b is up, cleanup finds a here and b in serve_pid
   start_serve b "$work/serve2.err"
   port_b=$port
   serve2_pid=$serve_pid
@@ -254,6 +255,13 @@ start_second() {
 stop_serve() {
   kill -TERM "$serve_pid"
   local rc=0
+  # Bounded: a service that does not stop fails the test here, not at CTest's timeout
+  # (which would leave the servers running).
+  for _ in $(seq 600); do
+    kill -0 "$serve_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$serve_pid" 2>/dev/null && fail "vsoc serve did not stop within 60 s of SIGTERM"
   wait "$serve_pid" || rc=$?
   serve_pid=
   [ $rc -eq 0 ] || fail "vsoc serve exited $rc on SIGTERM, expected 0"
@@ -534,8 +542,9 @@ handoff)
   # handed over with its partition gives the alerts (and ids) a replay gives.
   split_events
   n1=$(wc -l <"$work/part1.tsv")
-  config a "redis:" "  url: redis://127.0.0.1:$redis_port"
-  config b "redis:" "  url: redis://127.0.0.1:$redis_port"
+  # Generous Redis timeouts: a loaded machine must not turn the handoff into a failure.
+  config a "redis:" "  url: redis://127.0.0.1:$redis_port" "  timeout: 2s"
+  config b "redis:" "  url: redis://127.0.0.1:$redis_port" "  timeout: 2s"
   produce "$work/part1.tsv"
   start_serve a
   wait_events "$n1" 120
@@ -551,10 +560,14 @@ handoff)
     sleep 0.1
   done
   [ "$(metric vsoc_partitions_assigned)" -eq 4 ] || fail "b did not take every partition"
-  given=$(grep '"event":"kafka.handoff_given"' "$work/serve.err" |
-            grep -o 'state of [0-9]* vehicle' | awk '{ s += $3 } END { print s + 0 }')
-  taken=$(grep '"event":"kafka.handoff_taken"' "$work/serve2.err" |
-            grep -o 'state of [0-9]* vehicle' | awk '{ s += $3 } END { print s + 0 }')
+  # awk alone reads the logs: a grep that finds nothing would end the script (pipefail)
+  # without saying why.
+  given=$(awk '/"event":"kafka.handoff_given"/ && match($0, /state of [0-9]+ vehicle/) {
+                 split(substr($0, RSTART, RLENGTH), w, " "); s += w[3] } END { print s + 0 }' \
+            "$work/serve.err")
+  taken=$(awk '/"event":"kafka.handoff_taken"/ && match($0, /state of [0-9]+ vehicle/) {
+                 split(substr($0, RSTART, RLENGTH), w, " "); s += w[3] } END { print s + 0 }' \
+            "$work/serve2.err")
   [ "$given" -ge 4 ] || fail "a handed over the state of $given vehicles, expected all 4"
   [ "$taken" -eq "$given" ] || fail "b took the state of $taken vehicles, a gave $given"
   produce "$work/part2.tsv"

@@ -842,10 +842,10 @@ static void test_auth(const server_t *s)
                                           10, &n, &adm),
                   0);
         vsoc_redis_blob_t hb = {"V1", 2, "\0b", 2};
-        ASSERT_EQ(vsoc_redis_handoff_put(r, "acl", i, &hb, 1, 60000), 0);
+        ASSERT_EQ(vsoc_redis_handoff_put(r, "acl", i, &hb, 1, 60000, 0), 0);
         int64_t at = -1;
         got_blobs_t none = {0};
-        ASSERT_EQ(vsoc_redis_handoff_get(r, "acl", i + 1, &at, take_blob, &none), 0);
+        ASSERT_EQ(vsoc_redis_handoff_get(r, "acl", i + 1, &at, take_blob, &none, 0), 0);
         ASSERT_EQ(at, i);
         ASSERT_EQ(n, i + 1);
     }
@@ -958,54 +958,54 @@ static void test_handoff(const server_t *s)
         blobs[i][1] = 0;
         v[i] = (vsoc_redis_blob_t){vins[i], strlen(vins[i]), blobs[i], n};
     }
-    ASSERT_EQ(vsoc_redis_handoff_put(a, "g:t:3", 1234, v, N, 60000), 0);
+    ASSERT_EQ(vsoc_redis_handoff_put(a, "g:t:3", 1234, v, N, 60000, 0), 0);
     got_blobs_t g = {0};
     int64_t at = 0;
     /* Another offset: the handoff is not used, and nothing is handed over. */
-    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:3", 1200, &at, take_blob, &g), 0);
+    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:3", 1200, &at, take_blob, &g, 0), 0);
     ASSERT_EQ(at, 1234);
     ASSERT_EQ(g.n, 0);
-    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:3", 1234, &at, take_blob, &g), 0);
+    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:3", 1234, &at, take_blob, &g, 0), 0);
     ASSERT_EQ(at, 1234);
     ASSERT_EQ(g.n, N);
     ASSERT(g.saw_nul);
     /* fn stops the walk with its value. */
     got_blobs_t g2 = {.stop_after = 5};
-    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:3", 1234, &at, take_blob, &g2), 7);
+    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:3", 1234, &at, take_blob, &g2, 0), 7);
     ASSERT_EQ(g2.n, 5);
     /* A later handoff replaces the whole hash: fewer vehicles, a new offset. */
-    ASSERT_EQ(vsoc_redis_handoff_put(b, "g:t:3", 2000, v, 10, 60000), 0);
+    ASSERT_EQ(vsoc_redis_handoff_put(b, "g:t:3", 2000, v, 10, 60000, 0), 0);
     got_blobs_t g3 = {0};
-    ASSERT_EQ(vsoc_redis_handoff_get(a, "g:t:3", 2000, &at, take_blob, &g3), 0);
+    ASSERT_EQ(vsoc_redis_handoff_get(a, "g:t:3", 2000, &at, take_blob, &g3, 0), 0);
     ASSERT_EQ(g3.n, 10);
     redisContext *c = raw(s);
     long long ttl = raw_int(c, "PTTL t9:handoff:g:t:3");
     ASSERT(ttl > 0 && ttl <= 60000);
     /* No vehicles: the offset alone says the partition had none. */
-    ASSERT_EQ(vsoc_redis_handoff_put(a, "g:t:4", 7, NULL, 0, 60000), 0);
+    ASSERT_EQ(vsoc_redis_handoff_put(a, "g:t:4", 7, NULL, 0, 60000, 0), 0);
     got_blobs_t g4 = {0};
-    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:4", 7, &at, take_blob, &g4), 0);
+    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:4", 7, &at, take_blob, &g4, 0), 0);
     ASSERT_EQ(at, 7);
     ASSERT_EQ(g4.n, 0);
     /* None there, or a key that is not a hash of ours: no handoff (-1), not an error for
      * the missing one. */
-    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:5", 0, &at, take_blob, &g4), 0);
+    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:5", 0, &at, take_blob, &g4, 0), 0);
     ASSERT_EQ(at, -1);
     raw_ok(c, "SET t9:handoff:g:t:6 x");
-    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:6", 0, &at, take_blob, &g4), VSOC_EIO);
+    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:6", 0, &at, take_blob, &g4, 0), VSOC_EIO);
     ASSERT_EQ(at, -1);
     ASSERT(vsoc_redis_up(b)); /* an error reply keeps the connection */
     /* Expiry. */
-    ASSERT_EQ(vsoc_redis_handoff_put(a, "g:t:7", 1, v, 1, 200), 0);
+    ASSERT_EQ(vsoc_redis_handoff_put(a, "g:t:7", 1, v, 1, 200, 0), 0);
     sleep_ms(300);
-    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:7", 1, &at, take_blob, &g4), 0);
+    ASSERT_EQ(vsoc_redis_handoff_get(b, "g:t:7", 1, &at, take_blob, &g4, 0), 0);
     ASSERT_EQ(at, -1);
     redisFree(c);
-    ASSERT_EQ(vsoc_redis_handoff_put(a, "", 1, v, 1, 200), VSOC_EINVAL);
-    ASSERT_EQ(vsoc_redis_handoff_put(a, "k", -1, v, 1, 200), VSOC_EINVAL);
-    ASSERT_EQ(vsoc_redis_handoff_put(a, "k", 1, NULL, 1, 200), VSOC_EINVAL);
+    ASSERT_EQ(vsoc_redis_handoff_put(a, "", 1, v, 1, 200, 0), VSOC_EINVAL);
+    ASSERT_EQ(vsoc_redis_handoff_put(a, "k", -1, v, 1, 200, 0), VSOC_EINVAL);
+    ASSERT_EQ(vsoc_redis_handoff_put(a, "k", 1, NULL, 1, 200, 0), VSOC_EINVAL);
     vsoc_redis_blob_t empty_vin = {"", 0, "x", 1};
-    ASSERT_EQ(vsoc_redis_handoff_put(a, "k", 1, &empty_vin, 1, 200), VSOC_EINVAL);
+    ASSERT_EQ(vsoc_redis_handoff_put(a, "k", 1, &empty_vin, 1, 200, 0), VSOC_EINVAL);
     vsoc_redis_free(a);
     vsoc_redis_free(b);
 }

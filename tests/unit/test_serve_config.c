@@ -395,7 +395,7 @@ static void test_docs(void)
         "response.enabled",  "response.key",      "response.vehicle_keys",
         "response.incident_gap",
         "store.sqlite",      "redis.url",         "redis.prefix",
-        "redis.timeout",     "http.listen",
+        "redis.timeout",     "redis.handoff_timeout", "http.listen",
     };
     size_t nkeys = sizeof keys / sizeof keys[0], n;
     serve_config_table(&n);

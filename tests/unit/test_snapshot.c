@@ -1062,6 +1062,21 @@ static void test_forget(void)
         /* Another engine reads on from the hand-over; then the partition comes back with its
          * state as the other engine leaves it, and A restores it into the forgotten slots. */
         restore_all(other, &b, gone);
+        /* Restored state is not in the receiver's own snapshots until touched: a snapshot
+         * of changes then reports exactly the touched vehicles. */
+        blobs_t none = {0}, touched = {0};
+        ASSERT_EQ(vsoc_engine_snapshot(other, 0, keep_blob, &none), 0);
+        ASSERT_EQ(none.n, 0);
+        int held = 0;
+        for (int v = 0; gone[v]; v++)
+            held += vsoc_engine_touch(other, gone[v], strlen(gone[v]));
+        ASSERT_EQ(vsoc_engine_touch(other, "nobody", 6), 0);
+        ASSERT_EQ(vsoc_engine_snapshot(other, 0, keep_blob, &touched), 0);
+        ASSERT_EQ(touched.n, (size_t)held);
+        for (size_t j = 0; j < touched.n; j++)
+            ASSERT(blob_of(&b, touched.v[j].vin) != NULL);
+        blobs_free(&none);
+        blobs_free(&touched);
         size_t back = k + (n - k) / 2;
         for (size_t i = k; i < back; i++)
             feed(in_set(s[i].vin, gone) ? other : a, &la, &s[i], (int)i);
