@@ -1332,11 +1332,11 @@ static void on_assign(void *ctx, vsoc_kafka_partition_t *p, size_t n)
          restored, restored == 1 ? "" : "s");
 }
 
-/* Hands the engine state of (topic t, partition) to its next owner through Redis: every
- * worker snapshots the partition's vehicles, and the lot is written as of offset, where the
- * next owner resumes when the commit went through (it checks that against the group's
- * committed offset, so a handoff that does not match is never used). */
-static void give_handoff(serve_t *s, int t, int32_t partition, int64_t offset)
+/* Hands the engine state of the partitions tp[0..n) to their next owners through Redis:
+ * every worker snapshots their vehicles in one pass, and each partition's lot is written as
+ * of at[k], where the next owner resumes when the commit went through (it checks that
+ * against the group's committed offset, so a handoff that does not match is never used). */
+static void give_handoffs(serve_t *s, const serve_tp_t *tp, const int64_t *at, size_t n)
 {
     s->nhand = 0;
     s->hand_failed = 0;
@@ -1344,9 +1344,8 @@ static void give_handoff(serve_t *s, int t, int32_t partition, int64_t offset)
     for (int w = 0; w < s->nworkers; w++) {
         serve_in_t *slot = claim_in(s, w);
         slot->kind = SERVE_IN_HANDOFF;
-        slot->topic = (uint8_t)t;
-        slot->partition = partition;
-        slot->big = NULL;
+        slot->big = (char *)(void *)tp; /* read by the workers, freed by the caller */
+        slot->n = (uint32_t)n;
         cli_ring_publish(&s->w[w].in);
     }
     while (s->hand_wait > 0) {
@@ -1360,29 +1359,34 @@ static void give_handoff(serve_t *s, int t, int32_t partition, int64_t offset)
     for (size_t k = 0; k < s->nhand; k++)
         total += s->hand[k]->n;
     vsoc_redis_blob_t *v = malloc((total ? total : 1) * sizeof *v);
-    int rc = VSOC_ENOMEM;
-    if (v && !s->hand_failed) {
+    for (size_t k = 0; k < n; k++) {
+        const char *topic = s->topics[tp[k].topic];
+        int32_t partition = tp[k].partition;
+        int rc = VSOC_ENOMEM;
         size_t j = 0;
-        for (size_t k = 0; k < s->nhand; k++)
-            for (size_t i = 0; i < s->hand[k]->n; i++) {
-                const serve_snap_item_t *it = &s->hand[k]->v[i];
-                v[j++] = (vsoc_redis_blob_t){it->vin, it->vinlen, it->blob, it->n};
-            }
-        char key[1024];
-        rc = handoff_key(s, s->topics[t], partition, key, sizeof key) != 0
-                 ? VSOC_EINVAL
-                 : vsoc_redis_handoff_put(s->redis, key, offset, v, total, HANDOFF_TTL_MS,
-                                          (int)(s->cfg->redis.handoff_timeout_us / 1000));
-        redis_state(s);
+        if (v && !s->hand_failed) {
+            for (size_t h = 0; h < s->nhand; h++)
+                for (size_t i = 0; i < s->hand[h]->n; i++) {
+                    const serve_snap_item_t *it = &s->hand[h]->v[i];
+                    if (it->topic == tp[k].topic && it->partition == partition)
+                        v[j++] = (vsoc_redis_blob_t){it->vin, it->vinlen, it->blob, it->n};
+                }
+            char key[1024];
+            rc = handoff_key(s, topic, partition, key, sizeof key) != 0
+                     ? VSOC_EINVAL
+                     : vsoc_redis_handoff_put(s->redis, key, at[k], v, j, HANDOFF_TTL_MS,
+                                              (int)(s->cfg->redis.handoff_timeout_us / 1000));
+            redis_state(s);
+        }
+        if (rc == 0)
+            slog(s, LOG_INFO, "kafka.handoff_given", "%s/%d: engine state of %zu vehicle%s "
+                 "handed over at offset %lld", topic, (int)partition, j, j == 1 ? "" : "s",
+                 (long long)at[k]);
+        else
+            slog(s, LOG_WARN, "kafka.handoff_failed", "%s/%d: the engine state of its "
+                 "vehicles may not have been handed over (%s): if not, the next owner starts "
+                 "their windows afresh", topic, (int)partition, redis_why(s, rc));
     }
-    if (rc == 0)
-        slog(s, LOG_INFO, "kafka.handoff_given", "%s/%d: engine state of %zu vehicle%s handed "
-             "over at offset %lld", s->topics[t], (int)partition, total,
-             total == 1 ? "" : "s", (long long)offset);
-    else
-        slog(s, LOG_WARN, "kafka.handoff_failed", "%s/%d: the engine state of its vehicles "
-             "may not have been handed over (%s): if not, the next owner starts their windows "
-             "afresh", s->topics[t], (int)partition, redis_why(s, rc));
     free(v);
     for (size_t k = 0; k < s->nhand; k++)
         serve_snap_free(s->hand[k]);
@@ -1399,6 +1403,35 @@ static void on_revoke(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
         slog(s, LOG_WARN, "kafka.revoke_uncommitted",
              "could not commit before giving up %zu partition%s: their last messages will be "
              "read again by the next owner", n, n == 1 ? "" : "s");
+    /* With Redis, the vehicles' open windows go with their partitions, all in one pass of
+     * the workers. Not when they were lost (another member may own them and have read on)
+     * nor when the commit failed (the next owner reads again what the state has seen). */
+    if (s->redis && committed && !vsoc_kafka_assignment_lost(s->cons)) {
+        serve_tp_t *tp = malloc((n ? n : 1) * sizeof *tp);
+        int64_t *at = malloc((n ? n : 1) * sizeof *at);
+        size_t m = 0;
+        for (size_t i = 0; tp && at && i < n; i++) {
+            int t = topic_index(s, p[i].topic);
+            for (size_t j = 0; t >= 0 && j < s->nparts; j++) {
+                const part_t *pt = &s->parts[j];
+                if (pt->topic != t || pt->partition != p[i].partition)
+                    continue;
+                int64_t from = pt->next >= 0 ? pt->next : pt->start_at;
+                if (from >= 0) {
+                    tp[m] = (serve_tp_t){(uint8_t)t, p[i].partition};
+                    at[m++] = from;
+                }
+                break;
+            }
+        }
+        if (!tp || !at)
+            slog(s, LOG_WARN, "kafka.handoff_failed", "out of memory: the engine state of "
+                 "%zu partition%s is not handed over", n, n == 1 ? "" : "s");
+        else if (m)
+            give_handoffs(s, tp, at, m);
+        free(tp);
+        free(at);
+    }
     for (size_t i = 0; i < n; i++) {
         int t = topic_index(s, p[i].topic);
         /* Epochs still waiting hold offsets of this partition that its next owner may pass:
@@ -1409,20 +1442,6 @@ static void on_revoke(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
             for (size_t j = 0; j < e->nparts; j++)
                 if (e->parts[j].topic == t && e->parts[j].partition == p[i].partition)
                     e->parts[j].given_up = 1;
-        }
-        /* With Redis, the vehicles' open windows go with the partition. Not when it was
-         * lost (another member may own it and have read on) nor when the commit failed
-         * (the next owner reads again what the state has seen). */
-        if (t >= 0 && s->redis && committed && !vsoc_kafka_assignment_lost(s->cons)) {
-            for (size_t j = 0; j < s->nparts; j++) {
-                const part_t *pt = &s->parts[j];
-                if (pt->topic != t || pt->partition != p[i].partition)
-                    continue;
-                int64_t at = pt->next >= 0 ? pt->next : pt->start_at;
-                if (at >= 0)
-                    give_handoff(s, t, p[i].partition, at);
-                break;
-            }
         }
         for (size_t j = 0; j < s->nparts; j++)
             if (s->parts[j].topic == t && s->parts[j].partition == p[i].partition) {

@@ -39,11 +39,18 @@ enum {
     SERVE_IN_SWAP,
     SERVE_IN_RESTORE,
     SERVE_IN_FORGET, /* the vehicles of (topic, partition): its partition was given up */
-    SERVE_IN_HANDOFF, /* snapshot every vehicle of (topic, partition) for its next owner */
+    SERVE_IN_HANDOFF, /* snapshot every vehicle of the partitions listed, for their next
+                         owners */
     SERVE_IN_STOP
 };
 
 #define SERVE_KEY_MAX 63 /* longer keys name no vehicle (the engine keeps 63 bytes) */
+
+/* A partition of one of the service's topics (an index into its topic names). */
+typedef struct serve_tp {
+    uint8_t topic;
+    int32_t partition;
+} serve_tp_t;
 #define SERVE_INLINE 400
 
 /* A slot of a worker's input ring (about half a kilobyte; values longer than SERVE_INLINE
@@ -63,7 +70,8 @@ typedef struct serve_in {
                               (taken by the worker) */
     uint32_t n;
     char *big;            /* the value when longer than SERVE_INLINE (malloc'd, taken);
-                             RESTORE: the vehicle's engine state blob (n bytes) */
+                             RESTORE: the vehicle's engine state blob (n bytes);
+                             HANDOFF: n serve_tp_t (the main thread's, read only) */
     char key[SERVE_KEY_MAX];
     char data[SERVE_INLINE];
 } serve_in_t;
@@ -74,7 +82,7 @@ enum {
     SERVE_OUT_MARK,
     SERVE_OUT_RELEASE,
     SERVE_OUT_WARN, /* a message for the log (reason) */
-    SERVE_OUT_HANDOFF, /* the vehicles of (topic, partition) asked for (snap) */
+    SERVE_OUT_HANDOFF, /* the vehicles of the partitions asked for (snap) */
     SERVE_OUT_STOP
 };
 
@@ -150,9 +158,8 @@ typedef struct serve_worker {
     size_t vpcap, vpcount;
     struct serve_vpart *vplast;
     serve_snap_t *pending_snap; /* being filled by vsoc_engine_snapshot */
-    int only_partition;         /* pending_snap takes only the vehicles of (only_topic, */
-    uint8_t only_topic;         /*   only_partition): a handoff */
-    int32_t only_partition_id;
+    const serve_tp_t *only;     /* pending_snap takes only the vehicles of these partitions */
+    size_t nonly;               /*   (a handoff); NULL: all */
     int snap_all;               /* the last snapshot failed: report every vehicle */
     vsoc_engine_t *next_engine; /* during a swap: the engine being filled */
     size_t carried;             /* during a swap: groups dropped on the way */

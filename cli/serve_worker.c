@@ -142,9 +142,14 @@ static int snap_item(void *ctx, const char *vin, size_t vinlen, const void *blob
     if (vinlen > SERVE_KEY_MAX)
         return 0; /* cannot have come from a message key: not this service's */
     serve_vpart_t *vp = vpart_find(w, vin, vinlen);
-    if (w->only_partition && (!vp || vp->topic != w->only_topic ||
-                              vp->partition != w->only_partition_id))
-        return 0;
+    if (w->only) {
+        size_t k = 0;
+        while (vp && k < w->nonly &&
+               (w->only[k].topic != vp->topic || w->only[k].partition != vp->partition))
+            k++;
+        if (!vp || k == w->nonly)
+            return 0; /* not a vehicle of the partitions asked for */
+    }
     if (s->n == s->cap) {
         size_t ncap = s->cap ? s->cap * 2 : 16;
         serve_snap_item_t *v = realloc(s->v, ncap * sizeof *v);
@@ -195,21 +200,21 @@ static void warn(serve_worker_t *w, const char *fmt, ...)
     serve_out_push(w, &o);
 }
 
-/* Every vehicle of a partition being given up, for its next owner (a handoff). The
+/* Every vehicle of the partitions being given up, for their next owners (a handoff). The
  * snapshot visits all vehicles and marks them all clean, which loses nothing: a handoff
  * follows a barrier, whose MARK took every change, and no event came since. */
-static serve_snap_t *handoff(serve_worker_t *w, uint8_t topic, int32_t partition)
+static serve_snap_t *handoff(serve_worker_t *w, const serve_tp_t *tp, size_t n)
 {
     serve_snap_t *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
     w->pending_snap = s;
-    w->only_partition = 1;
-    w->only_topic = topic;
-    w->only_partition_id = partition;
+    w->only = tp;
+    w->nonly = n;
     if (vsoc_engine_snapshot(w->engine, 1, snap_item, w) != 0)
         s->failed = 1;
-    w->only_partition = 0;
+    w->only = NULL;
+    w->nonly = 0;
     w->pending_snap = NULL;
     return s;
 }
@@ -468,9 +473,8 @@ static void *run(void *arg)
             forget(w, m->topic, m->partition);
             break;
         case SERVE_IN_HANDOFF: {
-            serve_out_t o = {.kind = SERVE_OUT_HANDOFF, .topic = m->topic,
-                             .partition = m->partition,
-                             .snap = handoff(w, m->topic, m->partition)};
+            serve_out_t o = {.kind = SERVE_OUT_HANDOFF,
+                             .snap = handoff(w, (const serve_tp_t *)(const void *)m->big, m->n)};
             serve_out_push(w, &o);
             break;
         }
