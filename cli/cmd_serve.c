@@ -678,6 +678,22 @@ static int checkpoint(serve_t *s, const epoch_t *e)
             goto fail;
     }
     int64_t now = cli_wall_us();
+    /* The fleet counter in process (no Redis, or while it is away), when a hit changed it.
+     * It may hold hits of events after this epoch's MARK too: a restart feeds those again,
+     * and a hit the counter has seen changes nothing (the one that raised an alert raises
+     * it again, same uid: fleet.h). */
+    if (vsoc_fleet_changed(s->fleet)) {
+        void *blob = NULL;
+        size_t bn = 0;
+        if (vsoc_fleet_snapshot(s->fleet, &blob, &bn) != 0) {
+            slog(s, LOG_ERROR, "out_of_memory", "checkpoint: the fleet counter");
+            return -1;
+        }
+        int rc = vsoc_store_put_service_state(st, "fleet", blob, bn, now);
+        free(blob);
+        if (rc != 0)
+            goto fail;
+    }
     for (size_t k = 0; k < e->nsnaps; k++) {
         const serve_snap_t *sn = e->snaps[k];
         for (size_t i = 0; i < sn->n; i++) {
@@ -1462,6 +1478,23 @@ static void on_revoke(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
     slog(s, LOG_INFO, "kafka.revoked", "%zu partition%s revoked", n, n == 1 ? "" : "s");
 }
 
+/* The fleet counter as the last checkpoint left it. A blob that does not parse is logged
+ * and dropped (the counts start afresh); only running out of memory stops the start. */
+static int load_fleet(void *ctx, const void *blob, size_t n)
+{
+    serve_t *s = ctx;
+    char err[256];
+    int rc = vsoc_fleet_restore(s->fleet, blob, n, err, sizeof err);
+    if (rc == VSOC_ENOMEM) {
+        slog(s, LOG_ERROR, "start.failed", "restoring the fleet counter: out of memory");
+        s->failed = 1;
+        return 0;
+    }
+    if (rc != 0)
+        slog(s, LOG_WARN, "fleet.not_restored", "%s: fleet counts start afresh", err);
+    return 0;
+}
+
 /* ---- reload ------------------------------------------------------------------------------- */
 
 static int reload(serve_t *s, char *msg, size_t n)
@@ -1775,6 +1808,15 @@ int cmd_serve(int argc, char **argv)
         slog(s, LOG_ERROR, "start.failed", "%s", vsoc_store_errmsg(cli_response_store(s->resp)));
         goto done;
     }
+    if (cli_response_store(s->resp) &&
+        vsoc_store_get_service_state(cli_response_store(s->resp), "fleet", load_fleet, s) !=
+            0 &&
+        !s->failed) {
+        slog(s, LOG_ERROR, "start.failed", "%s", vsoc_store_errmsg(cli_response_store(s->resp)));
+        goto done;
+    }
+    if (s->failed)
+        goto done;
     /* Every client gets the pass-through properties; client.id names this instance. */
     if (s->cfg->instance[0])
         snprintf(s->instance, sizeof s->instance, "%s", s->cfg->instance);

@@ -53,6 +53,7 @@ struct vsoc_fleet {
     frule_t **rtab;        /* rule table by id hash, open addressing; never shrinks */
     size_t rcap, rn;
     frule_t *last;         /* the rule hit last: bursts of hits are for one rule */
+    int changed;           /* a hit changed something since the last snapshot */
 };
 
 /* ---- rules -------------------------------------------------------------------------- */
@@ -272,6 +273,31 @@ static void expire(frule_t *r, int64_t horizon)
     }
 }
 
+/* Counts a vehicle the rule does not know yet, its latest hit at t (h: its vin's hash).
+ * Returns 0, or VSOC_ENOMEM with the rule as it was. */
+static int add_entry(frule_t *r, const char *vin, size_t vinlen, uint32_t h, int64_t t)
+{
+    if (reserve(r) != 0)
+        return VSOC_ENOMEM;
+    uint32_t idx;
+    if (r->free != NIL) {
+        idx = r->free;
+        r->free = r->e[idx].next;
+    } else {
+        idx = r->eused++;
+    }
+    fentry_t *x = &r->e[idx];
+    x->t = t;
+    x->hash = h;
+    x->vinlen = (uint8_t)vinlen;
+    memcpy(x->vin, vin, vinlen);
+    x->vin[vinlen] = 0;
+    slot_put(r->slot, r->scap, h, idx);
+    link_entry(r, idx);
+    r->n++;
+    return 0;
+}
+
 /* ---- hits --------------------------------------------------------------------------- */
 
 /* a - b without overflow, clamped to the int64 range. */
@@ -311,36 +337,25 @@ int vsoc_fleet_hit(vsoc_fleet_t *f, const char *rule_id, int64_t timespan_us, ui
     int64_t horizon = sub_sat(newest, timespan_us);
     if (time_us < horizon) {
         /* Late beyond the window: as of its own time the vehicle is already out. */
+        uint32_t before = r->n;
         expire(r, sub_sat(r->newest, timespan_us));
+        if (r->n != before)
+            f->changed = 1;
         fill(r, out);
         return 0;
     }
     uint32_t h = vin_hash(vin, vinlen);
     uint32_t idx = vin_find(r, vin, vinlen, h);
     if (idx == NIL) {
-        if (reserve(r) != 0)
+        if (add_entry(r, vin, vinlen, h, time_us) != 0)
             return VSOC_ENOMEM;
-        if (r->free != NIL) {
-            idx = r->free;
-            r->free = r->e[idx].next;
-        } else {
-            idx = r->eused++;
-        }
-        fentry_t *x = &r->e[idx];
-        x->t = time_us;
-        x->hash = h;
-        x->vinlen = (uint8_t)vinlen;
-        memcpy(x->vin, vin, vinlen);
-        x->vin[vinlen] = 0;
-        slot_put(r->slot, r->scap, h, idx);
-        link_entry(r, idx);
-        r->n++;
     } else if (time_us > r->e[idx].t) {
         unlink_entry(r, idx);
         r->e[idx].t = time_us;
         link_entry(r, idx);
     }
     r->newest = newest;
+    f->changed = 1;
     expire(r, horizon);
     if (r->n < gte) {
         r->below = 1;
@@ -371,4 +386,240 @@ void vsoc_fleet_uid(const char *rule_id, int64_t time_us, char uid[37])
     snprintf(t, sizeof t, "%lld", (long long)time_us);
     const char *parts[3] = {"fleet", rule_id, t};
     vsoc_uuid_derive(parts, 3, uid);
+}
+
+/* ---- snapshot and restore ----------------------------------------------------------- */
+
+/* The blob: "VSF1", u32 rules; per rule: u16 id length, id, i64 newest, i64 alert_clock,
+ * u8 flags (1 alerted, 2 below), i64 alert_hit_us, u8 alert vin length, alert vin, u32
+ * vehicles; per vehicle, oldest first: i64 latest hit, u8 vin length, vin. */
+#define FLEET_MAGIC "VSF1"
+#define FLEET_ID_MAX 1024
+
+typedef struct wbuf {
+    unsigned char *p;
+    size_t n, cap;
+    int oom;
+} wbuf_t;
+
+static void put(wbuf_t *b, const void *src, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->n + n > b->cap) {
+        size_t ncap = b->cap ? b->cap : 256;
+        while (ncap < b->n + n)
+            ncap *= 2;
+        unsigned char *np = realloc(b->p, ncap);
+        if (!np) {
+            b->oom = 1;
+            return;
+        }
+        b->p = np;
+        b->cap = ncap;
+    }
+    memcpy(b->p + b->n, src, n);
+    b->n += n;
+}
+
+static void put_u(wbuf_t *b, uint64_t v, size_t bytes)
+{
+    unsigned char t[8];
+    for (size_t i = 0; i < bytes; i++)
+        t[i] = (unsigned char)(v >> (8 * i));
+    put(b, t, bytes);
+}
+
+static int rule_cmp(const void *a, const void *b)
+{
+    return strcmp((*(frule_t *const *)a)->id, (*(frule_t *const *)b)->id);
+}
+
+int vsoc_fleet_snapshot(vsoc_fleet_t *f, void **blob, size_t *n)
+{
+    frule_t **rules = malloc((f->rn ? f->rn : 1) * sizeof *rules);
+    if (!rules)
+        return VSOC_ENOMEM;
+    size_t nr = 0;
+    for (size_t i = 0; i < f->rcap; i++)
+        if (f->rtab[i])
+            rules[nr++] = f->rtab[i];
+    qsort(rules, nr, sizeof *rules, rule_cmp);
+    wbuf_t b = {0};
+    put(&b, FLEET_MAGIC, 4);
+    put_u(&b, nr, 4);
+    for (size_t k = 0; k < nr; k++) {
+        const frule_t *r = rules[k];
+        size_t idlen = strlen(r->id);
+        put_u(&b, idlen, 2);
+        put(&b, r->id, idlen);
+        put_u(&b, (uint64_t)r->newest, 8);
+        put_u(&b, (uint64_t)r->alert_clock, 8);
+        put_u(&b, (uint64_t)(r->alerted ? 1 : 0) | (r->below ? 2 : 0), 1);
+        put_u(&b, (uint64_t)r->alert_hit_us, 8);
+        put_u(&b, r->alert_vinlen, 1);
+        put(&b, r->alert_vin, r->alert_vinlen);
+        put_u(&b, r->n, 4);
+        for (uint32_t i = r->head; i != NIL; i = r->e[i].next) {
+            put_u(&b, (uint64_t)r->e[i].t, 8);
+            put_u(&b, r->e[i].vinlen, 1);
+            put(&b, r->e[i].vin, r->e[i].vinlen);
+        }
+    }
+    free(rules);
+    if (b.oom) {
+        free(b.p);
+        return VSOC_ENOMEM;
+    }
+    *blob = b.p;
+    *n = b.n;
+    f->changed = 0;
+    return 0;
+}
+
+int vsoc_fleet_changed(const vsoc_fleet_t *f)
+{
+    return f->changed;
+}
+
+typedef struct rbuf {
+    const unsigned char *p;
+    size_t n, at;
+    char *err;
+    size_t errlen;
+} rbuf_t;
+
+static int bad(rbuf_t *b, const char *why)
+{
+    if (b->err && b->errlen)
+        snprintf(b->err, b->errlen, "fleet state: %s at byte %zu", why, b->at);
+    return VSOC_EPARSE;
+}
+
+static int get_u(rbuf_t *b, size_t bytes, uint64_t *v)
+{
+    if (b->n - b->at < bytes)
+        return bad(b, "truncated");
+    *v = 0;
+    for (size_t i = 0; i < bytes; i++)
+        *v |= (uint64_t)b->p[b->at + i] << (8 * i);
+    b->at += bytes;
+    return 0;
+}
+
+static int get_bytes(rbuf_t *b, size_t n, const unsigned char **p)
+{
+    if (b->n - b->at < n)
+        return bad(b, "truncated");
+    *p = b->p + b->at;
+    b->at += n;
+    return 0;
+}
+
+/* Empties f (after a failed restore). */
+static void clear_rules(vsoc_fleet_t *f)
+{
+    for (size_t i = 0; i < f->rcap; i++) {
+        rule_free(f->rtab[i]);
+        f->rtab[i] = NULL;
+    }
+    f->rn = 0;
+    f->last = NULL;
+}
+
+static int restore_rule(vsoc_fleet_t *f, rbuf_t *b)
+{
+    uint64_t idlen, newest, clock, flags, hit, avl, nv;
+    const unsigned char *id, *avin;
+    int rc;
+    if ((rc = get_u(b, 2, &idlen)) != 0)
+        return rc;
+    if (idlen == 0 || idlen > FLEET_ID_MAX)
+        return bad(b, "rule id length out of bounds");
+    if ((rc = get_bytes(b, idlen, &id)) != 0)
+        return rc;
+    if (memchr(id, 0, idlen))
+        return bad(b, "a NUL byte in a rule id");
+    char name[FLEET_ID_MAX + 1];
+    memcpy(name, id, idlen);
+    name[idlen] = 0;
+    if ((rc = get_u(b, 8, &newest)) != 0 || (rc = get_u(b, 8, &clock)) != 0 ||
+        (rc = get_u(b, 1, &flags)) != 0 || (rc = get_u(b, 8, &hit)) != 0 ||
+        (rc = get_u(b, 1, &avl)) != 0)
+        return rc;
+    if (flags > 3)
+        return bad(b, "unknown flags");
+    if (avl > VSOC_VIN_MAX)
+        return bad(b, "alert vin too long");
+    if ((rc = get_bytes(b, avl, &avin)) != 0 || (rc = get_u(b, 4, &nv)) != 0)
+        return rc;
+    /* Each vehicle takes at least 10 bytes: a count beyond what is left is a lie. */
+    if (nv > (b->n - b->at) / 10)
+        return bad(b, "more vehicles than bytes");
+    size_t before = f->rn;
+    frule_t *r = rule_get(f, name);
+    if (!r)
+        return VSOC_ENOMEM;
+    if (f->rn == before)
+        return bad(b, "a rule twice");
+    r->newest = (int64_t)newest;
+    r->alert_clock = (int64_t)clock;
+    r->alerted = (flags & 1) != 0;
+    r->below = (flags & 2) != 0;
+    r->alert_hit_us = (int64_t)hit;
+    r->alert_vinlen = (uint8_t)avl;
+    memcpy(r->alert_vin, avin, avl);
+    r->alert_vin[avl] = 0;
+    if (nv && r->newest == INT64_MIN)
+        return bad(b, "vehicles in a rule that never had a hit");
+    for (uint64_t k = 0; k < nv; k++) {
+        uint64_t t, vl;
+        const unsigned char *vin;
+        if ((rc = get_u(b, 8, &t)) != 0 || (rc = get_u(b, 1, &vl)) != 0)
+            return rc;
+        if (vl == 0 || vl > VSOC_VIN_MAX)
+            return bad(b, "vin length out of bounds");
+        if ((rc = get_bytes(b, vl, &vin)) != 0)
+            return rc;
+        if ((int64_t)t > r->newest)
+            return bad(b, "a hit after the rule's newest");
+        /* Oldest first, each vehicle once: strictly increasing in the list's order. */
+        if (r->tail != NIL && key_cmp((int64_t)t, (const char *)vin, vl, &r->e[r->tail]) <= 0)
+            return bad(b, "vehicles out of order");
+        uint32_t h = vin_hash((const char *)vin, vl);
+        if (vin_find(r, (const char *)vin, vl, h) != NIL)
+            return bad(b, "a vehicle twice");
+        if (add_entry(r, (const char *)vin, vl, h, (int64_t)t) != 0)
+            return VSOC_ENOMEM;
+    }
+    return 0;
+}
+
+int vsoc_fleet_restore(vsoc_fleet_t *f, const void *blob, size_t n, char *err, size_t errlen)
+{
+    if (!f || (!blob && n) || f->rn)
+        return VSOC_EINVAL;
+    rbuf_t b = {blob, n, 0, err, errlen};
+    const unsigned char *magic;
+    uint64_t nr;
+    int rc = get_bytes(&b, 4, &magic);
+    if (rc == 0 && memcmp(magic, FLEET_MAGIC, 4) != 0)
+        rc = bad(&b, "not a fleet state (magic)");
+    if (rc == 0)
+        rc = get_u(&b, 4, &nr);
+    /* Each rule takes at least 33 bytes. */
+    if (rc == 0 && nr > (b.n - b.at) / 33)
+        rc = bad(&b, "more rules than bytes");
+    for (uint64_t k = 0; rc == 0 && k < nr; k++)
+        rc = restore_rule(f, &b);
+    if (rc == 0 && b.at != b.n)
+        rc = bad(&b, "trailing bytes");
+    if (rc != 0) {
+        clear_rules(f);
+        if (rc == VSOC_ENOMEM && err && errlen)
+            snprintf(err, errlen, "fleet state: out of memory");
+        return rc;
+    }
+    f->changed = 0;
+    return 0;
 }

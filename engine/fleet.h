@@ -71,6 +71,25 @@ void vsoc_fleet_free(vsoc_fleet_t *f); /* NULL does nothing */
 int vsoc_fleet_hit(vsoc_fleet_t *f, const char *rule_id, int64_t timespan_us, uint64_t gte,
                    const char *vin, size_t vinlen, int64_t time_us, vsoc_fleet_result_t *out);
 
+/* Serialises the whole counter into a self-contained blob (binary, little-endian, magic
+ * "VSF1"): every rule's newest hit, alert bookkeeping and vehicles with their latest hits,
+ * rules in a stable order (by id), vehicles oldest first. *blob is malloc'd (caller frees).
+ * For a service that checkpoints the counter beside its input offsets; a successful call
+ * clears vsoc_fleet_changed. Returns 0 or VSOC_ENOMEM. */
+int vsoc_fleet_snapshot(vsoc_fleet_t *f, void **blob, size_t *n);
+
+/* Restores a blob of vsoc_fleet_snapshot into f, which must have no rule yet (VSOC_EINVAL
+ * otherwise): f then counts exactly as the snapshotted counter did. A blob that does not
+ * parse (truncated, wrong magic, lengths out of bounds, a rule twice, vehicles out of order
+ * or twice, a latest hit after the rule's newest, trailing bytes) is refused with
+ * VSOC_EPARSE and the reason, with its byte offset, in err (may be NULL); f is then left
+ * with no rule. Returns 0, VSOC_EPARSE, VSOC_EINVAL or VSOC_ENOMEM (f left with no rule). */
+int vsoc_fleet_restore(vsoc_fleet_t *f, const void *blob, size_t n, char *err, size_t errlen);
+
+/* 1 when a hit changed the counter since the last vsoc_fleet_snapshot (or since it was
+ * made), else 0: a checkpoint needs a new snapshot only then. */
+int vsoc_fleet_changed(const vsoc_fleet_t *f);
+
 /* The uid of a fleet alert of rule_id raised at time_us (what vsoc_fleet_hit and the Redis
  * counter put in out->uid): vsoc_uuid_derive over "fleet", rule_id and time_us in decimal
  * (docs/alerts.md gives the bytes). */

@@ -26,8 +26,9 @@
 
 /* ---- schema ------------------------------------------------------------------------------ */
 
-/* migrations[i] takes a database from user_version i to i + 1. Version 2 is one more entry
- * (and VSOC_STORE_SCHEMA_VERSION 2); all pending entries run in one transaction. */
+/* migrations[i] takes a database from user_version i to i + 1. A new version is one more
+ * entry (and VSOC_STORE_SCHEMA_VERSION one more); all pending entries run in one
+ * transaction. */
 static const char *const migrations[] = {
     /* 1: the first schema. */
     "CREATE TABLE alerts ("
@@ -93,6 +94,10 @@ static const char *const migrations[] = {
     "CREATE TABLE engine_state (vin BLOB PRIMARY KEY NOT NULL, topic TEXT NOT NULL,"
     " partition INTEGER NOT NULL, state BLOB NOT NULL, updated_us INTEGER NOT NULL);"
     "CREATE INDEX engine_state_partition ON engine_state (topic, partition);",
+    /* 3: state of the service that belongs to no vehicle (the in-process fleet counter),
+     * checkpointed in the same transaction as the offsets. */
+    "CREATE TABLE service_state (name TEXT PRIMARY KEY NOT NULL, state BLOB NOT NULL,"
+    " updated_us INTEGER NOT NULL);",
 };
 
 _Static_assert(sizeof migrations / sizeof *migrations == VSOC_STORE_SCHEMA_VERSION,
@@ -146,6 +151,8 @@ enum {
     ST_STATE_PUT,
     ST_EACH_STATE,
     ST_STATE_DROP,
+    ST_SERVICE_PUT,
+    ST_SERVICE_GET,
     ST_COUNT
 };
 
@@ -207,6 +214,10 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_EACH_STATE] = "SELECT vin,state FROM engine_state WHERE topic=?1 AND partition=?2"
                       " ORDER BY vin",
     [ST_STATE_DROP] = "DELETE FROM engine_state WHERE topic=?1 AND partition=?2",
+    [ST_SERVICE_PUT] = "INSERT INTO service_state(name,state,updated_us) VALUES(?1,?2,?3)"
+                       " ON CONFLICT(name) DO UPDATE SET state=excluded.state,"
+                       " updated_us=excluded.updated_us",
+    [ST_SERVICE_GET] = "SELECT state FROM service_state WHERE name=?1",
 };
 
 /* The generated upserts: table, key column, columns, and whether the last column keeps its
@@ -1638,4 +1649,34 @@ int vsoc_store_drop_engine_state(vsoc_store_t *s, const char *topic, int32_t par
     bind_text(st, 1, topic);
     sqlite3_bind_int(st, 2, (int)partition);
     return run(s, st);
+}
+
+int vsoc_store_put_service_state(vsoc_store_t *s, const char *name, const void *state,
+                                 size_t n, int64_t time_us)
+{
+    sqlite3_stmt *st = stmt(s, ST_SERVICE_PUT);
+    if (!st)
+        return VSOC_EIO;
+    bind_text(st, 1, name);
+    sqlite3_bind_blob(st, 2, n ? state : "", (int)n, SQLITE_STATIC);
+    bind_i64(st, 3, time_us);
+    return run(s, st);
+}
+
+int vsoc_store_get_service_state(vsoc_store_t *s, const char *name,
+                                 int (*fn)(void *ctx, const void *state, size_t n), void *ctx)
+{
+    sqlite3_stmt *own, *st = iter_stmt(s, ST_SERVICE_GET, &own);
+    if (!st)
+        return VSOC_EIO;
+    bind_text(st, 1, name);
+    int rc = sqlite3_step(st), ret = 0;
+    if (rc == SQLITE_ROW) {
+        const void *blob = sqlite3_column_blob(st, 0);
+        ret = fn(ctx, blob ? blob : "", (size_t)sqlite3_column_bytes(st, 0));
+    } else if (rc != SQLITE_DONE) {
+        ret = db_err(s);
+    }
+    iter_done(st, own);
+    return ret;
 }

@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define VSOC_STORE_SCHEMA_VERSION 2
+#define VSOC_STORE_SCHEMA_VERSION 3
 
 typedef struct vsoc_store vsoc_store_t;
 
@@ -177,5 +177,13 @@ int vsoc_store_each_engine_state(vsoc_store_t *s, const char *topic, int32_t par
                                  void *ctx);
 /* Forgets the vehicles kept for partition of topic (another instance read on from it). */
 int vsoc_store_drop_engine_state(vsoc_store_t *s, const char *topic, int32_t partition);
+/* Keeps the service's state named name (an opaque blob: "fleet", vsoc_fleet_snapshot),
+ * replacing what was kept under that name. */
+int vsoc_store_put_service_state(vsoc_store_t *s, const char *name, const void *state,
+                                 size_t n, int64_t time_us);
+/* Calls fn with the state kept under name (valid during the call) when there is one, and
+ * returns what fn returned; 0 when none is kept; VSOC_EIO. */
+int vsoc_store_get_service_state(vsoc_store_t *s, const char *name,
+                                 int (*fn)(void *ctx, const void *state, size_t n), void *ctx);
 
 #endif

@@ -1102,8 +1102,23 @@ static int ck_state(void *ctx, const char *vin, size_t vinlen, const void *state
     return 0;
 }
 
+typedef struct blob_seen {
+    int calls;
+    size_t n;
+    unsigned char p[16];
+} blob_seen_t;
+
+static int got_state(void *ctx, const void *state, size_t n)
+{
+    blob_seen_t *b = ctx;
+    b->calls++;
+    b->n = n;
+    memcpy(b->p, state, n < sizeof b->p ? n : sizeof b->p);
+    return 0;
+}
+
 /* The service's checkpoint: offsets and engine state per vehicle, replaced in place, per
- * partition; a store of schema 1 is migrated to have them. */
+ * partition, and state by name; a store of schema 1 is migrated to have them. */
 static void test_checkpoint(void)
 {
     char path[128];
@@ -1113,7 +1128,8 @@ static void test_checkpoint(void)
     put_alert(s, "c1", T0, 1);
     vsoc_store_close(s);
     sqlite3 *db = raw_open(path);
-    raw_exec(db, "DROP TABLE stream_offsets; DROP TABLE engine_state; PRAGMA user_version=1");
+    raw_exec(db, "DROP TABLE stream_offsets; DROP TABLE engine_state; DROP TABLE service_state;"
+                 " PRAGMA user_version=1");
     sqlite3_close(db);
     s = open_ok(path);
     db = raw_open(path);
@@ -1153,6 +1169,34 @@ static void test_checkpoint(void)
     ASSERT_EQ(vsoc_store_each_engine_state(s, "vsoc.events", 0, ck_state, &c), 0);
     ASSERT_EQ(c.n, 1);
     ASSERT_STREQ(c.seen[0], "VIN3=c");
+
+    /* State by name: none, then kept (NUL bytes and all), then replaced; rolled back with
+     * its transaction. */
+    blob_seen_t b = {0};
+    ASSERT_EQ(vsoc_store_get_service_state(s, "fleet", got_state, &b), 0);
+    ASSERT_EQ(b.calls, 0);
+    ASSERT_EQ(vsoc_store_begin(s), 0);
+    ASSERT_EQ(vsoc_store_put_service_state(s, "fleet", "x\0y", 3, T0), 0);
+    ASSERT_EQ(vsoc_store_commit(s), 0);
+    ASSERT_EQ(vsoc_store_get_service_state(s, "fleet", got_state, &b), 0);
+    ASSERT_EQ(b.calls, 1);
+    ASSERT_EQ(b.n, 3);
+    ASSERT(!memcmp(b.p, "x\0y", 3));
+    ASSERT_EQ(vsoc_store_begin(s), 0);
+    ASSERT_EQ(vsoc_store_put_service_state(s, "fleet", "zz", 2, T0 + 1), 0);
+    vsoc_store_rollback(s);
+    memset(&b, 0, sizeof b);
+    ASSERT_EQ(vsoc_store_get_service_state(s, "fleet", got_state, &b), 0);
+    ASSERT_EQ(b.n, 3);
+    ASSERT_EQ(vsoc_store_begin(s), 0);
+    ASSERT_EQ(vsoc_store_put_service_state(s, "fleet", "zz", 2, T0 + 1), 0);
+    ASSERT_EQ(vsoc_store_commit(s), 0);
+    memset(&b, 0, sizeof b);
+    ASSERT_EQ(vsoc_store_get_service_state(s, "fleet", got_state, &b), 0);
+    ASSERT_EQ(b.n, 2);
+    ASSERT(!memcmp(b.p, "zz", 2));
+    ASSERT_EQ(vsoc_store_get_service_state(s, "other", got_state, &b), 0);
+    ASSERT_EQ(b.calls, 1); /* not called again: nothing under that name */
     vsoc_store_close(s);
 }
 
