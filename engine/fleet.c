@@ -21,6 +21,9 @@
 #include <string.h>
 
 #define NIL UINT32_MAX
+/* The longest rule id a counter takes: a snapshot stores its length in 16 bits. Compiled
+ * rules' ids are far shorter (VSOC_RULE_ID_MAX). */
+#define FLEET_ID_MAX 65535
 
 typedef struct fentry {
     int64_t t;             /* the vehicle's latest hit */
@@ -326,8 +329,8 @@ static void fill(const frule_t *r, vsoc_fleet_result_t *out)
 int vsoc_fleet_hit(vsoc_fleet_t *f, const char *rule_id, int64_t timespan_us, uint64_t gte,
                    const char *vin, size_t vinlen, int64_t time_us, vsoc_fleet_result_t *out)
 {
-    if (!f || !rule_id || !*rule_id || !vin || vinlen == 0 || vinlen > VSOC_VIN_MAX ||
-        timespan_us < 1 || gte < 1 || !out)
+    if (!f || !rule_id || !*rule_id || strlen(rule_id) > FLEET_ID_MAX || !vin || vinlen == 0 ||
+        vinlen > VSOC_VIN_MAX || timespan_us < 1 || gte < 1 || !out)
         return VSOC_EINVAL;
     memset(out, 0, sizeof *out);
     frule_t *r = rule_get(f, rule_id);
@@ -394,7 +397,6 @@ void vsoc_fleet_uid(const char *rule_id, int64_t time_us, char uid[37])
  * u8 flags (1 alerted, 2 below), i64 alert_hit_us, u8 alert vin length, alert vin, u32
  * vehicles; per vehicle, oldest first: i64 latest hit, u8 vin length, vin. */
 #define FLEET_MAGIC "VSF1"
-#define FLEET_ID_MAX 1024
 
 typedef struct wbuf {
     unsigned char *p;
@@ -450,7 +452,7 @@ int vsoc_fleet_snapshot(vsoc_fleet_t *f, void **blob, size_t *n)
     put_u(&b, nr, 4);
     for (size_t k = 0; k < nr; k++) {
         const frule_t *r = rules[k];
-        size_t idlen = strlen(r->id);
+        size_t idlen = strlen(r->id); /* at most FLEET_ID_MAX: vsoc_fleet_hit refuses more */
         put_u(&b, idlen, 2);
         put(&b, r->id, idlen);
         put_u(&b, (uint64_t)r->newest, 8);
@@ -527,7 +529,7 @@ static void clear_rules(vsoc_fleet_t *f)
     f->last = NULL;
 }
 
-static int restore_rule(vsoc_fleet_t *f, rbuf_t *b)
+static int restore_rule(vsoc_fleet_t *f, rbuf_t *b, char *prev)
 {
     uint64_t idlen, newest, clock, flags, hit, avl, nv;
     const unsigned char *id, *avin;
@@ -540,9 +542,14 @@ static int restore_rule(vsoc_fleet_t *f, rbuf_t *b)
         return rc;
     if (memchr(id, 0, idlen))
         return bad(b, "a NUL byte in a rule id");
-    char name[FLEET_ID_MAX + 1];
+    char *name = prev + FLEET_ID_MAX + 1; /* the caller's second buffer */
     memcpy(name, id, idlen);
     name[idlen] = 0;
+    /* Rules come sorted by id, each once: what vsoc_fleet_snapshot writes, and nothing else
+     * (a blob then names exactly one state). */
+    if (prev[0] && strcmp(prev, name) >= 0)
+        return bad(b, "rules out of order");
+    memcpy(prev, name, idlen + 1);
     if ((rc = get_u(b, 8, &newest)) != 0 || (rc = get_u(b, 8, &clock)) != 0 ||
         (rc = get_u(b, 1, &flags)) != 0 || (rc = get_u(b, 8, &hit)) != 0 ||
         (rc = get_u(b, 1, &avl)) != 0)
@@ -556,12 +563,9 @@ static int restore_rule(vsoc_fleet_t *f, rbuf_t *b)
     /* Each vehicle takes at least 10 bytes: a count beyond what is left is a lie. */
     if (nv > (b->n - b->at) / 10)
         return bad(b, "more vehicles than bytes");
-    size_t before = f->rn;
     frule_t *r = rule_get(f, name);
     if (!r)
         return VSOC_ENOMEM;
-    if (f->rn == before)
-        return bad(b, "a rule twice");
     r->newest = (int64_t)newest;
     r->alert_clock = (int64_t)clock;
     r->alerted = (flags & 1) != 0;
@@ -601,7 +605,7 @@ int vsoc_fleet_restore(vsoc_fleet_t *f, const void *blob, size_t n, char *err, s
         return VSOC_EINVAL;
     rbuf_t b = {blob, n, 0, err, errlen};
     const unsigned char *magic;
-    uint64_t nr;
+    uint64_t nr = 0;
     int rc = get_bytes(&b, 4, &magic);
     if (rc == 0 && memcmp(magic, FLEET_MAGIC, 4) != 0)
         rc = bad(&b, "not a fleet state (magic)");
@@ -610,8 +614,15 @@ int vsoc_fleet_restore(vsoc_fleet_t *f, const void *blob, size_t n, char *err, s
     /* Each rule takes at least 33 bytes. */
     if (rc == 0 && nr > (b.n - b.at) / 33)
         rc = bad(&b, "more rules than bytes");
+    /* The previous rule's id and this one's. */
+    char *ids = rc == 0 && nr ? malloc(2 * (FLEET_ID_MAX + 1)) : NULL;
+    if (rc == 0 && nr && !ids)
+        rc = VSOC_ENOMEM;
+    if (ids)
+        ids[0] = 0;
     for (uint64_t k = 0; rc == 0 && k < nr; k++)
-        rc = restore_rule(f, &b);
+        rc = restore_rule(f, &b, ids);
+    free(ids);
     if (rc == 0 && b.at != b.n)
         rc = bad(&b, "trailing bytes");
     if (rc != 0) {

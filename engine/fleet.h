@@ -64,8 +64,8 @@ void vsoc_fleet_free(vsoc_fleet_t *f); /* NULL does nothing */
 
 /* Records that vehicle vin (1..VSOC_VIN_MAX bytes) hit rule_id at time_us, for a rule with
  * the given window and threshold, and fills *out. Returns 0, VSOC_EINVAL for an empty or
- * too long vin (or an empty rule_id, a timespan_us or gte below 1: nothing a compiled rule
- * gives), or VSOC_ENOMEM (nothing recorded). A rule's window and threshold are taken from
+ * too long vin (or an empty rule_id or one over 65535 bytes, a timespan_us or gte below 1:
+ * nothing a compiled rule gives), or VSOC_ENOMEM (nothing recorded). A rule's window and threshold are taken from
  * each call, so a reloaded rule applies its new ones from its next hit on. Does not
  * allocate for a vehicle the rule already counts. */
 int vsoc_fleet_hit(vsoc_fleet_t *f, const char *rule_id, int64_t timespan_us, uint64_t gte,

@@ -1999,6 +1999,11 @@ static void rule_pair(ctx_t *c, const char *key, yaml_node_t *k, yaml_node_t *v,
                 return;
             }
         }
+        if (strlen(s) > VSOC_RULE_ID_MAX) {
+            err_at(c, v, "rule id '%.40s...' is longer than %d characters", s,
+                   VSOC_RULE_ID_MAX);
+            return;
+        }
         r->id = strdup(s);
         r->line = (int)v->start_mark.line + 1;
         ra->have_id = 1;

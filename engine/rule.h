@@ -11,6 +11,9 @@
 #include "diag.h"
 #include "vsoc.h"
 
+/* The longest rule id: ids travel in alerts, Redis keys and checkpoints (fleet.h). */
+#define VSOC_RULE_ID_MAX 255
+
 typedef struct vsoc_rule vsoc_rule_t;
 typedef struct vsoc_ruleset vsoc_ruleset_t;
 

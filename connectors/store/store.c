@@ -96,8 +96,8 @@ static const char *const migrations[] = {
     "CREATE INDEX engine_state_partition ON engine_state (topic, partition);",
     /* 3: state of the service that belongs to no vehicle (the in-process fleet counter),
      * checkpointed in the same transaction as the offsets. */
-    "CREATE TABLE service_state (name TEXT PRIMARY KEY NOT NULL, state BLOB NOT NULL,"
-    " updated_us INTEGER NOT NULL);",
+    ("CREATE TABLE service_state (name TEXT PRIMARY KEY NOT NULL, state BLOB NOT NULL,"
+     " updated_us INTEGER NOT NULL);"),
 };
 
 _Static_assert(sizeof migrations / sizeof *migrations == VSOC_STORE_SCHEMA_VERSION,
