@@ -4,15 +4,23 @@
 #include "ack.h"
 #include "util.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
-/* A vehicle's public key, loaded from the key directory the first time it is needed. */
+/* A vehicle's public key, loaded from the key directory the first time it is needed, with
+ * what its file was then: a key file replaced or removed (a key rotated or revoked) is seen
+ * at the vehicle's next ack. */
 typedef struct vkey {
     char vin[VSOC_VIN_MAX + 1];
     vsoc_key_t *key;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
 } vkey_t;
 
 struct cli_deliver {
@@ -24,6 +32,7 @@ struct cli_deliver {
     size_t nvkeys, capvkeys;
     int64_t approvals_after;
     uint64_t acks_ok, acks_bad;
+    int key_oom; /* the last vehicle_key ran out of memory: no verdict can be given */
 };
 
 static void logline(cli_deliver_t *d, const char *event, const char *fmt, ...)
@@ -67,30 +76,57 @@ void cli_deliver_free(cli_deliver_t *d)
     free(d);
 }
 
+static int same_file(const vkey_t *v, const struct stat *st)
+{
+    return v->dev == st->st_dev && v->ino == st->st_ino && v->size == st->st_size &&
+           v->mtime.tv_sec == st->st_mtim.tv_sec && v->mtime.tv_nsec == st->st_mtim.tv_nsec;
+}
+
 static const vsoc_key_t *vehicle_key(cli_deliver_t *d, const char *vin)
 {
-    for (size_t i = 0; i < d->nvkeys; i++)
-        if (!strcmp(d->vkeys[i].vin, vin))
-            return d->vkeys[i].key;
-    if (vsoc_array_grow((void **)&d->vkeys, &d->capvkeys, d->nvkeys, sizeof *d->vkeys))
-        return NULL;
-    /* VINs become file names: only the characters a key id may hold. A key not on file is
-     * looked for again next time (it may be added while the process runs) and not kept, so
-     * acks naming made-up VINs cannot grow the cache. */
+    /* VINs become file names: only the characters a key id may hold. */
     if (!vsoc_key_id_valid(vin)) {
         logline(d, "ack.key", "'%s' cannot name a key file", vin);
         return NULL;
     }
     char path[4096], err[512];
     snprintf(path, sizeof path, "%s/%s.pub", d->keydir, vin);
-    vsoc_key_t *k = vsoc_key_load_public(path, vin, err, sizeof err);
+    /* The file is looked at for every ack (acks are few): a key kept while its file is
+     * unchanged, loaded again when it changed, dropped when it is gone. */
+    struct stat st;
+    int on_file = stat(path, &st) == 0;
+    vkey_t *v = NULL;
+    for (size_t i = 0; i < d->nvkeys; i++)
+        if (!strcmp(d->vkeys[i].vin, vin))
+            v = &d->vkeys[i];
+    if (v && on_file && same_file(v, &st))
+        return v->key;
+    if (v) {
+        vsoc_key_free(v->key);
+        *v = d->vkeys[--d->nvkeys];
+        if (!on_file)
+            logline(d, "ack.key", "the key of %s was removed from %s: no longer trusted", vin,
+                    d->keydir);
+    }
+    /* A key not on file is not kept (it may be added while the process runs), so acks
+     * naming made-up VINs cannot grow the cache. */
+    vsoc_key_t *k = on_file ? vsoc_key_load_public(path, vin, err, sizeof err) : NULL;
     if (!k) {
-        logline(d, "ack.key", "no key for %s: %s", vin, err);
+        logline(d, "ack.key", "no key for %s: %s", vin, on_file ? err : strerror(errno));
         return NULL;
     }
-    vkey_t *v = &d->vkeys[d->nvkeys++];
+    if (vsoc_array_grow((void **)&d->vkeys, &d->capvkeys, d->nvkeys, sizeof *d->vkeys)) {
+        vsoc_key_free(k);
+        d->key_oom = 1;
+        return NULL;
+    }
+    v = &d->vkeys[d->nvkeys++];
     snprintf(v->vin, sizeof v->vin, "%s", vin);
     v->key = k;
+    v->dev = st.st_dev;
+    v->ino = st.st_ino;
+    v->size = st.st_size;
+    v->mtime = st.st_mtim;
     return v->key;
 }
 
@@ -125,7 +161,14 @@ int cli_deliver_ack(cli_deliver_t *d, vsoc_responder_t *resp, const char *from_v
     if (from_vin && strcmp(from_vin, ack.vin) != 0) {
         verdict = "wrong_vin"; /* a vehicle answering for another */
     } else {
+        d->key_oom = 0;
         const vsoc_key_t *k = vehicle_key(d, ack.vin);
+        if (d->key_oom) {
+            /* Not judged, not kept: the transport delivers it again after a restart. */
+            logline(d, "error", "out of memory keeping the key of %s", ack.vin);
+            free(raw);
+            return -1;
+        }
         vsoc_envelope_reason_t vr =
             k ? vsoc_ack_verify(&ack, &k, 1, ack.vin) : VSOC_ENVELOPE_UNKNOWN_KEY;
         if (vr != VSOC_ENVELOPE_OK)

@@ -33,7 +33,8 @@ int cli_deliver_approvals(cli_deliver_t *d, vsoc_responder_t *resp);
 
 /* One ack as received (buf, n: its bytes, not NUL-terminated); from_vin is the vehicle its
  * transport names (NULL when it names none). The ack is checked (its vehicle's key, from the
- * key directory, cached), kept in the store with its verdict, and only a verified one goes
+ * key directory, kept while its file is unchanged: a file replaced or removed takes effect
+ * at the next ack), kept in the store with its verdict, and only a verified one goes
  * to resp. Malformed or refused acks are logged and counted, and return 0: they are
  * handled. Returns -1 (logged) when the store did not keep it: it must not be acknowledged
  * to the transport, so that it comes again after a restart. */

@@ -387,8 +387,8 @@ static void test_verified(void)
     ASSERT_LOG_HAS(f, mark, "(signature verified)");
     free(ack);
 
-    /* The vehicle's key is loaded once and kept: the ack to its next command verifies even
-     * with the file moved away meanwhile. */
+    /* The key is kept while its file is unchanged; a key file removed (the vehicle's key
+     * revoked) is no longer trusted at the next ack, and one put back is loaded again. */
     vsoc_envelope_t e2 = send_logs(f, "inc-ok2", VIN);
     char pub[256], moved[256];
     snprintf(pub, sizeof pub, "%s/%s.pub", keydir, VIN);
@@ -397,12 +397,39 @@ static void test_verified(void)
     signed_ack(&e2, NULL, NULL, VSOC_ACK_APPLIED, veh_key, &ack, &n);
     mark = f->nlog;
     ASSERT_EQ(cli_deliver_ack(f->d, f->r, VIN, ack, n, T0 + 3 * S), 0);
+    expect_counts(f, 1, 1);
+    ASSERT_EQ(state_of(f, e2.cmd_id), VSOC_CMD_SENT);
+    ASSERT_EQ(acks_in_db(f->db, e2.cmd_id, "unknown_key"), 1);
+    EXPECT_LOG(f, mark, "ack.key", "ack.key", "ack");
+    ASSERT_LOG_HAS(f, mark, "no longer trusted");
     ASSERT_EQ(rename(moved, pub), 0);
-    expect_counts(f, 2, 0);
+    mark = f->nlog;
+    ASSERT_EQ(cli_deliver_ack(f->d, f->r, VIN, ack, n, T0 + 4 * S), 0);
+    expect_counts(f, 2, 1);
     ASSERT_EQ(state_of(f, e2.cmd_id), VSOC_CMD_ACKED);
     ASSERT_EQ(acks_in_db(f->db, e2.cmd_id, "ok"), 1);
     EXPECT_LOG(f, mark, "ack");
     free(ack);
+
+    /* A key file replaced (the vehicle's key rotated): the old key no longer verifies, the
+     * new one does. */
+    vsoc_envelope_t e3 = send_logs(f, "inc-ok3", VIN);
+    char rotated[256], keep[256];
+    snprintf(rotated, sizeof rotated, "%s/%s.pub", otherdir, VIN);
+    snprintf(keep, sizeof keep, "%s/%s.pub.old", otherdir, VIN);
+    ASSERT_EQ(rename(pub, keep), 0);
+    ASSERT_EQ(rename(rotated, pub), 0);
+    signed_ack(&e3, NULL, NULL, VSOC_ACK_APPLIED, veh_key, &ack, &n);
+    ASSERT_EQ(cli_deliver_ack(f->d, f->r, VIN, ack, n, T0 + 5 * S), 0);
+    free(ack);
+    ASSERT_EQ(state_of(f, e3.cmd_id), VSOC_CMD_SENT);
+    ASSERT_EQ(acks_in_db(f->db, e3.cmd_id, "bad_signature"), 1);
+    signed_ack(&e3, NULL, NULL, VSOC_ACK_APPLIED, rogue_key, &ack, &n);
+    ASSERT_EQ(cli_deliver_ack(f->d, f->r, VIN, ack, n, T0 + 6 * S), 0);
+    free(ack);
+    ASSERT_EQ(state_of(f, e3.cmd_id), VSOC_CMD_ACKED);
+    ASSERT_EQ(rename(pub, rotated), 0);
+    ASSERT_EQ(rename(keep, pub), 0);
     teardown(f);
 }
 
