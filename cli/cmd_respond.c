@@ -121,9 +121,7 @@ static void logline(respond_t *rs, const char *event, const char *fmt, ...)
     va_end(ap);
     /* What vehicles say (an ack's reason) is quoted in lines: one line each, whatever it
      * holds. */
-    for (char *p = text; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = '?';
+    vsoc_one_line(text);
     fprintf(stderr, "%s %-24s %s\n", t, event, text);
 }
 

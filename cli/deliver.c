@@ -46,9 +46,7 @@ static void logline(cli_deliver_t *d, const char *event, const char *fmt, ...)
     va_end(ap);
     /* Lines carry what acks say (reason, VIN) before or without a valid signature: control
      * characters would let a forged ack write lines of its own into a plain-text log. */
-    for (char *p = text; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = '?';
+    vsoc_one_line(text);
     d->log(d->log_ctx, event, text);
 }
 

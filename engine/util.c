@@ -210,6 +210,13 @@ int vsoc_name_index(const char *const *names, size_t n, const char *name)
     return -1;
 }
 
+void vsoc_one_line(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            *s = '?';
+}
+
 int vsoc_array_grow(void **arr, size_t *cap, size_t n, size_t elem)
 {
     if (n < *cap)

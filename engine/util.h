@@ -102,6 +102,10 @@ void vsoc_fp_f64(uint64_t *h, double d);
 void vsoc_seterr(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Replaces each control character (below 0x20, and 0x7f) of the NUL-terminated s with '?':
+ * a text log line that quotes what others sent (an ack's reason) stays one line. */
+void vsoc_one_line(char *s);
+
 /* Makes room for one more element in a growable array: when n == *cap, doubles *cap
  * (first 16) and reallocates *arr. Returns 0, or VSOC_ENOMEM with *arr unchanged. */
 int vsoc_array_grow(void **arr, size_t *cap, size_t n, size_t elem);

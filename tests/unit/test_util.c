@@ -71,12 +71,23 @@ static void test_diags(void)
     vsoc_diags_free(d);
 }
 
+static void test_one_line(void)
+{
+    char s[] = "a\nb\rc\td\x1b[31me\x7f f\xc3\xa9";
+    vsoc_one_line(s);
+    ASSERT_STREQ(s, "a?b?c?d?[31me? f\xc3\xa9"); /* UTF-8 stays */
+    char empty[] = "";
+    vsoc_one_line(empty);
+    ASSERT_STREQ(empty, "");
+}
+
 int main(void)
 {
     test_numbers();
     test_durations();
     test_suggestions();
     test_diags();
+    test_one_line();
     printf("test_util: ok\n");
     return 0;
 }
