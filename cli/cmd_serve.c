@@ -493,11 +493,21 @@ static int topic_index(serve_t *s, const char *t)
     return (int)s->ntopics++;
 }
 
-static part_t *part_of(serve_t *s, int topic, int32_t partition)
+/* The partition's entry, or NULL when this instance does not read it. */
+static part_t *part_find(serve_t *s, int topic, int32_t partition)
 {
     for (size_t i = 0; i < s->nparts; i++)
         if (s->parts[i].topic == topic && s->parts[i].partition == partition)
             return &s->parts[i];
+    return NULL;
+}
+
+/* The partition's entry, added when missing. NULL when out of memory. */
+static part_t *part_of(serve_t *s, int topic, int32_t partition)
+{
+    part_t *found = part_find(s, topic, partition);
+    if (found)
+        return found;
     if (vsoc_array_grow((void **)&s->parts, &s->capparts, s->nparts, sizeof *s->parts) != 0)
         return NULL;
     part_t *p = &s->parts[s->nparts++];
@@ -527,6 +537,15 @@ static serve_in_t *claim_in(serve_t *s, int i)
         nanosleep(&ts, NULL);
     }
     return slot;
+}
+
+/* Sends m (a marker or a request: kind and the fields it uses) down every worker's ring. */
+static void to_every_worker(serve_t *s, const serve_in_t *m)
+{
+    for (int i = 0; i < s->nworkers; i++) {
+        *claim_in(s, i) = *m;
+        cli_ring_publish(&s->w[i].in);
+    }
 }
 
 static uint32_t vin_hash(const void *p, size_t n)
@@ -630,13 +649,7 @@ static int mark(serve_t *s)
         e->nparts = s->nparts;
     }
     e->marked = 1;
-    for (int i = 0; i < s->nworkers; i++) {
-        serve_in_t *slot = claim_in(s, i);
-        slot->kind = SERVE_IN_MARK;
-        slot->epoch = e->id;
-        slot->big = NULL;
-        cli_ring_publish(&s->w[i].in);
-    }
+    to_every_worker(s, &(serve_in_t){.kind = SERVE_IN_MARK, .epoch = e->id});
     s->dispatched_since_mark = 0;
     s->last_mark_ns = cli_now_ns();
     return open_epoch(s);
@@ -746,11 +759,7 @@ static void complete(serve_t *s)
             return; /* tried again at the next turn */
         size_t n = 0;
         for (size_t i = 0; i < e->nparts; i++) {
-            part_t *cur = NULL;
-            for (size_t j = 0; j < s->nparts; j++)
-                if (s->parts[j].topic == e->parts[i].topic &&
-                    s->parts[j].partition == e->parts[i].partition)
-                    cur = &s->parts[j];
+            const part_t *cur = part_find(s, e->parts[i].topic, e->parts[i].partition);
             if (!cur || e->parts[i].given_up || e->parts[i].next < 0 ||
                 e->parts[i].next <= cur->committed)
                 continue; /* revoked since, nothing read, or committed already */
@@ -767,12 +776,11 @@ static void complete(serve_t *s)
             s->offset_commit_errors++;
             pthread_mutex_unlock(&s->mu);
         } else if (n) {
-            for (size_t i = 0; i < e->nparts; i++)
-                for (size_t j = 0; j < s->nparts; j++)
-                    if (s->parts[j].topic == e->parts[i].topic &&
-                        s->parts[j].partition == e->parts[i].partition &&
-                        e->parts[i].next > s->parts[j].committed)
-                        s->parts[j].committed = e->parts[i].next;
+            for (size_t i = 0; i < e->nparts; i++) {
+                part_t *cur = part_find(s, e->parts[i].topic, e->parts[i].partition);
+                if (cur && e->parts[i].next > cur->committed)
+                    cur->committed = e->parts[i].next;
+            }
             pthread_mutex_lock(&s->mu);
             s->offset_commits++;
             pthread_mutex_unlock(&s->mu);
@@ -1357,13 +1365,9 @@ static void give_handoffs(serve_t *s, const serve_tp_t *tp, const int64_t *at, s
     s->nhand = 0;
     s->hand_failed = 0;
     s->hand_wait = s->nworkers;
-    for (int w = 0; w < s->nworkers; w++) {
-        serve_in_t *slot = claim_in(s, w);
-        slot->kind = SERVE_IN_HANDOFF;
-        slot->big = (char *)(void *)tp; /* read by the workers, freed by the caller */
-        slot->n = (uint32_t)n;
-        cli_ring_publish(&s->w[w].in);
-    }
+    /* The list is read by the workers and freed by the caller once all have answered. */
+    to_every_worker(s, &(serve_in_t){.kind = SERVE_IN_HANDOFF, .big = (char *)(void *)tp,
+                                     .n = (uint32_t)n});
     while (s->hand_wait > 0) {
         drain(s);
         if (s->hand_wait > 0) {
@@ -1428,16 +1432,11 @@ static void on_revoke(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
         size_t m = 0;
         for (size_t i = 0; tp && at && i < n; i++) {
             int t = topic_index(s, p[i].topic);
-            for (size_t j = 0; t >= 0 && j < s->nparts; j++) {
-                const part_t *pt = &s->parts[j];
-                if (pt->topic != t || pt->partition != p[i].partition)
-                    continue;
-                int64_t from = pt->next >= 0 ? pt->next : pt->start_at;
-                if (from >= 0) {
-                    tp[m] = (serve_tp_t){(uint8_t)t, p[i].partition};
-                    at[m++] = from;
-                }
-                break;
+            const part_t *pt = t >= 0 ? part_find(s, t, p[i].partition) : NULL;
+            int64_t from = !pt ? -1 : pt->next >= 0 ? pt->next : pt->start_at;
+            if (from >= 0) {
+                tp[m] = (serve_tp_t){(uint8_t)t, p[i].partition};
+                at[m++] = from;
             }
         }
         if (!tp || !at)
@@ -1459,21 +1458,14 @@ static void on_revoke(void *ctx, const vsoc_kafka_partition_t *p, size_t n)
                 if (e->parts[j].topic == t && e->parts[j].partition == p[i].partition)
                     e->parts[j].given_up = 1;
         }
-        for (size_t j = 0; j < s->nparts; j++)
-            if (s->parts[j].topic == t && s->parts[j].partition == p[i].partition) {
-                s->parts[j] = s->parts[--s->nparts];
-                break;
-            }
+        part_t *gone = t >= 0 ? part_find(s, t, p[i].partition) : NULL;
+        if (gone)
+            *gone = s->parts[--s->nparts];
         /* The next owner reads on from here with the state it restores: what the engines
          * hold of these vehicles would be stale should the partition come back. */
-        for (int w = 0; t >= 0 && w < s->nworkers; w++) {
-            serve_in_t *slot = claim_in(s, w);
-            slot->kind = SERVE_IN_FORGET;
-            slot->topic = (uint8_t)t;
-            slot->partition = p[i].partition;
-            slot->big = NULL;
-            cli_ring_publish(&s->w[w].in);
-        }
+        if (t >= 0)
+            to_every_worker(s, &(serve_in_t){.kind = SERVE_IN_FORGET, .topic = (uint8_t)t,
+                                             .partition = p[i].partition});
     }
     slog(s, LOG_INFO, "kafka.revoked", "%zu partition%s revoked", n, n == 1 ? "" : "s");
 }

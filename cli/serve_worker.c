@@ -150,14 +150,8 @@ static int snap_item(void *ctx, const char *vin, size_t vinlen, const void *blob
         if (!vp || k == w->nonly)
             return 0; /* not a vehicle of the partitions asked for */
     }
-    if (s->n == s->cap) {
-        size_t ncap = s->cap ? s->cap * 2 : 16;
-        serve_snap_item_t *v = realloc(s->v, ncap * sizeof *v);
-        if (!v)
-            return VSOC_ENOMEM;
-        s->v = v;
-        s->cap = ncap;
-    }
+    if (vsoc_array_grow((void **)&s->v, &s->cap, s->n, sizeof *s->v) != 0)
+        return VSOC_ENOMEM;
     serve_snap_item_t *it = &s->v[s->n];
     if (!(it->blob = malloc(n ? n : 1)))
         return VSOC_ENOMEM;
@@ -172,20 +166,32 @@ static int snap_item(void *ctx, const char *vin, size_t vinlen, const void *blob
     return 0;
 }
 
-/* The state of the vehicles that changed since the last MARK. A snapshot that fails is
- * marked failed (the epoch then commits no offsets) and all vehicles are reported next
- * time. */
-static serve_snap_t *snapshot(serve_worker_t *w)
+/* Snapshots the engine into a new serve_snap_t: every vehicle with all, else those that
+ * changed, and only those of the partitions tp[0..n) when tp is not NULL. A snapshot that
+ * fails comes back marked failed. NULL when out of memory. */
+static serve_snap_t *collect(serve_worker_t *w, int all, const serve_tp_t *tp, size_t n)
 {
     serve_snap_t *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
     w->pending_snap = s;
-    int rc = vsoc_engine_snapshot(w->engine, w->snap_all, snap_item, w);
+    w->only = tp;
+    w->nonly = n;
+    s->failed = vsoc_engine_snapshot(w->engine, all, snap_item, w) != 0;
+    w->only = NULL;
+    w->nonly = 0;
     w->pending_snap = NULL;
-    w->snap_all = rc != 0;
-    if (rc != 0)
-        s->failed = 1;
+    return s;
+}
+
+/* The state of the vehicles that changed since the last MARK. A snapshot that fails is
+ * marked failed (the epoch then commits no offsets) and all vehicles are reported next
+ * time. */
+static serve_snap_t *snapshot(serve_worker_t *w)
+{
+    serve_snap_t *s = collect(w, w->snap_all, NULL, 0);
+    if (s)
+        w->snap_all = s->failed;
     return s;
 }
 
@@ -205,18 +211,7 @@ static void warn(serve_worker_t *w, const char *fmt, ...)
  * follows a barrier, whose MARK took every change, and no event came since. */
 static serve_snap_t *handoff(serve_worker_t *w, const serve_tp_t *tp, size_t n)
 {
-    serve_snap_t *s = calloc(1, sizeof *s);
-    if (!s)
-        return NULL;
-    w->pending_snap = s;
-    w->only = tp;
-    w->nonly = n;
-    if (vsoc_engine_snapshot(w->engine, 1, snap_item, w) != 0)
-        s->failed = 1;
-    w->only = NULL;
-    w->nonly = 0;
-    w->pending_snap = NULL;
-    return s;
+    return collect(w, 1, tp, n);
 }
 
 /* A vehicle's state from the store, or handed over by the partition's previous owner,
